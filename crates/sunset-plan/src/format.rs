@@ -1,0 +1,406 @@
+//! On-disk plan formats: the serde types of backfill plans and decommission sequences.
+//!
+//! These are API boundaries: operators keep these files in git for years. Every type denies
+//! unknown fields (a typo'd key is an error with a suggestion), carries an optional `version`,
+//! and serializes only to compute fingerprints.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::yaml::{DurationValue, OrderedMap, Text};
+
+/// The only format version so far; files without `version` are version 1.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn format_version() -> u32 {
+    FORMAT_VERSION
+}
+
+/// One string or a list of strings (`key: id` or `key: [tenant_id, id]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OneOrMany(pub Vec<Text>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor;
+        impl<'de> Visitor<'de> for OneOrManyVisitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a column name or a list of column names")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<OneOrMany, E> {
+                Text::deserialize(de::value::StrDeserializer::<E>::new(value))
+                    .map(|t| OneOrMany(vec![t]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Text>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+        }
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}
+
+/// A mapping with unique keys whose order does not matter (fingerprinted sorted).
+fn unique_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<Text, Text>, D::Error> {
+    OrderedMap::<Text>::deserialize(deserializer).map(|map| map.0.into_iter().collect())
+}
+
+fn optional_unique_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<Text, Text>>, D::Error> {
+    unique_map(deserializer).map(Some)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backfill plans
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillPlanFile {
+    #[serde(default = "format_version")]
+    pub version: u32,
+    /// The run's name: checkpoints and locks are keyed by it.
+    pub backfill: Text,
+    #[serde(default)]
+    pub mode: BackfillMode,
+    /// The STI table, `schema.table` or `table`.
+    pub table: Text,
+    /// Primary key or unique not-null column(s) used for keyset chunking.
+    pub key: OneOrMany,
+    /// The column that receives the type name.
+    pub discriminator: Text,
+    /// In-place mode: the legacy column the type is derived from.
+    pub from: Option<Text>,
+    /// In-place mode: legacy value to type name.
+    #[serde(default, deserialize_with = "optional_unique_map")]
+    pub map: Option<BTreeMap<Text, Text>>,
+    #[serde(default)]
+    pub unmapped: Unmapped,
+    /// An SQL condition limiting the rows touched.
+    #[serde(rename = "where")]
+    pub filter: Option<Text>,
+    /// Copy mode: the legacy per-type tables.
+    #[serde(default)]
+    pub sources: Vec<CopySourceFile>,
+    #[serde(default)]
+    pub batch: BatchFile,
+    #[serde(default)]
+    pub throttle: ThrottleFile,
+    /// Who writes the discriminator for new rows while the backfill runs.
+    pub coverage: Option<Coverage>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillMode {
+    #[default]
+    InPlace,
+    Copy,
+}
+
+/// What to do with rows whose legacy value is not in `map`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmapped {
+    /// Refuse to start while any exist (counted by preflight).
+    #[default]
+    Fail,
+    /// Leave them without a type.
+    Skip,
+    /// Give them this type.
+    Default(Text),
+}
+
+impl<'de> Deserialize<'de> for Unmapped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UnmappedVisitor;
+        impl<'de> Visitor<'de> for UnmappedVisitor {
+            type Value = Unmapped;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`fail`, `skip` or `{ default: TypeName }`")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Unmapped, E> {
+                match value {
+                    "fail" => Ok(Unmapped::Fail),
+                    "skip" => Ok(Unmapped::Skip),
+                    other => Err(E::custom(format_args!(
+                        "expected `fail`, `skip` or `{{ default: TypeName }}`, found `{other}`"
+                    ))),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Unmapped, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "expected `{ default: TypeName }`, found an empty mapping",
+                    ));
+                };
+                if key != "default" {
+                    return Err(de::Error::custom(format_args!(
+                        "expected `{{ default: TypeName }}`, found key `{key}`"
+                    )));
+                }
+                let value: Text = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(de::Error::custom("expected only `default` in `unmapped`"));
+                }
+                Ok(Unmapped::Default(value))
+            }
+        }
+        deserializer.deserialize_any(UnmappedVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coverage {
+    /// The tool installs a trigger that sets the discriminator on insert and update.
+    Trigger,
+    /// The application already writes the discriminator for new rows.
+    Application,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopySourceFile {
+    pub table: Text,
+    /// The type name rows from this table get.
+    #[serde(rename = "type")]
+    pub type_name: Text,
+    /// Target column to source column or SQL expression; unlisted columns copy by name.
+    #[serde(default, deserialize_with = "unique_map")]
+    pub columns: BTreeMap<Text, Text>,
+    #[serde(rename = "where")]
+    pub filter: Option<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchFile {
+    /// The first batch's size; the controller then adapts it.
+    pub size: u64,
+    pub min_size: u64,
+    pub max_size: u64,
+    pub target_duration: DurationValue,
+}
+
+impl Default for BatchFile {
+    fn default() -> Self {
+        BatchFile {
+            size: 1_000,
+            min_size: 10,
+            max_size: 50_000,
+            target_duration: DurationValue(std::time::Duration::from_millis(200)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleFile {
+    pub lock_timeout: DurationValue,
+    pub statement_timeout: DurationValue,
+    pub max_replication_lag: DurationValue,
+    /// Pause while any other transaction has been open longer than this.
+    pub max_transaction_age: DurationValue,
+    /// Pause while more sessions than this wait for a lock on the table.
+    pub max_lock_waiters: u32,
+}
+
+impl Default for ThrottleFile {
+    fn default() -> Self {
+        let seconds = |s| DurationValue(std::time::Duration::from_secs(s));
+        ThrottleFile {
+            lock_timeout: seconds(2),
+            statement_timeout: seconds(30),
+            max_replication_lag: seconds(10),
+            max_transaction_age: seconds(300),
+            max_lock_waiters: 5,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decommission sequences
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceFile {
+    #[serde(default = "format_version")]
+    pub version: u32,
+    /// Steps in the order they run; each step is a list of actions run in order.
+    pub decommission_sequence: OrderedMap<Vec<ActionFile>>,
+    /// AWS account ids this sequence may run against (STS GetCallerIdentity is checked).
+    #[serde(default)]
+    pub allowed_accounts: Vec<Text>,
+    pub region: Option<Text>,
+    #[serde(default)]
+    pub defaults: DefaultsFile,
+    /// Resources carrying this tag key are never touched.
+    #[serde(default = "default_protect_tag")]
+    pub protect_tag: Text,
+    /// Where `archive` actions write, unless they say otherwise.
+    pub archive: Option<ArchiveFile>,
+}
+
+fn default_protect_tag() -> Text {
+    Text("do-not-delete".to_owned())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsFile {
+    /// How long a validation is polled before the step fails.
+    pub validation_timeout: DurationValue,
+    /// How often a validation is polled.
+    pub poll_interval: DurationValue,
+}
+
+impl Default for DefaultsFile {
+    fn default() -> Self {
+        DefaultsFile {
+            validation_timeout: DurationValue(std::time::Duration::from_secs(30 * 60)),
+            poll_interval: DurationValue(std::time::Duration::from_secs(15)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    /// `s3://bucket/prefix` or a local directory.
+    pub dest: Text,
+    #[serde(default)]
+    pub dirs: Vec<Text>,
+    #[serde(default)]
+    pub tables: Vec<Text>,
+    pub database_url: Option<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionFile {
+    pub action: ActionKind,
+    /// Instance, volume, load balancer or group ids, Name tags, or `tag:Key=Value` selectors.
+    #[serde(default)]
+    pub targets: Vec<Text>,
+    /// DNS names for `remove_dns`.
+    #[serde(default)]
+    pub records: Vec<Text>,
+    /// The Route 53 hosted zone of `records`, when the name alone is ambiguous.
+    pub zone: Option<Text>,
+    pub validation: Option<ValidationFile>,
+    /// How long to wait after this action before the next step may start.
+    pub wait_time: Option<DurationValue>,
+    pub timeout: Option<DurationValue>,
+    pub interval: Option<DurationValue>,
+    /// `command` actions, or `stop_services` run on the hosts instead of stopping them.
+    pub command: Option<Text>,
+    /// `sql` actions.
+    pub sql: Option<Text>,
+    pub database_url: Option<Text>,
+    /// `http` actions.
+    pub url: Option<Text>,
+    pub method: Option<Text>,
+    pub expect_status: Option<u16>,
+    /// `archive` actions: the archiver's sources and destination.
+    #[serde(default)]
+    pub dirs: Vec<Text>,
+    #[serde(default)]
+    pub tables: Vec<Text>,
+    pub dest: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    StopServices,
+    StopInstances,
+    StartInstances,
+    SnapshotVolumes,
+    DetachVolumes,
+    DeleteVolumes,
+    TerminateInstances,
+    ReleaseAddresses,
+    DeleteSecurityGroups,
+    CleanSecurityGroups,
+    RemoveDns,
+    DeleteLoadBalancers,
+    Archive,
+    Command,
+    Sql,
+    Http,
+}
+
+/// A validation by name (`validation: snapshot_completed`) or with its probe
+/// (`validation: { check: no_active_connections, sql: "select count(*) ..." }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationFile {
+    pub check: ValidationKind,
+    pub probe: Option<ProbeFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationKind {
+    InstanceStopped,
+    InstanceRunning,
+    InstanceTerminated,
+    SnapshotCompleted,
+    NoAttachments,
+    NoMountPoints,
+    NoActiveConnections,
+    RecordAbsent,
+    LoadBalancerGone,
+    SecurityGroupGone,
+    HttpStatus,
+    CommandSucceeds,
+    SqlReturnsZero,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeFile {
+    pub check: ValidationKind,
+    pub sql: Option<Text>,
+    pub database_url: Option<Text>,
+    pub command: Option<Text>,
+    pub url: Option<Text>,
+    pub expect_status: Option<u16>,
+    pub timeout: Option<DurationValue>,
+    pub interval: Option<DurationValue>,
+}
+
+impl<'de> Deserialize<'de> for ValidationFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValidationVisitor;
+        impl<'de> Visitor<'de> for ValidationVisitor {
+            type Value = ValidationFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a validation name or a mapping with `check`")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ValidationFile, E> {
+                let check =
+                    ValidationKind::deserialize(de::value::StrDeserializer::<E>::new(value))?;
+                Ok(ValidationFile { check, probe: None })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ValidationFile, A::Error> {
+                let probe = ProbeFile::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ValidationFile {
+                    check: probe.check,
+                    probe: Some(probe),
+                })
+            }
+        }
+        deserializer.deserialize_any(ValidationVisitor)
+    }
+}

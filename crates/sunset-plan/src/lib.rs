@@ -1,0 +1,69 @@
+//! The plan and sequence model shared by every sunset binary.
+//!
+//! This crate does no IO: callers read files and pass their text, and pass the environment in as
+//! a lookup function. It turns that text into validated plans with located diagnostics, durations,
+//! `${VAR}` interpolation, fingerprints, step states and the dry-run rendering.
+
+mod diagnostic;
+mod duration;
+mod fingerprint;
+pub mod format;
+mod interpolate;
+mod render;
+mod state;
+mod validate;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use duration::{DurationError, HumanDuration, format_duration, parse_duration};
+pub use fingerprint::{Fingerprint, hex};
+pub use interpolate::InterpolateError;
+pub use render::{StepView, render_steps};
+pub use state::{StepState, TransitionError};
+pub use yaml::{
+    DurationValue, OrderedMap, PathSegment, Text, closest, diagnostic_at, display_path, locate,
+};
+
+use format::{BackfillPlanFile, SequenceFile};
+
+/// A plan file that parsed and passed every check, with the fingerprint its checkpoints carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded<T> {
+    pub plan: T,
+    pub fingerprint: Fingerprint,
+}
+
+/// Loads a backfill plan; `file` is only used to name the file in diagnostics.
+pub fn load_backfill_plan(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded<BackfillPlanFile>, Diagnostics> {
+    let plan: BackfillPlanFile = yaml::load(file, text, env)?;
+    validate::backfill_plan(file, text, &plan)?;
+    let fingerprint = Fingerprint::of(&plan);
+    Ok(Loaded { plan, fingerprint })
+}
+
+/// Loads a decommission sequence; `file` is only used to name the file in diagnostics.
+pub fn load_sequence(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded<SequenceFile>, Diagnostics> {
+    let sequence: SequenceFile = yaml::load(file, text, env)?;
+    validate::sequence(file, text, &sequence)?;
+    let fingerprint = Fingerprint::of(&sequence);
+    Ok(Loaded {
+        plan: sequence,
+        fingerprint,
+    })
+}
+
+/// The process environment, for callers that have no reason to restrict it.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

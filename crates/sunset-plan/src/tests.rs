@@ -1,0 +1,432 @@
+//! Loading tests as data: each case is a document and the exact text an operator would see.
+
+use expect_test::{Expect, expect};
+
+use crate::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "LEGACY_REGION" => Some("eu-west-1".to_owned()),
+        "BATCH_TARGET" => Some("250ms".to_owned()),
+        _ => None,
+    }
+}
+
+/// Loads `input` as a sequence (when it mentions `decommission_sequence`) or a backfill plan, and
+/// renders either the diagnostics or a one-line summary of what loaded.
+fn check(input: &str, expect: Expect) {
+    let actual = if input.contains("decommission_sequence") {
+        match load_sequence("seq.yaml", input, &env) {
+            Ok(loaded) => format!("ok: {} steps", loaded.plan.decommission_sequence.len()),
+            Err(diagnostics) => diagnostics.to_string(),
+        }
+    } else {
+        match load_backfill_plan("plan.yaml", input, &env) {
+            Ok(loaded) => format!("ok: {} on {}", loaded.plan.backfill, loaded.plan.table),
+            Err(diagnostics) => diagnostics.to_string(),
+        }
+    };
+    expect.assert_eq(&actual);
+}
+
+const ISSUE_SEQUENCE: &str = r#"
+decommission_sequence:
+  step_1_collectors:
+    - action: stop_services
+      targets: [legacy-collector-1, legacy-collector-2]
+      validation: no_active_connections
+      wait_time: 24h
+  step_2_storage:
+    - action: snapshot_volumes
+      targets: [prometheus-data-vol-1]
+      validation: snapshot_completed
+    - action: detach_volumes
+      validation: no_mount_points
+  step_3_compute:
+    - action: terminate_instances
+      targets: [legacy-collector-instances]
+      validation: instance_terminated
+      wait_time: 1h
+  step_4_networking:
+    - action: remove_dns
+      records: [legacy-metrics.internal]
+    - action: delete_load_balancers
+      targets: [legacy-metrics-lb]
+    - action: clean_security_groups
+"#;
+
+const ISSUE_PLAN: &str = r#"
+backfill: accounts-sti
+table: public.accounts
+key: id
+discriminator: type
+from: legacy_kind
+map: { personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }
+unmapped: fail
+where: "deleted_at IS NULL"
+batch: { size: 1000, target_duration: 200ms }
+throttle: { lock_timeout: 2s, statement_timeout: 30s, max_replication_lag: 10s }
+"#;
+
+#[test]
+fn the_formats_from_the_issues_load_as_is() {
+    check(ISSUE_SEQUENCE, expect!["ok: 4 steps"]);
+    check(ISSUE_PLAN, expect!["ok: accounts-sti on public.accounts"]);
+}
+
+#[test]
+fn the_sequence_keeps_step_order_and_values() {
+    let loaded = load_sequence("seq.yaml", ISSUE_SEQUENCE, &env).unwrap();
+    let names: Vec<&str> = loaded
+        .plan
+        .decommission_sequence
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "step_1_collectors",
+            "step_2_storage",
+            "step_3_compute",
+            "step_4_networking"
+        ]
+    );
+    let first = &loaded.plan.decommission_sequence.0[0].1[0];
+    assert_eq!(
+        first.wait_time.unwrap().0,
+        std::time::Duration::from_secs(24 * 3600)
+    );
+    assert_eq!(
+        first.validation.as_ref().unwrap().check,
+        format::ValidationKind::NoActiveConnections
+    );
+    assert_eq!(loaded.plan.protect_tag.as_str(), "do-not-delete");
+}
+
+#[test]
+fn malformed_sequences_point_at_the_problem() {
+    // A typo'd action key suggests the right one.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - acton: stop_services
+      targets: [a]
+"#,
+        expect![[
+            r#"seq.yaml:4:7: decommission_sequence.step_1[0]: unknown field `acton`, expected one of `action`, `targets`, `records`, `zone`, `validation`, `wait_time`, `timeout`, `interval`, `command`, `sql`, `database_url`, `url`, `method`, `expect_status`, `dirs`, `tables`, `dest` (did you mean `action`?)"#
+        ]],
+    );
+    // An unknown action suggests the closest.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: terminate_instance
+      targets: [a]
+"#,
+        expect![[
+            r#"seq.yaml:4:15: decommission_sequence.step_1[0].action: unknown variant `terminate_instance`, expected one of `stop_services`, `stop_instances`, `start_instances`, `snapshot_volumes`, `detach_volumes`, `delete_volumes`, `terminate_instances`, `release_addresses`, `delete_security_groups`, `clean_security_groups`, `remove_dns`, `delete_load_balancers`, `archive`, `command`, `sql`, `http` (did you mean `terminate_instances`?)"#
+        ]],
+    );
+    // A bare number is not a duration.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: stop_services
+      targets: [a]
+      wait_time: 24
+"#,
+        expect![[
+            r#"seq.yaml:6:18: decommission_sequence.step_1[0].wait_time: expected a duration like `90s`, `1h30m` or `200ms`, found `24` (missing a unit: ms, s, m, h or d)"#
+        ]],
+    );
+    // An unknown unit.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: stop_services
+      targets: [a]
+      wait_time: 2w
+"#,
+        expect![[
+            r#"seq.yaml:6:18: decommission_sequence.step_1[0].wait_time: expected a duration like `90s`, `1h30m` or `200ms`, found `2w` (unknown unit `w`; use ms, s, m, h or d)"#
+        ]],
+    );
+    // An unknown validation.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: snapshot_volumes
+      targets: [vol-1]
+      validation: snapshot_complete
+"#,
+        expect![[
+            r#"seq.yaml:6:19: decommission_sequence.step_1[0].validation: unknown variant `snapshot_complete`, expected one of `instance_stopped`, `instance_running`, `instance_terminated`, `snapshot_completed`, `no_attachments`, `no_mount_points`, `no_active_connections`, `record_absent`, `load_balancer_gone`, `security_group_gone`, `http_status`, `command_succeeds`, `sql_returns_zero` (did you mean `snapshot_completed`?)"#
+        ]],
+    );
+    // Targets must be a list.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: stop_services
+      targets: { name: a }
+"#,
+        expect![[
+            r#"seq.yaml:5:16: decommission_sequence.step_1[0].targets: invalid type: map, expected a sequence"#
+        ]],
+    );
+    // Two steps with the same name would silently drop one.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: stop_services
+      targets: [a]
+  step_1:
+    - action: terminate_instances
+      targets: [a]
+"#,
+        expect![[r#"seq.yaml:6:3: decommission_sequence: duplicate key `step_1`"#]],
+    );
+    // An unset environment variable.
+    check(
+        r#"
+region: ${LEGACY_REGION}
+decommission_sequence:
+  step_1:
+    - action: http
+      url: "https://${LEGACY_HOST}/health"
+"#,
+        expect![[
+            r#"seq.yaml:6:12: decommission_sequence.step_1[0].url: environment variable `LEGACY_HOST` is not set (use `${LEGACY_HOST:-fallback}` for a default)"#
+        ]],
+    );
+    // Broken YAML syntax.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: stop_services
+      targets: [a, b
+"#,
+        expect![[
+            r#"seq.yaml:6:1: did not find expected ',' or ']' while parsing a flow sequence at line 5 column 16"#
+        ]],
+    );
+    // Semantic checks report every problem at once, each located.
+    check(
+        r#"
+allowed_accounts: ["1234"]
+decommission_sequence:
+  step_1:
+    - action: detach_volumes
+    - action: remove_dns
+  step_2: []
+  step_3:
+    - action: terminate_instances
+      targets: ["tag:Role"]
+"#,
+        expect![[r#"
+            seq.yaml:2:19: allowed_accounts: expected 12-digit AWS account ids, found `1234`
+            seq.yaml:5:7: decommission_sequence.step_1[0]: `detach_volumes` without `targets` acts on the volumes of the action before it in the step, but it is the first action
+            seq.yaml:6:7: decommission_sequence.step_1[1]: `remove_dns` needs `records`: the DNS names to remove
+            seq.yaml:7:11: decommission_sequence.step_2: expected at least one action in the step
+            seq.yaml:10:16: decommission_sequence.step_3[0].targets: expected a tag selector like `tag:Role=collector`, found `tag:Role`"#]],
+    );
+}
+
+#[test]
+fn malformed_backfill_plans_point_at_the_problem() {
+    // A typo'd top-level key.
+    check(
+        r#"
+backfill: b
+tabel: public.accounts
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+"#,
+        expect![[
+            r#"plan.yaml:3:1: unknown field `tabel`, expected one of `version`, `backfill`, `mode`, `table`, `key`, `discriminator`, `from`, `map`, `unmapped`, `where`, `sources`, `batch`, `throttle`, `coverage` (did you mean `table`?)"#
+        ]],
+    );
+    // A missing required key.
+    check(
+        r#"
+backfill: b
+table: public.accounts
+discriminator: type
+from: kind
+map: { a: A }
+"#,
+        expect![[r#"plan.yaml:2:1: missing field `key`"#]],
+    );
+    // A batch size that is not a number.
+    check(
+        r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+batch: { size: big }
+"#,
+        expect![[r#"plan.yaml:8:16: batch.size: invalid type: string "big", expected u64"#]],
+    );
+    // `unmapped` with an unknown policy.
+    check(
+        r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+unmapped: ignore
+"#,
+        expect![[
+            r#"plan.yaml:8:11: unmapped: expected `fail`, `skip` or `{ default: TypeName }`, found `ignore`"#
+        ]],
+    );
+    // A legacy value mapped twice.
+    check(
+        r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map:
+  personal: PersonalAccount
+  personal: BusinessAccount
+"#,
+        expect![[r#"plan.yaml:9:3: map: duplicate key `personal`"#]],
+    );
+    // Copy mode without sources and a batch out of bounds: both reported.
+    check(
+        r#"
+backfill: b
+mode: copy
+table: t
+key: [tenant_id, id]
+discriminator: type
+batch: { size: 5, min_size: 10 }
+"#,
+        expect![[r#"
+            plan.yaml:2:1: missing field `sources`: copy mode needs at least one legacy table
+            plan.yaml:7:16: batch.size: expected a size between `min_size` (10) and `max_size` (50000), found 5"#]],
+    );
+    // A mode that does not exist.
+    check(
+        r#"
+backfill: b
+mode: inplace
+table: t
+key: id
+discriminator: type
+"#,
+        expect![[
+            r#"plan.yaml:3:7: mode: unknown variant `inplace`, expected `in_place` or `copy` (did you mean `in_place`?)"#
+        ]],
+    );
+    // A version from the future.
+    check(
+        r#"
+version: 2
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+"#,
+        expect![[r#"plan.yaml:2:10: version: unsupported format version `2`, expected `1`"#]],
+    );
+    // The whole document is not a mapping.
+    check(
+        "- just\n- a list\n",
+        expect![[r#"plan.yaml:1:1: invalid type: sequence, expected struct BackfillPlanFile"#]],
+    );
+}
+
+#[test]
+fn environment_values_are_interpolated_and_fingerprinted() {
+    let plan = r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+batch: { target_duration: "${BATCH_TARGET}" }
+"#;
+    let loaded = load_backfill_plan("plan.yaml", plan, &env).unwrap();
+    assert_eq!(
+        loaded.plan.batch.target_duration.0,
+        std::time::Duration::from_millis(250)
+    );
+    let other_env = |name: &str| (name == "BATCH_TARGET").then(|| "300ms".to_owned());
+    let changed = load_backfill_plan("plan.yaml", plan, &other_env).unwrap();
+    assert_ne!(loaded.fingerprint, changed.fingerprint);
+}
+
+#[test]
+fn fingerprints_ignore_formatting_but_not_meaning() {
+    let base = load_backfill_plan("a.yaml", ISSUE_PLAN, &env)
+        .unwrap()
+        .fingerprint;
+    let reformatted = r#"
+# The same plan, written differently.
+table: "public.accounts"
+backfill: accounts-sti
+key: [id]
+discriminator: type
+from: legacy_kind
+map:
+  partner: PartnerAccount
+  business: BusinessAccount
+  personal: PersonalAccount
+where: deleted_at IS NULL
+batch: { target_duration: 0h0m0s200ms }
+throttle: { statement_timeout: 30000ms }
+"#;
+    assert_eq!(
+        load_backfill_plan("b.yaml", reformatted, &env)
+            .unwrap()
+            .fingerprint,
+        base
+    );
+    let changed = ISSUE_PLAN.replace("partner: PartnerAccount", "partner: BusinessAccount");
+    assert_ne!(
+        load_backfill_plan("c.yaml", &changed, &env)
+            .unwrap()
+            .fingerprint,
+        base
+    );
+
+    // Step order is part of a sequence's meaning.
+    let sequence = load_sequence("s.yaml", ISSUE_SEQUENCE, &env)
+        .unwrap()
+        .fingerprint;
+    let swapped = ISSUE_SEQUENCE.replace("step_3_compute", "step_0_compute");
+    assert_eq!(
+        load_sequence("s.yaml", &swapped, &env)
+            .unwrap()
+            .fingerprint
+            .as_str()
+            .len(),
+        64
+    );
+    assert_ne!(
+        load_sequence("s.yaml", &swapped, &env).unwrap().fingerprint,
+        sequence
+    );
+}

@@ -1,0 +1,260 @@
+//! Semantic checks that serde can't express, run after a plan deserialized. Unlike serde, they
+//! collect every problem, each located in the file, so an operator fixes a plan in one pass.
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::format::{
+    ActionFile, ActionKind, BackfillMode, BackfillPlanFile, FORMAT_VERSION, SequenceFile, Unmapped,
+};
+use crate::yaml::{PathSegment, diagnostic_at};
+
+/// Collects located diagnostics for one file.
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    found: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &[PathSegment], message: impl Into<String>) {
+        self.found
+            .push(diagnostic_at(self.file, self.text, path, message));
+    }
+
+    fn finish(mut self) -> Result<(), Diagnostics> {
+        self.found.sort_by_key(|d| (d.line, d.column));
+        if self.found.is_empty() {
+            Ok(())
+        } else {
+            Err(Diagnostics(self.found))
+        }
+    }
+}
+
+fn key(name: &str) -> PathSegment {
+    PathSegment::Key(name.to_owned())
+}
+
+fn check_version(checker: &mut Checker<'_>, version: u32) {
+    if version != FORMAT_VERSION {
+        checker.error(
+            &[key("version")],
+            format!("unsupported format version `{version}`, expected `{FORMAT_VERSION}`"),
+        );
+    }
+}
+
+pub(crate) fn backfill_plan(
+    file: &str,
+    text: &str,
+    plan: &BackfillPlanFile,
+) -> Result<(), Diagnostics> {
+    let mut checker = Checker {
+        file,
+        text,
+        found: Vec::new(),
+    };
+    check_version(&mut checker, plan.version);
+    if plan.backfill.as_str().trim().is_empty() {
+        checker.error(
+            &[key("backfill")],
+            "expected a run name, found an empty string",
+        );
+    }
+    if plan.key.0.is_empty() {
+        checker.error(&[key("key")], "expected at least one key column");
+    }
+    match plan.mode {
+        BackfillMode::InPlace => {
+            if plan.from.is_none() {
+                checker.error(&[], "missing field `from`: in-place mode needs the legacy column to read types from");
+            }
+            match &plan.map {
+                None => checker.error(
+                    &[],
+                    "missing field `map`: in-place mode needs a map of legacy value to type name",
+                ),
+                Some(map) if map.is_empty() => {
+                    checker.error(&[key("map")], "expected at least one legacy value to map")
+                }
+                Some(_) => {}
+            }
+            if !plan.sources.is_empty() {
+                checker.error(
+                    &[key("sources")],
+                    "`sources` is only used with `mode: copy`",
+                );
+            }
+        }
+        BackfillMode::Copy => {
+            if plan.sources.is_empty() {
+                checker.error(
+                    &[],
+                    "missing field `sources`: copy mode needs at least one legacy table",
+                );
+            }
+            if plan.map.is_some() {
+                checker.error(&[key("map")], "`map` is only used with `mode: in_place`");
+            }
+            if matches!(plan.unmapped, Unmapped::Default(_)) {
+                checker.error(
+                    &[key("unmapped")],
+                    "`unmapped` is only used with `mode: in_place`",
+                );
+            }
+        }
+    }
+    let batch = &plan.batch;
+    if batch.size == 0 || batch.min_size == 0 {
+        checker.error(&[key("batch")], "expected batch sizes of at least 1");
+    }
+    if batch.min_size > batch.max_size {
+        checker.error(
+            &[key("batch"), key("min_size")],
+            format!(
+                "`min_size` ({}) is above `max_size` ({})",
+                batch.min_size, batch.max_size
+            ),
+        );
+    }
+    if !(batch.min_size..=batch.max_size).contains(&batch.size) {
+        checker.error(
+            &[key("batch"), key("size")],
+            format!(
+                "expected a size between `min_size` ({}) and `max_size` ({}), found {}",
+                batch.min_size, batch.max_size, batch.size
+            ),
+        );
+    }
+    if batch.target_duration.0.is_zero() {
+        checker.error(
+            &[key("batch"), key("target_duration")],
+            "expected a target duration above zero",
+        );
+    }
+    checker.finish()
+}
+
+/// Actions that may omit `targets`: they act on what the action before them in the step acted
+/// on, or (for security groups) on the groups of the resources this sequence removed.
+fn may_inherit_targets(kind: ActionKind) -> bool {
+    matches!(
+        kind,
+        ActionKind::DetachVolumes
+            | ActionKind::DeleteVolumes
+            | ActionKind::CleanSecurityGroups
+            | ActionKind::ReleaseAddresses
+            | ActionKind::Archive
+            | ActionKind::Command
+            | ActionKind::Sql
+            | ActionKind::Http
+            | ActionKind::RemoveDns
+    )
+}
+
+pub(crate) fn sequence(file: &str, text: &str, sequence: &SequenceFile) -> Result<(), Diagnostics> {
+    let mut checker = Checker {
+        file,
+        text,
+        found: Vec::new(),
+    };
+    check_version(&mut checker, sequence.version);
+    if sequence.decommission_sequence.is_empty() {
+        checker.error(
+            &[key("decommission_sequence")],
+            "expected at least one step",
+        );
+    }
+    for account in &sequence.allowed_accounts {
+        if account.as_str().len() != 12 || !account.as_str().bytes().all(|b| b.is_ascii_digit()) {
+            checker.error(
+                &[key("allowed_accounts")],
+                format!("expected 12-digit AWS account ids, found `{account}`"),
+            );
+        }
+    }
+    for (step_name, actions) in sequence.decommission_sequence.iter() {
+        let step_path = [key("decommission_sequence"), key(step_name.as_str())];
+        if actions.is_empty() {
+            checker.error(&step_path, "expected at least one action in the step");
+        }
+        for (index, action) in actions.iter().enumerate() {
+            let mut path = step_path.to_vec();
+            path.push(PathSegment::Index(index));
+            check_action(&mut checker, &path, index, action);
+        }
+    }
+    checker.finish()
+}
+
+fn check_action(
+    checker: &mut Checker<'_>,
+    path: &[PathSegment],
+    index: usize,
+    action: &ActionFile,
+) {
+    let at = |field: &str| {
+        let mut p = path.to_vec();
+        p.push(key(field));
+        p
+    };
+    let name = serde_json::to_value(action.action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if action.targets.is_empty() && !may_inherit_targets(action.action) {
+        checker.error(
+            path,
+            format!("`{name}` needs `targets` (ids, Name tags or `tag:Key=Value` selectors)"),
+        );
+    }
+    if action.targets.is_empty()
+        && index == 0
+        && matches!(
+            action.action,
+            ActionKind::DetachVolumes | ActionKind::DeleteVolumes
+        )
+    {
+        checker.error(path, format!("`{name}` without `targets` acts on the volumes of the action before it in the step, but it is the first action"));
+    }
+    for target in &action.targets {
+        if let Some(selector) = target.as_str().strip_prefix("tag:") {
+            if !selector.contains('=') || selector.starts_with('=') {
+                checker.error(
+                    &at("targets"),
+                    format!("expected a tag selector like `tag:Role=collector`, found `{target}`"),
+                );
+            }
+        }
+    }
+    let required = match action.action {
+        ActionKind::RemoveDns if action.records.is_empty() => {
+            Some(("records", "the DNS names to remove"))
+        }
+        ActionKind::Command if action.command.is_none() => Some(("command", "the command to run")),
+        ActionKind::Sql if action.sql.is_none() => Some(("sql", "the statement to run")),
+        ActionKind::Http if action.url.is_none() => Some(("url", "the URL to call")),
+        ActionKind::Archive if action.dirs.is_empty() && action.tables.is_empty() => {
+            Some(("dirs", "the directories or `tables` to archive"))
+        }
+        _ => None,
+    };
+    if let Some((field, what)) = required {
+        checker.error(path, format!("`{name}` needs `{field}`: {what}"));
+    }
+    if !action.records.is_empty() && action.action != ActionKind::RemoveDns {
+        checker.error(
+            &at("records"),
+            format!("`records` is only used by `remove_dns`, not `{name}`"),
+        );
+    }
+    for field in ["timeout", "interval"] {
+        let value = if field == "timeout" {
+            action.timeout
+        } else {
+            action.interval
+        };
+        if value.is_some_and(|d| d.0.is_zero()) {
+            checker.error(&at(field), "expected a duration above zero");
+        }
+    }
+}

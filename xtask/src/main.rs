@@ -1,1 +1,104 @@
-fn main() {}
+//! Developer tasks for the sunset workspace, run as `cargo xtask <task>`.
+//! See <https://github.com/matklad/cargo-xtask/>.
+//!
+//! Everything a fresh machine needs (a throwaway PostgreSQL cluster, the moto AWS emulator in a
+//! virtualenv) is installed and started from here, so the README's two commands work on a clean
+//! clone with nothing installed by hand.
+
+mod demo;
+mod moto;
+mod postgres;
+mod process;
+mod services;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Developer tasks for sunset: services, test, demo")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Start, stop or inspect the services tests and the demo run against.
+    Services {
+        #[command(subcommand)]
+        action: ServicesAction,
+    },
+    /// Services up, format and lint checks, every test of the workspace, services down.
+    ///
+    /// Exits with the status of the checks and tests. `.ci/run` runs exactly this.
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy` (a faster local loop; CI never skips them).
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (for example a test name filter).
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Services up, then the end-to-end story on demo data.
+    Demo,
+}
+
+#[derive(Subcommand)]
+enum ServicesAction {
+    /// Start PostgreSQL and the AWS emulator (idempotent: running services are reused).
+    Up,
+    /// Stop what `up` started (a server from an external DATABASE_URL is never touched).
+    Down,
+    /// Print `export` lines for `eval "$(cargo xtask services env)"`.
+    Env,
+    /// Say what runs where.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Services { action } => match action {
+            ServicesAction::Up => services::up().map(|_| ExitCode::SUCCESS),
+            ServicesAction::Down => services::down().map(|()| ExitCode::SUCCESS),
+            ServicesAction::Env => services::print_env().map(|()| ExitCode::SUCCESS),
+            ServicesAction::Status => services::print_status().map(|()| ExitCode::SUCCESS),
+        },
+        Task::Test { no_lint, cargo_test_args } => test::run(no_lint, &cargo_test_args),
+        Task::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            #[allow(clippy::print_stderr, reason = "the task runner's error report")]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root, whatever directory cargo was run from.
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_owned()
+}
+
+/// Where services keep their state, data and logs: inside `target/`, so `cargo clean` resets them.
+fn services_dir() -> PathBuf {
+    workspace_root().join("target").join("sunset-services")
+}
+
+/// Progress messages of the task runner go to stderr; stdout is for `services env` output.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        #[allow(clippy::print_stderr, reason = "xtask reports progress on stderr")]
+        {
+            eprintln!("xtask: {}", format_args!($($arg)*));
+        }
+    }};
+}
+pub(crate) use say;

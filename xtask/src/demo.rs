@@ -1,0 +1,1 @@
+pub(crate) fn run() -> anyhow::Result<()> { crate::services::up().map(drop) }

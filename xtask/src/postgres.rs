@@ -1,0 +1,163 @@
+//! A throwaway PostgreSQL cluster under `target/`, made with `initdb` and run with `pg_ctl`.
+//!
+//! initdb and postgres refuse to run as root, so as root every server command runs as the
+//! `postgres` user on directories it owns. The port is chosen free at each start; the socket
+//! lives in its own directory so no system-wide socket directory is needed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::process::{self, as_user};
+use crate::say;
+
+/// The superuser of the throwaway cluster (trust authentication on loopback only).
+const SUPERUSER: &str = "postgres";
+
+/// What `up` recorded about the cluster it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Cluster {
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) port: u16,
+    /// The OS user the server runs as, when it isn't us (we are root).
+    pub(crate) os_user: Option<String>,
+}
+
+impl Cluster {
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut command = as_user(self.os_user.as_deref(), &self.bin_dir.join("pg_ctl"));
+        command.arg("-D").arg(&self.data_dir);
+        command
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        process::run(self.pg_ctl().arg("status")).is_ok() && process::port_open(self.port)
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    pub(crate) fn stop(&self) -> Result<()> {
+        process::run(self.pg_ctl().args(["-m", "fast", "-w", "stop"])).map(drop)
+    }
+}
+
+/// Creates the cluster on first use and starts it on a free port.
+pub(crate) fn start(root: &Path) -> Result<Cluster> {
+    let bin_dir = find_bin_dir()?;
+    let os_user = process::is_root().then(|| SUPERUSER.to_owned());
+    let root = usable_root(root, os_user.as_deref())?;
+    let data_dir = root.join("data");
+    let socket_dir = root.join("socket");
+    let cluster = Cluster { bin_dir, data_dir, port: process::free_port()?, os_user };
+    if !cluster.data_dir.join("PG_VERSION").exists() {
+        say!("creating a PostgreSQL cluster in {} (initdb)", cluster.data_dir.display());
+        let _ = std::fs::remove_dir_all(&cluster.data_dir);
+        process::run(
+            as_user(cluster.os_user.as_deref(), &cluster.bin_dir.join("initdb"))
+                .arg("-D")
+                .arg(&cluster.data_dir)
+                .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]),
+        )
+        .context("initdb failed")?;
+        let settings = format!(
+            "\n# Added by cargo xtask services: a throwaway cluster for tests and the demo.\n\
+             listen_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\n\
+             max_connections = 300\n\
+             shared_preload_libraries = 'pg_stat_statements'\n\
+             fsync = off\n\
+             synchronous_commit = off\n\
+             full_page_writes = off\n",
+            socket_dir.display()
+        );
+        let conf = cluster.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+    }
+    let log = root.join("server.log");
+    process::run(
+        cluster
+            .pg_ctl()
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o", &format!("-p {}", cluster.port), "start"]),
+    )
+    .with_context(|| format!("PostgreSQL did not start; its log is {}", log.display()))?;
+    Ok(cluster)
+}
+
+/// The server binaries: from PATH, else the newest under `/usr/lib/postgresql/*/bin`.
+fn find_bin_dir() -> Result<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|dir| std::fs::canonicalize(dir.join("initdb")).ok())
+        .filter_map(|initdb| initdb.parent().map(Path::to_owned))
+        .find(|dir| has_server_binaries(dir));
+    if let Some(dir) = on_path {
+        return Ok(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_server_binaries(dir))
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, dir)) => Ok(dir),
+        None => bail!(
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or under /usr/lib/postgresql/*/bin.\n\
+             Install them, for example `apt-get install postgresql` (Debian/Ubuntu), \
+             `dnf install postgresql-server postgresql-contrib` (Fedora), `brew install postgresql` (macOS),\n\
+             or point DATABASE_URL at an existing server."
+        ),
+    }
+}
+
+fn has_server_binaries(dir: &Path) -> bool {
+    ["initdb", "pg_ctl", "postgres"].iter().all(|bin| dir.join(bin).exists())
+}
+
+/// The cluster's directory, owned by the server's OS user. When that user can't reach a
+/// directory under the workspace (a checkout under a private home directory, say), a directory
+/// under the system temp dir keyed by the workspace path is used instead.
+fn usable_root(preferred: &Path, os_user: Option<&str>) -> Result<PathBuf> {
+    let Some(user) = os_user else {
+        std::fs::create_dir_all(preferred.join("socket"))?;
+        return Ok(preferred.to_owned());
+    };
+    for root in [preferred.to_owned(), fallback_root(preferred)] {
+        std::fs::create_dir_all(root.join("socket")).with_context(|| format!("creating {}", root.display()))?;
+        process::run(Command::new("chown").args(["-R", &format!("{user}:")]).arg(&root))?;
+        let reachable = process::run(Command::new("runuser").args(["-u", user, "--", "test", "-w"]).arg(root.join("socket")));
+        if reachable.is_ok() {
+            return Ok(root);
+        }
+        say!("the `{user}` user can not write {}; trying another directory", root.display());
+    }
+    bail!("no directory the `{user}` user can write was found for the PostgreSQL cluster")
+}
+
+fn fallback_root(preferred: &Path) -> PathBuf {
+    let key: u64 = preferred.to_string_lossy().bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    std::env::temp_dir().join(format!("sunset-postgres-{key:016x}"))
+}

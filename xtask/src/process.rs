@@ -1,0 +1,87 @@
+//! Running commands: as another user when root must not run them, detached when they must outlive
+//! the xtask, and with failures that show the command and its output.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs `command` to completion, failing with its output if it fails.
+pub(crate) fn run(command: &mut Command) -> Result<String> {
+    let rendered = format!("{command:?}");
+    let output = command.stdin(Stdio::null()).output().with_context(|| format!("could not start {rendered}"))?;
+    if !output.status.success() {
+        bail!(
+            "{rendered} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+pub(crate) fn is_root() -> bool {
+    run(Command::new("id").arg("-u")).is_ok_and(|out| out.trim() == "0")
+}
+
+/// A command that runs as `user` when we are root (PostgreSQL refuses to run as root).
+pub(crate) fn as_user(user: Option<&str>, program: &Path) -> Command {
+    match user {
+        Some(user) => {
+            let mut command = Command::new("runuser");
+            command.args(["-u", user, "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub(crate) fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("could not find a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether `pid` is a live process (signal 0 checks without sending anything).
+pub(crate) fn is_alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILL.
+pub(crate) fn terminate(pid: u32, grace: Duration) {
+    let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+    let deadline = Instant::now() + grace;
+    while is_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if is_alive(pid) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Whether something accepts TCP connections on the loopback `port`.
+pub(crate) fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub(crate) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

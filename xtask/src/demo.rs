@@ -1,1 +1,3 @@
-pub(crate) fn run() -> anyhow::Result<()> { crate::services::up().map(drop) }
+pub(crate) fn run() -> anyhow::Result<()> {
+    crate::services::up().map(drop)
+}

@@ -67,7 +67,10 @@ fn main() -> ExitCode {
             ServicesAction::Env => services::print_env().map(|()| ExitCode::SUCCESS),
             ServicesAction::Status => services::print_status().map(|()| ExitCode::SUCCESS),
         },
-        Task::Test { no_lint, cargo_test_args } => test::run(no_lint, &cargo_test_args),
+        Task::Test {
+            no_lint,
+            cargo_test_args,
+        } => test::run(no_lint, &cargo_test_args),
         Task::Demo => demo::run().map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -84,7 +87,10 @@ fn main() -> ExitCode {
 
 /// The workspace root, whatever directory cargo was run from.
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_owned()
 }
 
 /// Where services keep their state, data and logs: inside `target/`, so `cargo clean` resets them.

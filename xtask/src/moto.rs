@@ -48,7 +48,8 @@ pub(crate) fn start(root: &Path) -> Result<Emulator> {
     install(&venv)?;
     let port = process::free_port()?;
     let log_path = root.join("moto.log");
-    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let child = Command::new(venv.join("bin").join("moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
@@ -58,10 +59,16 @@ pub(crate) fn start(root: &Path) -> Result<Emulator> {
         .process_group(0)
         .spawn()
         .context("could not start moto_server")?;
-    let emulator = Emulator { pid: child.id(), port };
+    let emulator = Emulator {
+        pid: child.id(),
+        port,
+    };
     if !process::wait_until(Duration::from_secs(60), || healthy(port)) {
         emulator.stop();
-        bail!("moto did not become healthy on port {port} within 60s; its log is {}", log_path.display());
+        bail!(
+            "moto did not become healthy on port {port} within 60s; its log is {}",
+            log_path.display()
+        );
     }
     Ok(emulator)
 }
@@ -72,15 +79,20 @@ fn install(venv: &Path) -> Result<()> {
         return Ok(());
     }
     let python = find_python()?;
-    say!("installing {MOTO_REQUIREMENT} into {} (first use only)", venv.display());
+    say!(
+        "installing {MOTO_REQUIREMENT} into {} (first use only)",
+        venv.display()
+    );
     let _ = std::fs::remove_dir_all(venv);
     process::run(Command::new(&python).args(["-m", "venv"]).arg(venv)).context(
         "could not create a virtualenv; install Python's venv module (for example `apt-get install python3-venv`)",
     )?;
-    process::run(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", MOTO_REQUIREMENT]),
-    )
+    process::run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MOTO_REQUIREMENT,
+    ]))
     .with_context(|| format!("could not install {MOTO_REQUIREMENT} from PyPI"))?;
     std::fs::write(&marker, MOTO_REQUIREMENT)?;
     Ok(())
@@ -89,7 +101,10 @@ fn install(venv: &Path) -> Result<()> {
 fn find_python() -> Result<PathBuf> {
     for candidate in ["python3", "python"] {
         let works = Command::new(candidate)
-            .args(["-c", "import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)"])
+            .args([
+                "-c",
+                "import sys, venv; sys.exit(0 if sys.version_info >= (3, 9) else 1)",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -106,7 +121,9 @@ fn find_python() -> Result<PathBuf> {
 
 /// Whether moto answers its own API (not just whether the port is open).
 fn healthy(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)) else {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));

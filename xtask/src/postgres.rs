@@ -58,15 +58,30 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
     let root = usable_root(root, os_user.as_deref())?;
     let data_dir = root.join("data");
     let socket_dir = root.join("socket");
-    let cluster = Cluster { bin_dir, data_dir, port: process::free_port()?, os_user };
+    let cluster = Cluster {
+        bin_dir,
+        data_dir,
+        port: process::free_port()?,
+        os_user,
+    };
     if !cluster.data_dir.join("PG_VERSION").exists() {
-        say!("creating a PostgreSQL cluster in {} (initdb)", cluster.data_dir.display());
+        say!(
+            "creating a PostgreSQL cluster in {} (initdb)",
+            cluster.data_dir.display()
+        );
         let _ = std::fs::remove_dir_all(&cluster.data_dir);
         process::run(
             as_user(cluster.os_user.as_deref(), &cluster.bin_dir.join("initdb"))
                 .arg("-D")
                 .arg(&cluster.data_dir)
-                .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]),
+                .args([
+                    "-U",
+                    SUPERUSER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]),
         )
         .context("initdb failed")?;
         let settings = format!(
@@ -81,18 +96,20 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
             socket_dir.display()
         );
         let conf = cluster.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).with_context(|| format!("reading {}", conf.display()))?;
+        let mut text = std::fs::read_to_string(&conf)
+            .with_context(|| format!("reading {}", conf.display()))?;
         text.push_str(&settings);
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     }
     let log = root.join("server.log");
-    process::run(
-        cluster
-            .pg_ctl()
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "-o", &format!("-p {}", cluster.port), "start"]),
-    )
+    process::run(cluster.pg_ctl().arg("-l").arg(&log).args([
+        "-w",
+        "-t",
+        "60",
+        "-o",
+        &format!("-p {}", cluster.port),
+        "start",
+    ]))
     .with_context(|| format!("PostgreSQL did not start; its log is {}", log.display()))?;
     Ok(cluster)
 }
@@ -132,7 +149,9 @@ fn find_bin_dir() -> Result<PathBuf> {
 }
 
 fn has_server_binaries(dir: &Path) -> bool {
-    ["initdb", "pg_ctl", "postgres"].iter().all(|bin| dir.join(bin).exists())
+    ["initdb", "pg_ctl", "postgres"]
+        .iter()
+        .all(|bin| dir.join(bin).exists())
 }
 
 /// The cluster's directory, owned by the server's OS user. When that user can't reach a
@@ -144,20 +163,35 @@ fn usable_root(preferred: &Path, os_user: Option<&str>) -> Result<PathBuf> {
         return Ok(preferred.to_owned());
     };
     for root in [preferred.to_owned(), fallback_root(preferred)] {
-        std::fs::create_dir_all(root.join("socket")).with_context(|| format!("creating {}", root.display()))?;
-        process::run(Command::new("chown").args(["-R", &format!("{user}:")]).arg(&root))?;
-        let reachable = process::run(Command::new("runuser").args(["-u", user, "--", "test", "-w"]).arg(root.join("socket")));
+        std::fs::create_dir_all(root.join("socket"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        process::run(
+            Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(&root),
+        )?;
+        let reachable = process::run(
+            Command::new("runuser")
+                .args(["-u", user, "--", "test", "-w"])
+                .arg(root.join("socket")),
+        );
         if reachable.is_ok() {
             return Ok(root);
         }
-        say!("the `{user}` user can not write {}; trying another directory", root.display());
+        say!(
+            "the `{user}` user can not write {}; trying another directory",
+            root.display()
+        );
     }
     bail!("no directory the `{user}` user can write was found for the PostgreSQL cluster")
 }
 
 fn fallback_root(preferred: &Path) -> PathBuf {
-    let key: u64 = preferred.to_string_lossy().bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let key: u64 = preferred
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
     std::env::temp_dir().join(format!("sunset-postgres-{key:016x}"))
 }

@@ -11,7 +11,10 @@ use anyhow::{Context, Result, bail};
 /// Runs `command` to completion, failing with its output if it fails.
 pub(crate) fn run(command: &mut Command) -> Result<String> {
     let rendered = format!("{command:?}");
-    let output = command.stdin(Stdio::null()).output().with_context(|| format!("could not start {rendered}"))?;
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not start {rendered}"))?;
     if !output.status.success() {
         bail!(
             "{rendered} failed ({}):\n{}{}",
@@ -41,7 +44,8 @@ pub(crate) fn as_user(user: Option<&str>, program: &Path) -> Command {
 
 /// A loopback port nobody listens on right now.
 pub(crate) fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("could not find a free loopback port")?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").context("could not find a free loopback port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -57,13 +61,19 @@ pub(crate) fn is_alive(pid: u32) -> bool {
 
 /// Sends SIGTERM, waits up to `grace`, then SIGKILL.
 pub(crate) fn terminate(pid: u32, grace: Duration) {
-    let _ = Command::new("kill").arg(pid.to_string()).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
     let deadline = Instant::now() + grace;
     while is_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     if is_alive(pid) {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

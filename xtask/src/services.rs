@@ -43,13 +43,20 @@ fn env_file_path() -> PathBuf {
 }
 
 fn load_state() -> State {
-    std::fs::read(state_path()).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+    std::fs::read(state_path())
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 fn save_state(state: &State) -> Result<()> {
     std::fs::create_dir_all(services_dir())?;
-    std::fs::write(state_path(), serde_json::to_vec_pretty(state)?).context("writing the services state")?;
-    let lines: String = env_vars(state)?.into_iter().map(|(key, value)| format!("{key}={value}\n")).collect();
+    std::fs::write(state_path(), serde_json::to_vec_pretty(state)?)
+        .context("writing the services state")?;
+    let lines: String = env_vars(state)?
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect();
     std::fs::write(env_file_path(), lines).context("writing the services env file")
 }
 
@@ -60,7 +67,10 @@ pub(crate) fn up() -> Result<Started> {
     let mut state = load_state();
     let mut started = Started::default();
 
-    match std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()) {
+    match std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
         Some(url) => {
             check_postgres(&url).context("DATABASE_URL is set, but its server is not reachable")?;
             say!("PostgreSQL: using DATABASE_URL ({})", redact(&url));
@@ -75,8 +85,13 @@ pub(crate) fn up() -> Result<Started> {
                 }
                 None => {
                     let cluster = postgres::start(&root.join("postgres"))?;
-                    check_postgres(&cluster.url()).context("the PostgreSQL cluster started but does not answer")?;
-                    say!("PostgreSQL: started on port {} ({})", cluster.port, cluster.data_dir.display());
+                    check_postgres(&cluster.url())
+                        .context("the PostgreSQL cluster started but does not answer")?;
+                    say!(
+                        "PostgreSQL: started on port {} ({})",
+                        cluster.port,
+                        cluster.data_dir.display()
+                    );
                     state.postgres = Some(cluster);
                     started.postgres = true;
                 }
@@ -93,7 +108,11 @@ pub(crate) fn up() -> Result<Started> {
         }
         None => {
             let emulator = moto::start(&root)?;
-            say!("AWS emulator: {} started on port {}", moto::MOTO_REQUIREMENT, emulator.port);
+            say!(
+                "AWS emulator: {} started on port {}",
+                moto::MOTO_REQUIREMENT,
+                emulator.port
+            );
             state.moto = Some(emulator);
             started.moto = true;
         }
@@ -105,7 +124,12 @@ pub(crate) fn up() -> Result<Started> {
 fn save_state_if_possible(state: &State) {
     if let Err(error) = std::fs::create_dir_all(services_dir())
         .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(std::fs::write(state_path(), serde_json::to_vec_pretty(state)?)?))
+        .and_then(|()| {
+            Ok(std::fs::write(
+                state_path(),
+                serde_json::to_vec_pretty(state)?,
+            )?)
+        })
     {
         say!("could not save the services state: {error:#}");
     }
@@ -113,7 +137,10 @@ fn save_state_if_possible(state: &State) {
 
 /// Stops everything `up` started in any invocation.
 pub(crate) fn down() -> Result<()> {
-    stop(Started { postgres: true, moto: true })
+    stop(Started {
+        postgres: true,
+        moto: true,
+    })
 }
 
 /// Stops the services in `which` that `up` started; an external server is never touched.
@@ -149,7 +176,9 @@ fn env_vars(state: &State) -> Result<Vec<(&'static str, String)>> {
         (None, Some(cluster)) => cluster.url(),
         (None, None) => bail!("PostgreSQL is not up: run `cargo xtask services up` first"),
     };
-    let Some(emulator) = &state.moto else { bail!("the AWS emulator is not up: run `cargo xtask services up` first") };
+    let Some(emulator) = &state.moto else {
+        bail!("the AWS emulator is not up: run `cargo xtask services up` first")
+    };
     Ok(vec![
         ("DATABASE_URL", database_url),
         ("AWS_ENDPOINT_URL", emulator.url()),
@@ -170,9 +199,15 @@ pub(crate) fn current_env() -> Result<Vec<(&'static str, String)>> {
 pub(crate) fn print_env() -> Result<()> {
     let mut out = String::new();
     for (key, value) in current_env()? {
-        out.push_str(&format!("export {key}='{}'\n", value.replace('\'', r"'\''")));
+        out.push_str(&format!(
+            "export {key}='{}'\n",
+            value.replace('\'', r"'\''")
+        ));
     }
-    #[allow(clippy::print_stdout, reason = "`services env` output is data for `eval`")]
+    #[allow(
+        clippy::print_stdout,
+        reason = "`services env` output is data for `eval`"
+    )]
     {
         print!("{out}");
     }
@@ -184,24 +219,51 @@ pub(crate) fn print_status() -> Result<()> {
     let mut lines = Vec::new();
     match (&state.external_database_url, &state.postgres) {
         (Some(url), _) => {
-            let reachable = if check_postgres(url).is_ok() { "reachable" } else { "NOT reachable" };
+            let reachable = if check_postgres(url).is_ok() {
+                "reachable"
+            } else {
+                "NOT reachable"
+            };
             lines.push(format!("postgres  external  {}  {reachable}", redact(url)));
         }
         (None, Some(cluster)) => {
-            let running = if cluster.is_running() { "running" } else { "NOT running" };
-            let pid = cluster.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-            lines.push(format!("postgres  {running}  {}  pid {pid}  data {}", cluster.url(), cluster.data_dir.display()));
+            let running = if cluster.is_running() {
+                "running"
+            } else {
+                "NOT running"
+            };
+            let pid = cluster
+                .pid()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into());
+            lines.push(format!(
+                "postgres  {running}  {}  pid {pid}  data {}",
+                cluster.url(),
+                cluster.data_dir.display()
+            ));
         }
         (None, None) => lines.push("postgres  not started".to_owned()),
     }
     match &state.moto {
         Some(emulator) => {
-            let running = if emulator.is_running() { "running" } else { "NOT running" };
-            lines.push(format!("aws       {running}  {}  pid {}  ({})", emulator.url(), emulator.pid, moto::MOTO_REQUIREMENT));
+            let running = if emulator.is_running() {
+                "running"
+            } else {
+                "NOT running"
+            };
+            lines.push(format!(
+                "aws       {running}  {}  pid {}  ({})",
+                emulator.url(),
+                emulator.pid,
+                moto::MOTO_REQUIREMENT
+            ));
         }
         None => lines.push("aws       not started".to_owned()),
     }
-    #[allow(clippy::print_stdout, reason = "`services status` output is the report")]
+    #[allow(
+        clippy::print_stdout,
+        reason = "`services status` output is the report"
+    )]
     {
         println!("{}", lines.join("\n"));
     }
@@ -210,7 +272,9 @@ pub(crate) fn print_status() -> Result<()> {
 
 /// Connects and runs `SELECT 1`, so "up" means "answers queries", not "port open".
 pub(crate) fn check_postgres(url: &str) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
         let (client, connection) = tokio::time::timeout(Duration::from_secs(10), connect)

@@ -24,7 +24,15 @@ fn checks_and_tests(no_lint: bool, cargo_test_args: &[String]) -> Result<ExitCod
     if !no_lint || in_ci {
         for (what, args) in [
             ("cargo fmt --check", vec!["fmt", "--all", "--", "--check"]),
-            ("cargo clippy", [&["clippy", "--workspace", "--all-targets"], locked, &["--", "-D", "warnings"]].concat()),
+            (
+                "cargo clippy",
+                [
+                    &["clippy", "--workspace", "--all-targets"],
+                    locked,
+                    &["--", "-D", "warnings"],
+                ]
+                .concat(),
+            ),
         ] {
             say!("running {what}");
             if !cargo(&args, &[])?.success() {
@@ -34,9 +42,17 @@ fn checks_and_tests(no_lint: bool, cargo_test_args: &[String]) -> Result<ExitCod
         }
     }
     say!("running every test of the workspace");
-    let args: Vec<&str> = [&["test", "--workspace"], locked].concat().into_iter().chain(cargo_test_args.iter().map(String::as_str)).collect();
+    let args: Vec<&str> = [&["test", "--workspace"], locked]
+        .concat()
+        .into_iter()
+        .chain(cargo_test_args.iter().map(String::as_str))
+        .collect();
     let status = cargo(&args, &env)?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn cargo(args: &[&str], env: &[(&str, String)]) -> Result<std::process::ExitStatus> {

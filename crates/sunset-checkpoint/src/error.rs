@@ -15,17 +15,29 @@ pub enum Error {
     },
     #[error("checkpoint `{location}` is unreadable: {reason}")]
     Corrupt { location: String, reason: String },
-    #[error("checkpoint `{location}` has format version {found}, this sunset reads version {expected}")]
-    UnsupportedVersion { location: String, found: u32, expected: u32 },
+    #[error(
+        "checkpoint `{location}` has format version {found}, this sunset reads version {expected}"
+    )]
+    UnsupportedVersion {
+        location: String,
+        found: u32,
+        expected: u32,
+    },
     #[error("run `{run}` is already running: held by {holder}")]
     Locked { run: String, holder: Holder },
-    #[error("run `{run}` is already running: held by another session (its holder did not record itself)")]
+    #[error(
+        "run `{run}` is already running: held by another session (its holder did not record itself)"
+    )]
     LockedByUnknown { run: String },
     #[error(
         "run `{run}` was checkpointed under plan `{checkpoint}`, but the plan is now `{plan}`; \
          its progress belongs to the old plan: restore that plan, or pass --restart to discard the progress"
     )]
-    PlanChanged { run: String, checkpoint: String, plan: String },
+    PlanChanged {
+        run: String,
+        checkpoint: String,
+        plan: String,
+    },
     #[error("checkpoint state can not be encoded")]
     Encode(#[source] serde_json::Error),
     #[error("PostgreSQL checkpoint store failed to {action}")]
@@ -37,9 +49,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn pg(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {

@@ -28,7 +28,12 @@ pub struct FileStore {
 impl FileStore {
     /// The store of `run` inside `dir`, under a file name derived from the run name.
     pub fn in_dir(dir: impl AsRef<Path>, run: &str) -> FileStore {
-        FileStore { run: run.to_owned(), path: dir.as_ref().join(format!("{}.checkpoint.json", file_stem(run))) }
+        FileStore {
+            run: run.to_owned(),
+            path: dir
+                .as_ref()
+                .join(format!("{}.checkpoint.json", file_stem(run))),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -47,13 +52,20 @@ impl FileStore {
             Err(e) => return Err(Error::io("read checkpoint", &self.path)(e)),
         };
         let location = self.path.display().to_string();
-        let record: CheckpointRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt { location: location.clone(), reason: e.to_string() })?;
+        let record: CheckpointRecord =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                location: location.clone(),
+                reason: e.to_string(),
+            })?;
         record.into_checkpoint(&location).map(Some)
     }
 
     /// Loads the checkpoint to resume from under the plan with `fingerprint`; see [`check_resume`].
-    pub fn resume<S: DeserializeOwned>(&self, fingerprint: &str, restart: bool) -> Result<Option<Checkpoint<S>>, Error> {
+    pub fn resume<S: DeserializeOwned>(
+        &self,
+        fingerprint: &str,
+        restart: bool,
+    ) -> Result<Option<Checkpoint<S>>, Error> {
         check_resume(self.load()?, fingerprint, restart)
     }
 
@@ -70,10 +82,13 @@ impl FileStore {
             .truncate(true)
             .open(&temp)
             .map_err(Error::io("create temporary checkpoint", &temp))?;
-        file.write_all(&bytes).map_err(Error::io("write temporary checkpoint", &temp))?;
-        file.sync_all().map_err(Error::io("fsync temporary checkpoint", &temp))?;
+        file.write_all(&bytes)
+            .map_err(Error::io("write temporary checkpoint", &temp))?;
+        file.sync_all()
+            .map_err(Error::io("fsync temporary checkpoint", &temp))?;
         drop(file);
-        fs::rename(&temp, &self.path).map_err(Error::io("rename temporary checkpoint over", &self.path))?;
+        fs::rename(&temp, &self.path)
+            .map_err(Error::io("rename temporary checkpoint over", &self.path))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(Error::io("fsync checkpoint directory", dir))?;
@@ -83,7 +98,9 @@ impl FileStore {
     /// Removes the checkpoint (a finished or restarted run).
     pub fn clear(&self) -> Result<(), Error> {
         match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove checkpoint", &self.path)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove checkpoint", &self.path)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -94,7 +111,10 @@ impl FileStore {
     }
 
     fn dir(&self) -> &Path {
-        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     }
 
     fn sibling(&self, extension: &str) -> PathBuf {
@@ -129,8 +149,13 @@ impl FileRunLock {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 return Err(match serde_json::from_str::<Holder>(&text) {
-                    Ok(holder) => Error::Locked { run: run.to_owned(), holder },
-                    Err(_) => Error::LockedByUnknown { run: run.to_owned() },
+                    Ok(holder) => Error::Locked {
+                        run: run.to_owned(),
+                        holder,
+                    },
+                    Err(_) => Error::LockedByUnknown {
+                        run: run.to_owned(),
+                    },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", path)(e)),
@@ -148,8 +173,16 @@ impl FileRunLock {
 /// A file name for a run name that may hold `/` or spaces: readable when the name is already safe,
 /// and suffixed with a hash when characters were replaced, so two runs never share a file.
 fn file_stem(run: &str) -> String {
-    let safe: String =
-        run.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    let safe: String = run
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if safe == run && !run.starts_with('.') && !run.is_empty() {
         safe
     } else {
@@ -178,9 +211,23 @@ mod tests {
         store.save("fp1", &Progress { done: 10 }).unwrap();
         store.save("fp1", &Progress { done: 20 }).unwrap();
         let loaded = store.load::<Progress>().unwrap().unwrap();
-        assert_eq!((loaded.run.as_str(), loaded.fingerprint.as_str(), loaded.state), ("accounts-sti", "fp1", Progress { done: 20 }));
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(leftovers, [std::ffi::OsString::from("accounts-sti.checkpoint.json")], "no temp file left behind");
+        assert_eq!(
+            (
+                loaded.run.as_str(),
+                loaded.fingerprint.as_str(),
+                loaded.state
+            ),
+            ("accounts-sti", "fp1", Progress { done: 20 })
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            [std::ffi::OsString::from("accounts-sti.checkpoint.json")],
+            "no temp file left behind"
+        );
         store.clear().unwrap();
         assert_eq!(store.load::<Progress>().unwrap(), None);
     }
@@ -189,15 +236,30 @@ mod tests {
     fn a_changed_plan_is_refused_unless_restarting() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::in_dir(dir.path(), "run");
-        store.save("aaaaaaaaaaaaaaaa", &Progress { done: 1 }).unwrap();
-        assert_eq!(store.resume::<Progress>("aaaaaaaaaaaaaaaa", false).unwrap().unwrap().state.done, 1);
-        let error = store.resume::<Progress>("bbbbbbbbbbbbbbbb", false).unwrap_err();
+        store
+            .save("aaaaaaaaaaaaaaaa", &Progress { done: 1 })
+            .unwrap();
+        assert_eq!(
+            store
+                .resume::<Progress>("aaaaaaaaaaaaaaaa", false)
+                .unwrap()
+                .unwrap()
+                .state
+                .done,
+            1
+        );
+        let error = store
+            .resume::<Progress>("bbbbbbbbbbbbbbbb", false)
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "run `run` was checkpointed under plan `aaaaaaaaaaaa`, but the plan is now `bbbbbbbbbbbb`; its progress \
              belongs to the old plan: restore that plan, or pass --restart to discard the progress"
         );
-        assert_eq!(store.resume::<Progress>("bbbbbbbbbbbbbbbb", true).unwrap(), None);
+        assert_eq!(
+            store.resume::<Progress>("bbbbbbbbbbbbbbbb", true).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -205,14 +267,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::in_dir(dir.path(), "run");
         fs::write(store.path(), b"{\"version\": 1, \"run\": ").unwrap();
-        assert!(matches!(store.load::<Progress>(), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            store.load::<Progress>(),
+            Err(Error::Corrupt { .. })
+        ));
         fs::write(
             store.path(),
             br#"{"version": 9, "run": "run", "fingerprint": "f", "written_at": "2026-01-01T00:00:00Z", "state": {}}"#,
         )
         .unwrap();
         let error = store.load::<Progress>().unwrap_err().to_string();
-        assert!(error.ends_with("has format version 9, this sunset reads version 1"), "{error}");
+        assert!(
+            error.ends_with("has format version 9, this sunset reads version 1"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -221,9 +289,14 @@ mod tests {
         let store = FileStore::in_dir(dir.path(), "run");
         let lock = store.lock().unwrap();
         let error = store.lock().unwrap_err();
-        let Error::Locked { holder, .. } = &error else { panic!("expected Locked, got {error}") };
+        let Error::Locked { holder, .. } = &error else {
+            panic!("expected Locked, got {error}")
+        };
         assert_eq!(holder.pid, std::process::id());
-        assert!(error.to_string().starts_with(&format!("run `run` is already running: held by pid {} on host `", std::process::id())));
+        assert!(error.to_string().starts_with(&format!(
+            "run `run` is already running: held by pid {} on host `",
+            std::process::id()
+        )));
         drop(lock);
         store.lock().unwrap();
     }
@@ -231,7 +304,10 @@ mod tests {
     #[test]
     fn run_names_become_distinct_safe_file_names() {
         assert_eq!(file_stem("accounts-sti"), "accounts-sti");
-        assert_eq!(file_stem("sequences/legacy metrics.yaml"), "sequences_legacy_metrics.yaml-b415f98a");
+        assert_eq!(
+            file_stem("sequences/legacy metrics.yaml"),
+            "sequences_legacy_metrics.yaml-b415f98a"
+        );
         assert_ne!(file_stem("a/b"), file_stem("a_b"));
         assert_ne!(file_stem(".."), "..");
     }

@@ -19,7 +19,11 @@ pub(crate) struct CheckpointRecord {
 }
 
 impl CheckpointRecord {
-    pub(crate) fn new<S: Serialize>(run: &str, fingerprint: &str, state: &S) -> Result<Self, Error> {
+    pub(crate) fn new<S: Serialize>(
+        run: &str,
+        fingerprint: &str,
+        state: &S,
+    ) -> Result<Self, Error> {
         Ok(CheckpointRecord {
             version: FORMAT_VERSION,
             run: run.to_owned(),
@@ -29,7 +33,10 @@ impl CheckpointRecord {
         })
     }
 
-    pub(crate) fn into_checkpoint<S: DeserializeOwned>(self, location: &str) -> Result<Checkpoint<S>, Error> {
+    pub(crate) fn into_checkpoint<S: DeserializeOwned>(
+        self,
+        location: &str,
+    ) -> Result<Checkpoint<S>, Error> {
         if self.version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
                 location: location.to_owned(),
@@ -37,8 +44,15 @@ impl CheckpointRecord {
                 expected: FORMAT_VERSION,
             });
         }
-        let state = serde_json::from_value(self.state)
-            .map_err(|e| Error::Corrupt { location: location.to_owned(), reason: e.to_string() })?;
-        Ok(Checkpoint { run: self.run, fingerprint: self.fingerprint, written_at: self.written_at, state })
+        let state = serde_json::from_value(self.state).map_err(|e| Error::Corrupt {
+            location: location.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Checkpoint {
+            run: self.run,
+            fingerprint: self.fingerprint,
+            written_at: self.written_at,
+            state,
+        })
     }
 }

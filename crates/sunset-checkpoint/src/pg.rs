@@ -44,7 +44,9 @@ impl PgStore {
     /// Creates the `sunset` schema and tables if needed, then returns the store of `run`.
     pub async fn open(client: &mut Client, run: &str) -> Result<PgStore, Error> {
         ensure_schema(client).await?;
-        Ok(PgStore { run: run.to_owned() })
+        Ok(PgStore {
+            run: run.to_owned(),
+        })
     }
 
     pub fn run(&self) -> &str {
@@ -52,7 +54,10 @@ impl PgStore {
     }
 
     /// Reads the committed checkpoint (or, inside a transaction, the transaction's own view).
-    pub async fn load<S: DeserializeOwned>(&self, client: &impl GenericClient) -> Result<Option<Checkpoint<S>>, Error> {
+    pub async fn load<S: DeserializeOwned>(
+        &self,
+        client: &impl GenericClient,
+    ) -> Result<Option<Checkpoint<S>>, Error> {
         let row = client
             .query_opt(
                 "SELECT format_version, fingerprint, state, written_at FROM sunset.checkpoints WHERE run = $1",
@@ -83,7 +88,12 @@ impl PgStore {
     }
 
     /// Writes the checkpoint through `client`: pass a `Transaction` to make it part of it.
-    pub async fn save<S: Serialize>(&self, client: &impl GenericClient, fingerprint: &str, state: &S) -> Result<(), Error> {
+    pub async fn save<S: Serialize>(
+        &self,
+        client: &impl GenericClient,
+        fingerprint: &str,
+        state: &S,
+    ) -> Result<(), Error> {
         let record = CheckpointRecord::new(&self.run, fingerprint, state)?;
         let version = i32::try_from(record.version).unwrap_or(i32::MAX);
         client
@@ -102,7 +112,10 @@ impl PgStore {
     /// Deletes the checkpoint (a finished or restarted run).
     pub async fn clear(&self, client: &impl GenericClient) -> Result<(), Error> {
         client
-            .execute("DELETE FROM sunset.checkpoints WHERE run = $1", &[&self.run])
+            .execute(
+                "DELETE FROM sunset.checkpoints WHERE run = $1",
+                &[&self.run],
+            )
             .await
             .map_err(Error::pg("delete checkpoint"))?;
         Ok(())
@@ -114,13 +127,22 @@ impl PgStore {
 }
 
 async fn ensure_schema(client: &mut Client) -> Result<(), Error> {
-    let transaction = client.transaction().await.map_err(Error::pg("begin schema setup"))?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(Error::pg("begin schema setup"))?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
         .await
         .map_err(Error::pg("lock schema setup"))?;
-    transaction.batch_execute(SCHEMA).await.map_err(Error::pg("create the sunset schema"))?;
-    transaction.commit().await.map_err(Error::pg("commit schema setup"))
+    transaction
+        .batch_execute(SCHEMA)
+        .await
+        .map_err(Error::pg("create the sunset schema"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(Error::pg("commit schema setup"))
 }
 
 /// A session advisory lock on a run, on a connection of its own. PostgreSQL releases it when the
@@ -136,8 +158,9 @@ pub struct PgRunLock {
 impl PgRunLock {
     /// Takes the lock of `run` on a new connection to `database_url`, or fails naming the holder.
     pub async fn acquire(database_url: &str, run: &str) -> Result<PgRunLock, Error> {
-        let (mut client, connection) =
-            tokio_postgres::connect(database_url, NoTls).await.map_err(Error::pg("connect for the run lock"))?;
+        let (mut client, connection) = tokio_postgres::connect(database_url, NoTls)
+            .await
+            .map_err(Error::pg("connect for the run lock"))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::warn!(%error, "run lock connection ended");
@@ -152,7 +175,10 @@ impl PgRunLock {
             .get(0);
         if !acquired {
             let row = client
-                .query_opt("SELECT pid, host, started_at FROM sunset.run_locks WHERE run = $1", &[&run])
+                .query_opt(
+                    "SELECT pid, host, started_at FROM sunset.run_locks WHERE run = $1",
+                    &[&run],
+                )
                 .await
                 .map_err(Error::pg("read the run lock holder"))?;
             return Err(match row {
@@ -164,7 +190,9 @@ impl PgRunLock {
                         started_at: row.get(2),
                     },
                 },
-                None => Error::LockedByUnknown { run: run.to_owned() },
+                None => Error::LockedByUnknown {
+                    run: run.to_owned(),
+                },
             });
         }
         let holder = Holder::current();
@@ -179,7 +207,11 @@ impl PgRunLock {
             )
             .await
             .map_err(Error::pg("record the run lock holder"))?;
-        Ok(PgRunLock { client, run: run.to_owned(), key })
+        Ok(PgRunLock {
+            client,
+            run: run.to_owned(),
+            key,
+        })
     }
 
     pub fn run(&self) -> &str {
@@ -189,7 +221,10 @@ impl PgRunLock {
     /// Releases the lock now instead of when the connection drops.
     pub async fn release(self) -> Result<(), Error> {
         self.client
-            .execute("DELETE FROM sunset.run_locks WHERE run = $1 AND backend_pid = pg_backend_pid()", &[&self.run])
+            .execute(
+                "DELETE FROM sunset.run_locks WHERE run = $1 AND backend_pid = pg_backend_pid()",
+                &[&self.run],
+            )
             .await
             .map_err(Error::pg("clear the run lock holder"))?;
         self.client
@@ -204,5 +239,9 @@ impl PgRunLock {
 /// application's own advisory locks by accident.
 fn advisory_key(run: &str) -> i64 {
     let digest = Sha256::digest(format!("sunset-run:{run}").as_bytes());
-    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+    i64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
 }

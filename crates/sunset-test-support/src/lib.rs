@@ -1,1 +1,288 @@
-//! placeholder
+//! Dev-only helpers for tests that need real services: they find the PostgreSQL server and the
+//! AWS emulator that `cargo xtask services up` started, give each test its own database or bucket
+//! name, and fail loudly, saying how to start the services, when those are not reachable.
+//! A test that needs a service never passes silently without it.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::{Client, NoTls};
+
+/// What every "service missing" failure tells the developer.
+pub const HOW_TO_START: &str = "start the services with `cargo xtask services up` \
+     (then `eval \"$(cargo xtask services env)\"` in your shell), or run every test with `cargo xtask test`";
+
+/// The variables tests take from the environment or, failing that, from the env file that
+/// `cargo xtask services up` writes under `target/sunset-services/`.
+const SERVICE_VARS: [&str; 5] = [
+    "DATABASE_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+];
+
+/// Looks up `name` in the process environment, then in the services env file.
+pub fn service_var(name: &str) -> Result<String, String> {
+    let env_file = std::fs::read_to_string(env_file_path()).ok();
+    lookup(name, |n| std::env::var(n).ok(), env_file.as_deref())
+}
+
+fn lookup(
+    name: &str,
+    env: impl Fn(&str) -> Option<String>,
+    env_file: Option<&str>,
+) -> Result<String, String> {
+    if let Some(value) = env(name).filter(|v| !v.is_empty()) {
+        return Ok(value);
+    }
+    env_file
+        .into_iter()
+        .flat_map(str::lines)
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix('=')
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| format!("{name} is not set and no services are up: {HOW_TO_START}"))
+}
+
+fn env_file_path() -> std::path::PathBuf {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    workspace.join("target").join("sunset-services").join("env")
+}
+
+/// Every service variable, for child processes (the binaries under test).
+pub fn service_env() -> Vec<(&'static str, String)> {
+    SERVICE_VARS
+        .iter()
+        .map(|name| {
+            (
+                *name,
+                service_var(name).unwrap_or_else(|message| panic!("{message}")),
+            )
+        })
+        .chain([
+            ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ])
+        .collect()
+}
+
+/// The server's `DATABASE_URL`; panics with [`HOW_TO_START`] when there is none.
+pub fn database_url() -> String {
+    service_var("DATABASE_URL").unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// Connects to `url`, or explains that the service is not reachable and how to start it.
+pub async fn try_connect(url: &str) -> Result<Client, String> {
+    let connect = tokio_postgres::connect(url, NoTls);
+    let (client, connection) = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(error)) => {
+            return Err(format!(
+                "PostgreSQL at {url} is not reachable ({error}): {HOW_TO_START}"
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "PostgreSQL at {url} did not answer within 10s: {HOW_TO_START}"
+            ));
+        }
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Connects to `url`; panics with [`HOW_TO_START`] when that fails.
+pub async fn connect(url: &str) -> Client {
+    try_connect(url)
+        .await
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// A name no other test (in this or a parallel process) uses: lowercase, digits and `-`, so it is
+/// valid as a database, schema or bucket name.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}-{}-{}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// Creates a database of its own for one test and returns its URL.
+pub async fn fresh_database(prefix: &str) -> String {
+    let admin_url = database_url();
+    let admin = connect(&admin_url).await;
+    let name = unique_name(&format!("sunset-test-{prefix}")).replace('-', "_");
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|error| panic!("could not create test database {name}: {error}"));
+    with_database(&admin_url, &name)
+}
+
+/// `url` pointing at database `name` instead.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// The AWS endpoint of the emulator, checked to accept connections; panics with [`HOW_TO_START`].
+pub fn aws_endpoint_url() -> String {
+    let url = service_var("AWS_ENDPOINT_URL").unwrap_or_else(|message| panic!("{message}"));
+    if let Err(message) = check_endpoint(&url) {
+        panic!("{message}");
+    }
+    url
+}
+
+fn check_endpoint(url: &str) -> Result<(), String> {
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
+        });
+    if reachable {
+        Ok(())
+    } else {
+        Err(format!(
+            "the AWS emulator at {url} is not reachable: {HOW_TO_START}"
+        ))
+    }
+}
+
+/// An SDK config for the emulator: endpoint, region and dummy credentials from the services.
+/// S3 clients built from it still need path-style addressing (`force_path_style(true)`).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let endpoint = aws_endpoint_url();
+    let region = service_var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    let key = service_var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".to_owned());
+    let secret = service_var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".to_owned());
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "sunset-test-support",
+        ))
+        .load()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_service_says_how_to_start_it() {
+        let message = lookup("DATABASE_URL", |_| None, None).unwrap_err();
+        assert_eq!(
+            message,
+            "DATABASE_URL is not set and no services are up: start the services with `cargo xtask services up` \
+             (then `eval \"$(cargo xtask services env)\"` in your shell), or run every test with `cargo xtask test`"
+        );
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_env_file() {
+        let file = "DATABASE_URL=postgres://file/db\nAWS_REGION=eu-west-1\n";
+        assert_eq!(
+            lookup(
+                "DATABASE_URL",
+                |_| Some("postgres://env/db".into()),
+                Some(file)
+            )
+            .unwrap(),
+            "postgres://env/db"
+        );
+        assert_eq!(
+            lookup("DATABASE_URL", |_| None, Some(file)).unwrap(),
+            "postgres://file/db"
+        );
+        assert_eq!(
+            lookup("AWS_REGION", |_| Some(String::new()), Some(file)).unwrap(),
+            "eu-west-1"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_fails_with_how_to_start_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let message = try_connect(&url)
+            .await
+            .err()
+            .expect("nothing listens on a freshly freed port");
+        assert!(
+            message.starts_with(&format!("PostgreSQL at {url} is not reachable (")),
+            "{message}"
+        );
+        assert!(message.ends_with(HOW_TO_START), "{message}");
+    }
+
+    #[test]
+    fn an_unreachable_emulator_fails_with_how_to_start_it() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let message = check_endpoint(&format!("http://127.0.0.1:{port}")).unwrap_err();
+        assert_eq!(
+            message,
+            format!("the AWS emulator at http://127.0.0.1:{port} is not reachable: {HOW_TO_START}")
+        );
+    }
+
+    #[test]
+    fn database_urls_are_retargeted() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5432", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
+            "postgres://u:p@h/t1?sslmode=disable"
+        );
+    }
+}

@@ -11,6 +11,7 @@ mod postgres;
 mod process;
 mod services;
 mod test;
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

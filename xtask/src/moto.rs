@@ -50,13 +50,24 @@ pub(crate) fn start(root: &Path) -> Result<Emulator> {
     let log_path = root.join("moto.log");
     let log =
         File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let child = Command::new(venv.join("bin").join("moto_server"))
+    let server = venv.join("bin").join("moto_server");
+    // A session of its own (`setsid`), like pg_ctl gives PostgreSQL: the emulator must outlive the
+    // shell or job that ran `services up`, and a Ctrl-C meant for a test run must not reach it.
+    // (Not a group leader when calling setsid, or setsid forks and the pid we record is wrong.)
+    let mut command = if process::on_path("setsid") {
+        let mut command = Command::new("setsid");
+        command.arg(&server);
+        command
+    } else {
+        let mut command = Command::new(&server);
+        command.process_group(0);
+        command
+    };
+    let child = command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        // Its own process group: a Ctrl-C meant for a test run must not take the emulator down.
-        .process_group(0)
         .spawn()
         .context("could not start moto_server")?;
     let emulator = Emulator {

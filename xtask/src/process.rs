@@ -95,3 +95,9 @@ pub(crate) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> 
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Whether `program` is an executable on PATH.
+pub(crate) fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}

@@ -146,19 +146,18 @@ pub(crate) fn down() -> Result<()> {
 /// Stops the services in `which` that `up` started; an external server is never touched.
 pub(crate) fn stop(which: Started) -> Result<()> {
     let mut state = load_state();
-    if which.postgres {
-        if let Some(cluster) = state.postgres.take() {
-            if cluster.is_running() {
-                cluster.stop().context("stopping PostgreSQL")?;
-                say!("PostgreSQL: stopped");
-            }
-        }
+    if which.postgres
+        && let Some(cluster) = state.postgres.take()
+        && cluster.is_running()
+    {
+        cluster.stop().context("stopping PostgreSQL")?;
+        say!("PostgreSQL: stopped");
     }
-    if which.moto {
-        if let Some(emulator) = state.moto.take() {
-            emulator.stop();
-            say!("AWS emulator: stopped");
-        }
+    if which.moto
+        && let Some(emulator) = state.moto.take()
+    {
+        emulator.stop();
+        say!("AWS emulator: stopped");
     }
     if state.postgres.is_none() && state.moto.is_none() {
         let _ = std::fs::remove_file(state_path());

@@ -217,13 +217,13 @@ fn check_action(
         checker.error(path, format!("`{name}` without `targets` acts on the volumes of the action before it in the step, but it is the first action"));
     }
     for target in &action.targets {
-        if let Some(selector) = target.as_str().strip_prefix("tag:") {
-            if !selector.contains('=') || selector.starts_with('=') {
-                checker.error(
-                    &at("targets"),
-                    format!("expected a tag selector like `tag:Role=collector`, found `{target}`"),
-                );
-            }
+        if let Some(selector) = target.as_str().strip_prefix("tag:")
+            && (!selector.contains('=') || selector.starts_with('='))
+        {
+            checker.error(
+                &at("targets"),
+                format!("expected a tag selector like `tag:Role=collector`, found `{target}`"),
+            );
         }
     }
     let required = match action.action {

@@ -19,7 +19,7 @@ use crate::interpolate::{self, Resolved};
 thread_local! {
     /// The environment values a document refers to, resolved by the caller before parsing, so
     /// that [`Text`] can interpolate while serde drives it (serde gives visitors no context).
-    static VARIABLES: RefCell<Resolved> = RefCell::new(Resolved::new());
+    static VARIABLES: RefCell<Resolved> = const { RefCell::new(Resolved::new()) };
 }
 
 /// Deserializes `text` (the contents of `file`) into `T`, interpolating `${VAR}` in every [`Text`]
@@ -84,12 +84,11 @@ pub fn locate(text: &str, path: &[PathSegment]) -> (usize, usize) {
         let seed = Locate {
             path: &path[..depth],
         };
-        if let Err(error) = seed.deserialize(serde_yaml::Deserializer::from_str(text)) {
-            if error.to_string().contains(LOCATED) {
-                if let Some(location) = error.location() {
-                    return (location.line(), location.column());
-                }
-            }
+        if let Err(error) = seed.deserialize(serde_yaml::Deserializer::from_str(text))
+            && error.to_string().contains(LOCATED)
+            && let Some(location) = error.location()
+        {
+            return (location.line(), location.column());
         }
     }
     (1, 1)

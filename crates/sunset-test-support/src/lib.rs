@@ -247,8 +247,7 @@ mod tests {
         let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
         let message = try_connect(&url)
             .await
-            .err()
-            .expect("nothing listens on a freshly freed port");
+            .expect_err("nothing listens on a freshly freed port");
         assert!(
             message.starts_with(&format!("PostgreSQL at {url} is not reachable (")),
             "{message}"

@@ -107,7 +107,19 @@ pub(crate) fn up() -> Result<Started> {
             state.moto = Some(emulator);
         }
         None => {
-            let emulator = moto::start(&root)?;
+            let emulator = match moto::start(&root) {
+                Ok(emulator) => emulator,
+                Err(error) => {
+                    // Leave nothing behind that this call started.
+                    if started.postgres {
+                        let _ = stop(Started {
+                            postgres: true,
+                            moto: false,
+                        });
+                    }
+                    return Err(error);
+                }
+            };
             say!(
                 "AWS emulator: {} started on port {}",
                 moto::MOTO_REQUIREMENT,

@@ -284,6 +284,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// Interpolates one scalar with the variables `load` resolved for this document. Called from
+/// visitors only, so that an unset variable is reported at the scalar's own position.
+fn interpolated<E: de::Error>(value: &str) -> Result<String, E> {
+    VARIABLES
+        .with(|vars| interpolate::interpolate(value, &vars.borrow()))
+        .map_err(E::custom)
+}
+
 /// A string value from a plan, with `${VAR}` interpolated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -317,10 +325,7 @@ impl Visitor<'_> for TextVisitor {
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Text, E> {
-        VARIABLES
-            .with(|vars| interpolate::interpolate(value, &vars.borrow()))
-            .map(Text)
-            .map_err(E::custom)
+        interpolated(value).map(Text)
     }
 
     // Unquoted YAML scalars like `42` or `true` are still names to an operator (a Name tag of
@@ -366,9 +371,7 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<DurationValue, E> {
-        let value = VARIABLES
-            .with(|vars| interpolate::interpolate(value, &vars.borrow()))
-            .map_err(E::custom)?;
+        let value = interpolated(value)?;
         crate::duration::parse_duration(&value)
             .map(DurationValue)
             .map_err(E::custom)
@@ -450,22 +453,27 @@ impl<V> Visitor<'_> for UniqueKey<'_, V> {
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Text, E> {
-        let key = TextVisitor.visit_str::<E>(value)?;
+        self.unique(TextVisitor.visit_str(value)?)
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Text, E> {
+        self.unique(TextVisitor.visit_u64(value)?)
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Text, E> {
+        self.unique(TextVisitor.visit_i64(value)?)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Text, E> {
+        self.unique(TextVisitor.visit_bool(value)?)
+    }
+}
+
+impl<V> UniqueKey<'_, V> {
+    fn unique<E: de::Error>(&self, key: Text) -> Result<Text, E> {
         if self.seen.iter().any(|(existing, _)| existing == &key) {
             return Err(E::custom(format_args!("duplicate key `{key}`")));
         }
         Ok(key)
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Text, E> {
-        self.visit_str(&value.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Text, E> {
-        self.visit_str(&value.to_string())
-    }
-
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Text, E> {
-        self.visit_str(&value.to_string())
     }
 }

@@ -49,6 +49,13 @@ impl PgStore {
         })
     }
 
+    /// The store of `run` when the caller knows the schema exists (it opened a store before).
+    pub fn open_existing(run: &str) -> PgStore {
+        PgStore {
+            run: run.to_owned(),
+        }
+    }
+
     pub fn run(&self) -> &str {
         &self.run
     }

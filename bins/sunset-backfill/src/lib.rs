@@ -1,0 +1,419 @@
+//! `sunset-backfill`: argument parsing and wiring over `sunset-backfill-engine`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sunset_backfill_engine::ops::{self, Validation};
+use sunset_backfill_engine::{
+    Backfill, Error, Outcome, RunOptions, Stats, metrics, preflight, runner,
+};
+use sunset_cli::{Exit, Progress};
+use tokio::sync::watch;
+
+const EXAMPLES: &str = "Examples:
+  sunset-backfill preflight plans/accounts-sti.yaml
+  sunset-backfill run plans/accounts-sti.yaml --workers 2 --metrics-addr 127.0.0.1:9187
+  sunset-backfill status plans/accounts-sti.yaml --json      # from another terminal
+  sunset-backfill pause plans/accounts-sti.yaml               # or: UPDATE sunset.backfill_runs SET state = 'paused'
+  sunset-backfill validate plans/accounts-sti.yaml && sunset-backfill finish plans/accounts-sti.yaml
+
+Exit codes: 0 done, 1 failed (or validation mismatch), 2 bad plan or flags (nothing changed),
+3 stopped early (Ctrl-C, cancel): run the same command again to resume.";
+
+/// Chunked, exactly-once, resumable STI backfills on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "sunset-backfill", version, after_help = EXAMPLES)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    /// PostgreSQL URL (libpq style); secrets in it are never printed.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Machine-readable output: JSON events (run) or a JSON document (other commands) on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run (or resume) the backfill; preflight runs first.
+    Run {
+        plan: PathBuf,
+        /// Workers in this process; each leases key ranges from the run's work table.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
+        /// Add this process's workers to a run another process started.
+        #[arg(long)]
+        join: bool,
+        /// Discard the progress of a run whose plan changed (its journal is kept for rollback).
+        #[arg(long)]
+        restart: bool,
+        /// Serve Prometheus metrics on this address (for example 127.0.0.1:9187).
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+    },
+    /// Check the plan against the table, count unmapped values, explain and time one batch.
+    Preflight { plan: PathBuf },
+    /// Show a run's progress and throttle state (from any terminal).
+    Status { plan: PathBuf },
+    /// Pause a running backfill before its next batch.
+    Pause { plan: PathBuf },
+    /// Resume a paused backfill.
+    Resume { plan: PathBuf },
+    /// Stop a running backfill after its current batch (resumable with `run`).
+    Cancel { plan: PathBuf },
+    /// Compare types against the legacy column; exit 1 on any mismatch.
+    Validate { plan: PathBuf },
+    /// Restore the exact old values from the undo journal.
+    Rollback { plan: PathBuf },
+    /// Validate, then make the discriminator NOT NULL without a long lock.
+    Finish { plan: PathBuf },
+}
+
+impl Command {
+    fn plan(&self) -> &PathBuf {
+        match self {
+            Command::Run { plan, .. }
+            | Command::Preflight { plan }
+            | Command::Status { plan }
+            | Command::Pause { plan }
+            | Command::Resume { plan }
+            | Command::Cancel { plan }
+            | Command::Validate { plan }
+            | Command::Rollback { plan }
+            | Command::Finish { plan } => plan,
+        }
+    }
+}
+
+/// Runs the command; errors are reported here, and the exit code says what happened.
+pub async fn run(args: Args, shutdown: watch::Receiver<bool>) -> Exit {
+    match execute(&args, shutdown).await {
+        Ok(exit) => exit,
+        Err(error) => {
+            let bad_input = error
+                .downcast_ref::<Error>()
+                .is_some_and(Error::is_bad_input)
+                || error.downcast_ref::<BadInput>().is_some();
+            report_error(&format!("error: {error:#}"));
+            if bad_input {
+                Exit::BadInput
+            } else {
+                Exit::Failed
+            }
+        }
+    }
+}
+
+/// Input the user must fix (an unreadable plan file, a missing URL): exit 2.
+#[derive(Debug)]
+struct BadInput(String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
+    let path = args.command.plan();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadInput(format!("cannot read plan `{}`: {e}", path.display())))?;
+    let loaded = sunset_backfill_engine::load(&path.display().to_string(), &text)?;
+    let url = args.database_url.clone().ok_or_else(|| {
+        BadInput("no database: pass --database-url or set DATABASE_URL".to_owned())
+    })?;
+    let (mut client, backfill) = sunset_backfill_engine::open(&url, &loaded).await?;
+    match &args.command {
+        Command::Preflight { .. } => {
+            let report = preflight::check(&mut client, &backfill).await?;
+            print_preflight(args.json, &backfill, &report);
+            Ok(Exit::Done)
+        }
+        Command::Run {
+            workers,
+            join,
+            restart,
+            metrics_addr,
+            ..
+        } => {
+            let report = preflight::check(&mut client, &backfill).await?;
+            if !args.json {
+                print_preflight(false, &backfill, &report);
+            }
+            drop(client);
+            let stats = Arc::new(Stats::default());
+            let _metrics = match metrics_addr {
+                Some(addr) => Some(
+                    metrics::serve(*addr, backfill.run.clone(), stats.clone())
+                        .await
+                        .map_err(|e| BadInput(format!("cannot serve metrics on `{addr}`: {e}")))?,
+                ),
+                None => None,
+            };
+            let options = RunOptions {
+                workers: usize::from(*workers),
+                join: *join,
+                restart: *restart,
+            };
+            let display = tokio::spawn(show_progress(stats.clone(), args.json));
+            let outcome = runner::run(&url, &backfill, options, stats.clone(), shutdown).await;
+            display.abort();
+            finish_progress(&stats, args.json, &outcome);
+            match outcome? {
+                Outcome::Done => Ok(Exit::Done),
+                Outcome::Stopped => Ok(Exit::Stopped),
+            }
+        }
+        Command::Status { .. } => {
+            let status = ops::status(&mut client, &backfill.run).await?;
+            let Some(status) = status else {
+                return Err(BadInput(format!("run `{}` has never started", backfill.run)).into());
+            };
+            if args.json {
+                emit(&serde_json::to_string_pretty(&status)?);
+            } else {
+                let percent = if status.total_rows == 0 {
+                    100.0
+                } else {
+                    status.rows_seen as f64 * 100.0 / status.total_rows as f64
+                };
+                emit(&format!(
+                    "run        {}\nstate      {}\nprogress   {}/{} rows ({percent:.1}%), {} changed\nranges     {}/{} done, {} leased by live workers\nthrottle   {}\nbatch size {}\njournal    {} entries\nupdated    {}",
+                    status.run,
+                    status.state,
+                    status.rows_seen,
+                    status.total_rows,
+                    status.rows_changed,
+                    status.ranges_done,
+                    status.ranges,
+                    status.workers,
+                    status.throttle.as_deref().unwrap_or("none"),
+                    status.batch_size.map_or("-".to_owned(), |s| s.to_string()),
+                    status.journal_entries,
+                    status.updated_at.to_rfc3339(),
+                ));
+            }
+            Ok(Exit::Done)
+        }
+        Command::Pause { .. } | Command::Resume { .. } | Command::Cancel { .. } => {
+            let (state, verb) = match &args.command {
+                Command::Pause { .. } => ("paused", "paused"),
+                Command::Resume { .. } => ("running", "resumed"),
+                _ => ("cancelling", "cancelling"),
+            };
+            ops::set_state(&mut client, &backfill.run, state).await?;
+            report_error(&format!("run `{}` {verb}", backfill.run));
+            Ok(Exit::Done)
+        }
+        Command::Validate { .. } => {
+            let validation = ops::validate(&client, &backfill).await?;
+            print_validation(args.json, &validation);
+            Ok(if validation.passed() {
+                Exit::Done
+            } else {
+                Exit::Failed
+            })
+        }
+        Command::Rollback { .. } => {
+            drop(client);
+            let stats = Arc::new(Stats::default());
+            let display = tokio::spawn(show_progress(stats.clone(), args.json));
+            let outcome = ops::rollback(&url, &backfill, stats.clone(), shutdown).await;
+            display.abort();
+            finish_progress(&stats, args.json, &outcome);
+            match outcome? {
+                Outcome::Done => Ok(Exit::Done),
+                Outcome::Stopped => Ok(Exit::Stopped),
+            }
+        }
+        Command::Finish { .. } => match ops::finish(&client, &backfill).await? {
+            Ok(finished) => {
+                if args.json {
+                    emit(&serde_json::to_string(&finished)?);
+                } else if finished.already_not_null {
+                    emit(&format!(
+                        "`{}` is already NOT NULL",
+                        backfill.discriminator.name
+                    ));
+                } else {
+                    emit(&format!(
+                        "`{}` is now NOT NULL (via check constraint `{}`, validated without a long lock)",
+                        backfill.discriminator.name, finished.constraint
+                    ));
+                }
+                Ok(Exit::Done)
+            }
+            Err(validation) => {
+                print_validation(args.json, &validation);
+                report_error(
+                    "error: finish refused: validation found rows with a wrong or missing type",
+                );
+                Ok(Exit::Failed)
+            }
+        },
+    }
+}
+
+async fn show_progress(stats: Arc<Stats>, json: bool) {
+    let mut progress = Progress::new(Stats::get(&stats.total_rows), "rows", json);
+    let mut tick = 0u32;
+    loop {
+        let seen = Stats::get(&stats.rows_seen);
+        let total = Stats::get(&stats.total_rows);
+        let throttle = stats.throttle();
+        progress.update(seen, total, throttle.as_deref());
+        if json && tick % 5 == 0 {
+            emit(&progress_event("progress", &stats).to_string());
+        }
+        tick = tick.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn progress_event(event: &str, stats: &Stats) -> serde_json::Value {
+    serde_json::json!({
+        "event": event,
+        "rows_done": Stats::get(&stats.rows_seen),
+        "rows_changed": Stats::get(&stats.rows_changed),
+        "rows_total": Stats::get(&stats.total_rows),
+        "batches": Stats::get(&stats.batches),
+        "batch_size": Stats::get(&stats.batch_size),
+        "retries": Stats::get(&stats.retries),
+        "throttle": stats.throttle(),
+    })
+}
+
+fn finish_progress<T>(stats: &Stats, json: bool, outcome: &Result<Outcome, T>) {
+    let word = match outcome {
+        Ok(Outcome::Done) => "done",
+        Ok(Outcome::Stopped) => "stopped",
+        Err(_) => "failed",
+    };
+    if json {
+        emit(&progress_event(word, stats).to_string());
+    } else {
+        report_error(&format!(
+            "{word}: {} rows visited, {} changed, {} batches, {} retries",
+            Stats::get(&stats.rows_seen),
+            Stats::get(&stats.rows_changed),
+            Stats::get(&stats.batches),
+            Stats::get(&stats.retries)
+        ));
+        if matches!(outcome, Ok(Outcome::Stopped)) {
+            report_error("the checkpoint is saved: run the same command again to resume");
+        }
+    }
+}
+
+fn print_preflight(json: bool, backfill: &Backfill, report: &preflight::Preflight) {
+    if json {
+        let value = serde_json::json!({
+            "run": backfill.run,
+            "table": backfill.table.display(),
+            "rows_in_scope": report.rows_in_scope,
+            "unmapped": report.unmapped.iter().map(|(v, n)| serde_json::json!({"value": v, "rows": n})).collect::<Vec<_>>(),
+            "explain": report.explain,
+            "sample_rows": report.sample.map(|s| s.0),
+            "sample_ms": report.sample.map(|s| s.1.as_secs_f64() * 1000.0),
+            "estimate_seconds": report.estimate.map(|d| d.as_secs_f64()),
+        });
+        emit(&value.to_string());
+        return;
+    }
+    let unmapped = if report.unmapped.is_empty() {
+        "none".to_owned()
+    } else {
+        report
+            .unmapped
+            .iter()
+            .map(|(v, n)| format!("{}: {n}", v.as_deref().unwrap_or("NULL")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sample = report.sample.map_or("-".to_owned(), |(rows, took)| {
+        format!(
+            "{rows} rows in {:.1} ms (rolled back)",
+            took.as_secs_f64() * 1000.0
+        )
+    });
+    let estimate = report
+        .estimate
+        .map_or("-".to_owned(), |d| format!("{:.0}s", d.as_secs_f64()));
+    report_error(&format!(
+        "preflight: {} ({} rows in scope), key ({}), unmapped: {unmapped}\n  sample batch: {sample}; estimated duration: {estimate}\n  plan of one batch:\n    {}",
+        backfill.table.display(),
+        report.rows_in_scope,
+        backfill
+            .key
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.explain.replace('\n', "\n    "),
+    ));
+}
+
+fn print_validation(json: bool, validation: &Validation) {
+    if json {
+        emit(&serde_json::to_string_pretty(validation).unwrap_or_default());
+        return;
+    }
+    let mut out = String::from("legacy value -> type: rows\n");
+    for count in &validation.counts {
+        let mark = match (&count.expected, &count.found) {
+            (Some(e), Some(f)) if e == f => "ok",
+            (None, _) => "left alone",
+            _ => "MISMATCH",
+        };
+        out.push_str(&format!(
+            "  {} -> {}: {} ({mark})\n",
+            count.legacy.as_deref().unwrap_or("NULL"),
+            count.found.as_deref().unwrap_or("NULL"),
+            count.rows
+        ));
+    }
+    out.push_str(&format!(
+        "mismatched: {}, without a type: {}",
+        validation.mismatched, validation.untyped
+    ));
+    if !validation.offending_keys.is_empty() {
+        let keys: Vec<String> = validation
+            .offending_keys
+            .iter()
+            .map(|k| format!("({})", k.join(", ")))
+            .collect();
+        out.push_str(&format!("\nfirst offending keys: {}", keys.join(" ")));
+    }
+    emit(&out);
+}
+
+/// Data on stdout.
+fn emit(text: &str) {
+    #[allow(
+        clippy::print_stdout,
+        reason = "reports and JSON are the command's output"
+    )]
+    {
+        println!("{text}");
+    }
+}
+
+/// Messages and errors on stderr.
+fn report_error(text: &str) {
+    #[allow(
+        clippy::print_stderr,
+        reason = "messages for the operator go to stderr"
+    )]
+    {
+        eprintln!("{text}");
+    }
+}

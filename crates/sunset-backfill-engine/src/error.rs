@@ -1,0 +1,51 @@
+//! The backfill engine's error type. Bad input (plan or catalog mismatch) is kept apart from
+//! runtime failures because operators script on the difference (exit 2 versus exit 1).
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The plan does not fit the database (missing table or column, key not unique, ...):
+    /// nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The plan file itself is malformed.
+    #[error("{0}")]
+    Plan(#[from] sunset_plan::Diagnostics),
+    #[error(transparent)]
+    Checkpoint(#[from] sunset_checkpoint::Error),
+    #[error("{context}: {}", describe(source))]
+    Database {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Database { context, source }
+    }
+
+    /// Whether the error is the user's input rather than a failure of the run.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Invalid(_) | Error::Plan(_))
+    }
+
+    /// The SQLSTATE of a database error, if it came from the server.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Database { source, .. } => {
+                source.code().map(tokio_postgres::error::SqlState::code)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// tokio-postgres renders server errors as just "db error"; the server's message is what helps.
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}

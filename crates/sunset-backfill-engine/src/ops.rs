@@ -1,0 +1,365 @@
+//! The operator commands around a run: `status`, `pause`/`resume`/`cancel` (through the control
+//! row, which any psql session can also update), `validate`, `rollback` and `finish`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use sunset_checkpoint::{PgRunLock, PgStore};
+use sunset_plan::format::Unmapped;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::catalog::Backfill;
+use crate::connect::{apply_timeouts, connect};
+use crate::error::Error;
+use crate::runner::Outcome;
+use crate::sql::{Params, ident};
+use crate::statements::{self, KeyText};
+use crate::stats::Stats;
+use crate::throttle::{self, BatchController};
+use crate::{coverage, schema};
+
+/// A run as another terminal sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub run: String,
+    pub state: String,
+    /// Why the run waits (operator pause or a health signal), as its heartbeat last said.
+    pub throttle: Option<String>,
+    pub batch_size: Option<i32>,
+    pub total_rows: i64,
+    pub rows_seen: i64,
+    pub rows_changed: i64,
+    pub ranges: i64,
+    pub ranges_done: i64,
+    /// Ranges leased by a live worker right now.
+    pub workers: i64,
+    pub journal_entries: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn status(client: &mut Client, run: &str) -> Result<Option<Status>, Error> {
+    schema::ensure(client).await?;
+    let row = client
+        .query_opt(
+            "SELECT r.state, r.throttle, r.batch_size, r.total_rows, r.updated_at,
+                    COALESCE(sum(g.rows_seen), 0)::bigint, COALESCE(sum(g.rows_changed), 0)::bigint,
+                    count(g.range_no), count(g.range_no) FILTER (WHERE g.state = 'done'),
+                    count(g.range_no) FILTER (WHERE g.state = 'leased'
+                        AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = g.leased_backend)),
+                    (SELECT count(*) FROM sunset.backfill_journal j WHERE j.run = r.run)
+             FROM sunset.backfill_runs r LEFT JOIN sunset.backfill_ranges g ON g.run = r.run
+             WHERE r.run = $1
+             GROUP BY r.run, r.state, r.throttle, r.batch_size, r.total_rows, r.updated_at",
+            &[&run],
+        )
+        .await
+        .map_err(Error::db("reading the run's status"))?;
+    Ok(row.map(|row| Status {
+        run: run.to_owned(),
+        state: row.get(0),
+        throttle: row.get(1),
+        batch_size: row.get(2),
+        total_rows: row.get(3),
+        updated_at: row.get(4),
+        rows_seen: row.get(5),
+        rows_changed: row.get(6),
+        ranges: row.get(7),
+        ranges_done: row.get(8),
+        workers: row.get(9),
+        journal_entries: row.get(10),
+    }))
+}
+
+/// Sets the control row's state (`paused`, `running`, `cancelling`); a running run picks it up
+/// before its next batch.
+pub async fn set_state(client: &mut Client, run: &str, state: &str) -> Result<(), Error> {
+    schema::ensure(client).await?;
+    let updated = client
+        .execute(
+            "UPDATE sunset.backfill_runs SET state = $2, updated_at = now() WHERE run = $1 AND state IN ('running', 'paused', 'cancelling')",
+            &[&run, &state],
+        )
+        .await
+        .map_err(Error::db("updating the control row"))?;
+    if updated == 0 {
+        return Err(Error::Invalid(format!(
+            "there is no active run `{run}` (never started, finished, or rolled back)"
+        )));
+    }
+    Ok(())
+}
+
+/// One line of `validate`'s per-type report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TypeCount {
+    pub legacy: Option<String>,
+    pub found: Option<String>,
+    /// What the map says the type should be (`None`: left alone by `unmapped: skip`/`fail`).
+    pub expected: Option<String>,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Validation {
+    pub counts: Vec<TypeCount>,
+    /// Rows whose type is not the one their legacy value maps to.
+    pub mismatched: i64,
+    /// Rows left without a type that should have one.
+    pub untyped: i64,
+    /// The first offending keys, in key order.
+    pub offending_keys: Vec<KeyText>,
+}
+
+impl Validation {
+    pub fn passed(&self) -> bool {
+        self.mismatched == 0 && self.untyped == 0
+    }
+}
+
+pub async fn validate(client: &Client, backfill: &Backfill) -> Result<Validation, Error> {
+    let table = backfill.table.quoted();
+    let filter = backfill
+        .filter
+        .as_deref()
+        .map(|f| format!(" WHERE ({f})"))
+        .unwrap_or_default();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {from}::text, {disc}::text, count(*) FROM {table} t{filter} GROUP BY 1, 2 ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
+                from = backfill.from.on("t"),
+                disc = backfill.discriminator.on("t"),
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::db("counting types per legacy value"))?;
+    let expected_for = |legacy: Option<&str>| -> Option<String> {
+        legacy
+            .and_then(|l| {
+                backfill
+                    .map
+                    .iter()
+                    .find(|(k, _)| k == l)
+                    .map(|(_, v)| v.clone())
+            })
+            .or_else(|| match &backfill.unmapped {
+                Unmapped::Default(type_name) => Some(type_name.to_string()),
+                Unmapped::Fail | Unmapped::Skip => None,
+            })
+    };
+    let mut validation = Validation {
+        counts: Vec::new(),
+        mismatched: 0,
+        untyped: 0,
+        offending_keys: Vec::new(),
+    };
+    for row in rows {
+        let (legacy, found, count): (Option<String>, Option<String>, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        let expected = expected_for(legacy.as_deref());
+        match (&expected, &found) {
+            (Some(e), Some(f)) if e != f => validation.mismatched += count,
+            (Some(_), None) => validation.untyped += count,
+            (None, None) if backfill.unmapped == Unmapped::Fail => validation.untyped += count,
+            _ => {}
+        }
+        validation.counts.push(TypeCount {
+            legacy,
+            found,
+            expected,
+            rows: count,
+        });
+    }
+    if !validation.passed() {
+        let mut params = Params::default();
+        let expected = statements::type_expression(backfill, &mut params, "t");
+        let disc = backfill.discriminator.on("t");
+        let fail_mode = backfill.unmapped == Unmapped::Fail;
+        let scope = backfill
+            .filter
+            .as_deref()
+            .map(|f| format!(" AND ({f})"))
+            .unwrap_or_default();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT ARRAY[{}] FROM {table} t
+                     WHERE ((({expected}) IS NOT NULL AND {disc} IS DISTINCT FROM ({expected})) OR ({disc} IS NULL AND {fail_mode})){scope}
+                     ORDER BY {} LIMIT 10",
+                    backfill.key_texts("t"),
+                    backfill.key_list("t"),
+                ),
+                &params.refs(),
+            )
+            .await
+            .map_err(Error::db("finding offending keys"))?;
+        validation.offending_keys = rows.iter().map(|r| r.get(0)).collect();
+    }
+    Ok(validation)
+}
+
+/// Replays the undo journal, oldest first, through the same batch controller and retries as the
+/// run, restoring the exact old values; then removes the coverage trigger and the run's state.
+pub async fn rollback(
+    url: &str,
+    backfill: &Backfill,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Outcome, Error> {
+    let mut client = connect(url).await?;
+    schema::ensure(&mut client).await?;
+    let lock = PgRunLock::acquire(url, &backfill.run).await?;
+    apply_timeouts(&client, backfill).await?;
+    let remaining: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sunset.backfill_journal WHERE run = $1",
+            &[&backfill.run],
+        )
+        .await
+        .map_err(Error::db("counting journal entries"))?
+        .get(0);
+    stats.total_rows.store(
+        u64::try_from(remaining).unwrap_or_default(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    // Stop writers first: after this the trigger no longer sets the type of new rows.
+    coverage::remove(&client, backfill).await?;
+    let mut controller = BatchController::new(&backfill.batch);
+    let mut attempt = 0;
+    loop {
+        if *shutdown.borrow() {
+            lock.release().await?;
+            return Ok(Outcome::Stopped);
+        }
+        let size = controller.size();
+        let (sql, params) = statements::rollback_batch(backfill, size);
+        let started = Instant::now();
+        match client.query_one(&sql, &params.refs()).await {
+            Ok(row) => {
+                attempt = 0;
+                let replayed = u64::try_from(row.get::<_, i64>(0)).unwrap_or_default();
+                let restored = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
+                stats.record_batch(replayed, restored, size, started.elapsed());
+                controller.observe(replayed, started.elapsed());
+                if replayed == 0 {
+                    break;
+                }
+            }
+            Err(error) => {
+                let code = error.code().map(|c| c.code().to_owned());
+                match code {
+                    Some(code)
+                        if throttle::is_retryable(&code) && attempt < throttle::MAX_RETRIES =>
+                    {
+                        stats
+                            .retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        controller.shrink();
+                        tokio::time::sleep(throttle::backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    _ => {
+                        return Err(Error::Database {
+                            context: "replaying the undo journal".into(),
+                            source: error,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(Error::db("beginning the rollback cleanup"))?;
+    transaction
+        .execute(
+            "DELETE FROM sunset.backfill_ranges WHERE run = $1",
+            &[&backfill.run],
+        )
+        .await
+        .map_err(Error::db("removing the run's ranges"))?;
+    transaction
+        .execute("UPDATE sunset.backfill_runs SET state = 'rolled_back', throttle = NULL, updated_at = now() WHERE run = $1", &[&backfill.run])
+        .await
+        .map_err(Error::db("marking the run rolled back"))?;
+    let store = PgStore::open_existing(&backfill.run);
+    store.clear(&transaction).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(Error::db("committing the rollback cleanup"))?;
+    lock.release().await?;
+    Ok(Outcome::Done)
+}
+
+/// What `finish` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finished {
+    pub constraint: String,
+    pub already_not_null: bool,
+}
+
+/// Makes the discriminator NOT NULL without a long exclusive lock: `CHECK (...) NOT VALID` (brief
+/// lock), `VALIDATE CONSTRAINT` (no write lock), then `SET NOT NULL`, which PostgreSQL 12+ proves
+/// from the valid constraint without scanning; the redundant check is dropped afterwards.
+/// Refuses while `validate` finds a problem.
+pub async fn finish(
+    client: &Client,
+    backfill: &Backfill,
+) -> Result<Result<Finished, Validation>, Error> {
+    let validation = validate(client, backfill).await?;
+    if !validation.passed() {
+        return Ok(Err(validation));
+    }
+    let disc = ident(&backfill.discriminator.name);
+    let table = backfill.table.quoted();
+    let constraint: String = format!(
+        "{}_{}_not_null",
+        backfill.table.name, backfill.discriminator.name
+    )
+    .chars()
+    .take(63)
+    .collect();
+    let already: bool = client
+        .query_one(
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = $1 AND attname = $2",
+            &[&backfill.table.oid, &backfill.discriminator.name],
+        )
+        .await
+        .map_err(Error::db("reading the discriminator's nullability"))?
+        .get(0);
+    if !already {
+        apply_timeouts(client, backfill).await?;
+        let constraint_q = ident(&constraint);
+        for (what, sql) in [
+            (
+                "adding the NOT VALID check",
+                format!(
+                    "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint_q}; ALTER TABLE {table} ADD CONSTRAINT {constraint_q} CHECK ({disc} IS NOT NULL) NOT VALID"
+                ),
+            ),
+            (
+                "validating the check",
+                format!("ALTER TABLE {table} VALIDATE CONSTRAINT {constraint_q}"),
+            ),
+            (
+                "setting NOT NULL",
+                format!("ALTER TABLE {table} ALTER COLUMN {disc} SET NOT NULL"),
+            ),
+            (
+                "dropping the redundant check",
+                format!("ALTER TABLE {table} DROP CONSTRAINT {constraint_q}"),
+            ),
+        ] {
+            client.batch_execute(&sql).await.map_err(Error::db(what))?;
+        }
+    }
+    Ok(Ok(Finished {
+        constraint,
+        already_not_null: already,
+    }))
+}

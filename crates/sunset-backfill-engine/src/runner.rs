@@ -1,0 +1,597 @@
+//! `run`: initializes a run (upper bound, key ranges, coverage trigger, checkpoint) in one
+//! transaction, then workers lease ranges and process them batch by batch.
+//!
+//! Exactly-once: each batch commits in ONE transaction with its range's progress row
+//! (`done_upto`, the per-range checkpoint) and its journal entries. A SIGKILL at any point leaves
+//! either the whole batch or none of it; the resumed run continues after `done_upto`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sunset_checkpoint::{PgRunLock, PgStore};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::catalog::Backfill;
+use crate::connect::{apply_timeouts, connect};
+use crate::error::Error;
+use crate::statements::{self, KeyText};
+use crate::stats::Stats;
+use crate::throttle::{self, BatchController, Health, HealthGate};
+use crate::{coverage, schema};
+
+/// The run-level checkpoint (the per-range progress lives in `sunset.backfill_ranges`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunCheckpoint {
+    /// The largest key at start: the run never chases rows inserted beyond it (new rows are
+    /// covered by the trigger or the application), so it always ends.
+    upper: Option<KeyText>,
+    ranges: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Workers in this process.
+    pub workers: usize,
+    /// Join a run another process coordinates, instead of taking its lock.
+    pub join: bool,
+    /// Discard the progress of a run whose plan changed (the journal is kept for rollback).
+    pub restart: bool,
+}
+
+/// How a run ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every range is done.
+    Done,
+    /// Stopped early (Ctrl-C, SIGTERM or `cancel`): the checkpoint is intact, run again to resume.
+    Stopped,
+}
+
+/// What workers see of the run's control row and health, refreshed by the monitor.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Control {
+    /// Why to wait before the next batch (operator pause or a health signal).
+    wait: Option<String>,
+    cancel: bool,
+}
+
+/// Runs (or resumes) a backfill until it is done or asked to stop.
+pub async fn run(
+    url: &str,
+    backfill: &Backfill,
+    options: RunOptions,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Outcome, Error> {
+    let mut client = connect(url).await?;
+    schema::ensure(&mut client).await?;
+    let lock = if options.join {
+        None
+    } else {
+        Some(PgRunLock::acquire(url, &backfill.run).await?)
+    };
+    let store = PgStore::open(&mut client, &backfill.run).await?;
+    let checkpoint = store
+        .resume::<RunCheckpoint>(&client, &backfill.fingerprint, options.restart)
+        .await?;
+    let checkpoint = match checkpoint {
+        Some(checkpoint) => checkpoint.state,
+        None if options.join => {
+            return Err(Error::Invalid(format!(
+                "there is no run `{}` to join: start it without --join first",
+                backfill.run
+            )));
+        }
+        None => initialize(&mut client, &store, backfill).await?,
+    };
+    tracing::info!(run = %backfill.run, ranges = checkpoint.ranges, "run ready");
+    client
+        .execute("UPDATE sunset.backfill_runs SET state = 'running', updated_at = now() WHERE run = $1 AND state IN ('cancelling', 'done')", &[&backfill.run])
+        .await
+        .map_err(Error::db("marking the run as running"))?;
+    let progress = client
+        .query_one(
+            "SELECT r.total_rows, COALESCE(sum(g.rows_seen), 0)::bigint, COALESCE(sum(g.rows_changed), 0)::bigint
+             FROM sunset.backfill_runs r LEFT JOIN sunset.backfill_ranges g ON g.run = r.run
+             WHERE r.run = $1 GROUP BY r.total_rows",
+            &[&backfill.run],
+        )
+        .await
+        .map_err(Error::db("reading the run's progress"))?;
+    let as_u64 = |i: usize| u64::try_from(progress.get::<_, i64>(i)).unwrap_or_default();
+    stats
+        .total_rows
+        .store(as_u64(0), std::sync::atomic::Ordering::Relaxed);
+    stats
+        .rows_seen
+        .store(as_u64(1), std::sync::atomic::Ordering::Relaxed);
+    stats
+        .rows_changed
+        .store(as_u64(2), std::sync::atomic::Ordering::Relaxed);
+    stats
+        .batch_size
+        .store(backfill.batch.size, std::sync::atomic::Ordering::Relaxed);
+
+    let (control_tx, control_rx) = watch::channel(Control::default());
+    let monitor = tokio::spawn(monitor(
+        client,
+        Arc::new(backfill.clone()),
+        stats.clone(),
+        control_tx,
+    ));
+    let backfill = Arc::new(backfill.clone());
+    let mut workers = Vec::new();
+    for number in 0..options.workers.max(1) {
+        let worker = Worker {
+            id: format!("{}:{}:{number}", gethost(), std::process::id()),
+            backfill: backfill.clone(),
+            stats: stats.clone(),
+            control: control_rx.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let url = url.to_owned();
+        workers.push(tokio::spawn(async move { worker.run(&url).await }));
+    }
+    let mut first_error = None;
+    let mut stopped = false;
+    for handle in workers {
+        match handle.await {
+            Ok(Ok(WorkerEnd::Finished)) => {}
+            Ok(Ok(WorkerEnd::Stopped)) => stopped = true,
+            Ok(Err(error)) => {
+                stats
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                first_error.get_or_insert(error);
+            }
+            Err(join) => {
+                first_error.get_or_insert(Error::Invalid(format!("a worker crashed: {join}")));
+            }
+        }
+    }
+    monitor.abort();
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let client = connect(url).await?;
+    let remaining: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sunset.backfill_ranges WHERE run = $1 AND state <> 'done'",
+            &[&backfill.run],
+        )
+        .await
+        .map_err(Error::db("checking the remaining ranges"))?
+        .get(0);
+    if let Some(lock) = lock {
+        lock.release().await?;
+    }
+    if remaining == 0 {
+        client
+            .execute("UPDATE sunset.backfill_runs SET state = 'done', throttle = NULL, updated_at = now() WHERE run = $1", &[&backfill.run])
+            .await
+            .map_err(Error::db("marking the run done"))?;
+        Ok(Outcome::Done)
+    } else if stopped || options.join {
+        Ok(Outcome::Stopped)
+    } else {
+        // Only other processes' leases remain (joined workers): they will finish those ranges.
+        Ok(Outcome::Stopped)
+    }
+}
+
+fn gethost() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Fresh start: in one transaction, the upper bound, the key ranges, the control row, the
+/// coverage trigger and the run checkpoint, so a crash here leaves nothing half-made.
+async fn initialize(
+    client: &mut Client,
+    store: &PgStore,
+    backfill: &Backfill,
+) -> Result<RunCheckpoint, Error> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(Error::db("beginning the run setup"))?;
+    for table in ["backfill_ranges", "backfill_runs"] {
+        transaction
+            .execute(
+                &format!("DELETE FROM sunset.{table} WHERE run = $1"),
+                &[&backfill.run],
+            )
+            .await
+            .map_err(Error::db("clearing a restarted run"))?;
+    }
+    let table = backfill.table.quoted();
+    let order_desc: Vec<String> = backfill
+        .key
+        .iter()
+        .map(|c| format!("{} DESC", c.on("t")))
+        .collect();
+    let upper: Option<KeyText> = transaction
+        .query_opt(
+            &format!(
+                "SELECT ARRAY[{}] FROM {table} t ORDER BY {} LIMIT 1",
+                backfill.key_texts("t"),
+                order_desc.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::db("finding the largest key"))?
+        .map(|row| row.get(0));
+    let mut ranges = 0u32;
+    if let Some(upper) = &upper {
+        // Range boundaries from one ordered pass over the key index: the last key of each of
+        // `buckets` equal slices. Fixed at start, so workers in any process agree on them.
+        let buckets = 32i64;
+        let mut params = crate::sql::Params::default();
+        let condition = statements::range_condition(
+            &Backfill {
+                filter: None,
+                ..backfill.clone()
+            },
+            &mut params,
+            "t",
+            None,
+            upper,
+        );
+        let aliases: Vec<String> = (0..backfill.key.len()).map(|i| format!("k{i}")).collect();
+        let select_keys: Vec<String> = backfill
+            .key
+            .iter()
+            .zip(&aliases)
+            .map(|(c, a)| format!("{} AS {a}", c.on("t")))
+            .collect();
+        let s_texts: Vec<String> = aliases.iter().map(|a| format!("s.{a}::text")).collect();
+        let s_desc: Vec<String> = aliases.iter().map(|a| format!("s.{a} DESC")).collect();
+        let sql = format!(
+            "SELECT DISTINCT ON (s.bucket) ARRAY[{}] FROM (
+                 SELECT {}, ntile({buckets}) OVER (ORDER BY {}) AS bucket FROM {table} t WHERE {condition}
+             ) s
+             ORDER BY s.bucket, {}",
+            s_texts.join(", "),
+            select_keys.join(", "),
+            backfill.key_list("t"),
+            s_desc.join(", "),
+        );
+        let rows = transaction
+            .query(&sql, &params.refs())
+            .await
+            .map_err(Error::db("splitting the key space into ranges"))?;
+        let mut lower: Option<KeyText> = None;
+        for row in rows {
+            let hi: KeyText = row.get(0);
+            transaction
+                .execute(
+                    "INSERT INTO sunset.backfill_ranges (run, range_no, lo, hi) VALUES ($1, $2, $3, $4)",
+                    &[&backfill.run, &(i32::try_from(ranges).unwrap_or(i32::MAX)), &lower.as_ref().map(|l| serde_json::json!(l)), &serde_json::json!(hi)],
+                )
+                .await
+                .map_err(Error::db("recording a key range"))?;
+            lower = Some(hi);
+            ranges += 1;
+        }
+    }
+    let total = crate::preflight::count_in_scope(&transaction, backfill).await?;
+    transaction
+        .execute(
+            "INSERT INTO sunset.backfill_runs (run, total_rows) VALUES ($1, $2)",
+            &[&backfill.run, &total],
+        )
+        .await
+        .map_err(Error::db("creating the control row"))?;
+    coverage::install(&transaction, backfill).await?;
+    let checkpoint = RunCheckpoint { upper, ranges };
+    store
+        .save(&transaction, &backfill.fingerprint, &checkpoint)
+        .await?;
+    transaction
+        .commit()
+        .await
+        .map_err(Error::db("committing the run setup"))?;
+    Ok(checkpoint)
+}
+
+/// Polls the control row and the health signals, publishes them to the workers, and writes a
+/// heartbeat (throttle reason, batch size) that `status` shows in another terminal.
+async fn monitor(
+    client: Client,
+    backfill: Arc<Backfill>,
+    stats: Arc<Stats>,
+    control: watch::Sender<Control>,
+) {
+    let mut gate = HealthGate::new(&backfill.throttle);
+    let oid = backfill.table.oid;
+    loop {
+        let state: Option<String> = client
+            .query_opt(
+                "SELECT state FROM sunset.backfill_runs WHERE run = $1",
+                &[&backfill.run],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|row| row.get(0));
+        let health = read_health(&client, oid).await;
+        let health_reason = gate.update(health).map(str::to_owned);
+        let wait = match state.as_deref() {
+            Some("paused") => {
+                Some("paused by operator (`sunset-backfill resume` to continue)".to_owned())
+            }
+            _ => health_reason,
+        };
+        let cancel = state.as_deref() == Some("cancelling");
+        stats.set_throttle(wait.clone());
+        control.send_if_modified(|current| {
+            let next = Control {
+                wait: wait.clone(),
+                cancel,
+            };
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+        let size = i32::try_from(Stats::get(&stats.batch_size)).unwrap_or(i32::MAX);
+        let _ = client
+            .execute(
+                "UPDATE sunset.backfill_runs SET throttle = $2, batch_size = $3, updated_at = now() WHERE run = $1",
+                &[&backfill.run, &wait, &size],
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn read_health(client: &Client, table_oid: u32) -> Health {
+    let row = client
+        .query_one(
+            "SELECT
+                COALESCE((SELECT EXTRACT(epoch FROM max(replay_lag)) FROM pg_stat_replication), 0)::float8,
+                COALESCE((SELECT EXTRACT(epoch FROM now() - min(xact_start)) FROM pg_stat_activity
+                          WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+                            AND application_name <> $2 AND xact_start IS NOT NULL), 0)::float8,
+                (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)::int4",
+            &[&table_oid, &crate::connect::APPLICATION_NAME],
+        )
+        .await;
+    match row {
+        Ok(row) => Health {
+            replication_lag: Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)),
+            oldest_transaction: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
+            lock_waiters: u32::try_from(row.get::<_, i32>(2)).unwrap_or_default(),
+        },
+        Err(error) => {
+            tracing::warn!(%error, "could not read health signals");
+            Health::default()
+        }
+    }
+}
+
+enum WorkerEnd {
+    /// No range left to lease.
+    Finished,
+    /// Asked to stop (shutdown or cancel).
+    Stopped,
+}
+
+struct Worker {
+    /// Recorded on leased ranges: host, pid and worker number.
+    id: String,
+    backfill: Arc<Backfill>,
+    stats: Arc<Stats>,
+    control: watch::Receiver<Control>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A leased key range: (lower exclusive, upper inclusive].
+struct Lease {
+    range_no: i32,
+    lower: Option<KeyText>,
+    upper: KeyText,
+}
+
+impl Worker {
+    async fn run(mut self, url: &str) -> Result<WorkerEnd, Error> {
+        let mut client = connect(url).await?;
+        apply_timeouts(&client, &self.backfill).await?;
+        let mut controller = BatchController::new(&self.backfill.batch);
+        loop {
+            if let Some(end) = self.wait_until_allowed().await {
+                return Ok(end);
+            }
+            let Some(mut lease) = self.lease(&client).await? else {
+                if self.others_hold_leases(&client).await? {
+                    // Another process's worker holds a range: wait in case it dies and its
+                    // lease becomes ours to take over.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                return Ok(WorkerEnd::Finished);
+            };
+            loop {
+                if let Some(end) = self.wait_until_allowed().await {
+                    return Ok(end);
+                }
+                match self
+                    .batch_with_retries(&mut client, &mut controller, &mut lease)
+                    .await?
+                {
+                    BatchEnd::More => {}
+                    BatchEnd::RangeDone | BatchEnd::LeaseLost => break,
+                }
+            }
+        }
+    }
+
+    /// Waits while paused; `Some` when the worker must stop instead.
+    async fn wait_until_allowed(&mut self) -> Option<WorkerEnd> {
+        loop {
+            if *self.shutdown.borrow() || self.control.borrow().cancel {
+                return Some(WorkerEnd::Stopped);
+            }
+            if self.control.borrow().wait.is_none() {
+                return None;
+            }
+            tokio::select! {
+                _ = self.control.changed() => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn lease(&self, client: &Client) -> Result<Option<Lease>, Error> {
+        let row = client
+            .query_opt(
+                "UPDATE sunset.backfill_ranges r
+                 SET state = 'leased', leased_by = $2, leased_backend = pg_backend_pid(), lease_until = now() + interval '60 seconds'
+                 WHERE (r.run, r.range_no) = (
+                     SELECT c.run, c.range_no FROM sunset.backfill_ranges c
+                     WHERE c.run = $1 AND (c.state = 'pending' OR (c.state = 'leased' AND (
+                         c.lease_until < now()
+                         OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.leased_backend))))
+                     ORDER BY c.range_no LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING r.range_no, COALESCE(r.done_upto, r.lo), r.hi",
+                &[&self.backfill.run, &self.id],
+            )
+            .await
+            .map_err(Error::db("leasing a key range"))?;
+        Ok(row.map(|row| Lease {
+            range_no: row.get(0),
+            lower: row
+                .get::<_, Option<serde_json::Value>>(1)
+                .and_then(|v| serde_json::from_value(v).ok()),
+            upper: serde_json::from_value(row.get(2)).unwrap_or_default(),
+        }))
+    }
+
+    async fn others_hold_leases(&self, client: &Client) -> Result<bool, Error> {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM sunset.backfill_ranges WHERE run = $1 AND state = 'leased' AND leased_backend <> pg_backend_pid()",
+                &[&self.backfill.run],
+            )
+            .await
+            .map_err(Error::db("checking other workers' leases"))?;
+        Ok(row.get::<_, i64>(0) > 0)
+    }
+
+    async fn batch_with_retries(
+        &self,
+        client: &mut Client,
+        controller: &mut BatchController,
+        lease: &mut Lease,
+    ) -> Result<BatchEnd, Error> {
+        let mut attempt = 0;
+        loop {
+            let size = controller.size();
+            let started = Instant::now();
+            match self.batch(client, lease, size).await {
+                Ok((end, seen, changed)) => {
+                    let took = started.elapsed();
+                    self.stats.record_batch(seen, changed, size, took);
+                    controller.observe(seen, took);
+                    return Ok(end);
+                }
+                Err(error) => match error.sqlstate() {
+                    Some(code)
+                        if throttle::is_retryable(code) && attempt < throttle::MAX_RETRIES =>
+                    {
+                        self.stats
+                            .retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            sqlstate = code,
+                            attempt,
+                            "batch failed, retrying smaller: {error}"
+                        );
+                        controller.shrink();
+                        tokio::time::sleep(throttle::backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    _ => return Err(error),
+                },
+            }
+        }
+    }
+
+    /// One batch and its range progress, in one transaction.
+    async fn batch(
+        &self,
+        client: &mut Client,
+        lease: &mut Lease,
+        size: u64,
+    ) -> Result<(BatchEnd, u64, u64), Error> {
+        let (sql, params) =
+            statements::batch(&self.backfill, lease.lower.as_deref(), &lease.upper, size);
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(Error::db("beginning a batch"))?;
+        let row = transaction
+            .query_one(&sql, &params.refs())
+            .await
+            .map_err(Error::db("running a batch"))?;
+        let seen = u64::try_from(row.get::<_, i64>(0)).unwrap_or_default();
+        let changed = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
+        let last: Option<serde_json::Value> = row.get(2);
+        let range_done = seen < size;
+        let done_upto = last
+            .clone()
+            .or_else(|| lease.lower.as_ref().map(|l| serde_json::json!(l)));
+        let updated = transaction
+            .execute(
+                "UPDATE sunset.backfill_ranges
+                 SET done_upto = $3, rows_seen = rows_seen + $4, rows_changed = rows_changed + $5,
+                     lease_until = now() + interval '60 seconds',
+                     state = CASE WHEN $6 THEN 'done' ELSE state END
+                 WHERE run = $1 AND range_no = $2 AND leased_backend = pg_backend_pid() AND state = 'leased'",
+                &[
+                    &self.backfill.run,
+                    &lease.range_no,
+                    &done_upto,
+                    &i64::try_from(seen).unwrap_or(i64::MAX),
+                    &i64::try_from(changed).unwrap_or(i64::MAX),
+                    &range_done,
+                ],
+            )
+            .await
+            .map_err(Error::db("recording the range's progress"))?;
+        if updated == 0 {
+            // Our lease expired and another worker took the range: drop this batch entirely.
+            transaction
+                .rollback()
+                .await
+                .map_err(Error::db("rolling back a batch"))?;
+            return Ok((BatchEnd::LeaseLost, 0, 0));
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(Error::db("committing a batch"))?;
+        if let Some(last) = last {
+            lease.lower = serde_json::from_value(last).ok();
+        }
+        Ok((
+            if range_done {
+                BatchEnd::RangeDone
+            } else {
+                BatchEnd::More
+            },
+            seen,
+            changed,
+        ))
+    }
+}
+
+enum BatchEnd {
+    More,
+    RangeDone,
+    LeaseLost,
+}

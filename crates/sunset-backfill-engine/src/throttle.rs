@@ -1,0 +1,205 @@
+//! The throttle: a batch-size controller that aims each batch at the plan's target duration,
+//! retry decisions by SQLSTATE, and a health gate that pauses on replication lag, long-running
+//! transactions or lock waiters, with hysteresis so the run does not flap at the threshold.
+
+use std::time::Duration;
+
+use sunset_plan::format::{BatchFile, ThrottleFile};
+
+/// Grows and shrinks the batch size so batches take about `target` each.
+#[derive(Debug, Clone)]
+pub struct BatchController {
+    size: u64,
+    min: u64,
+    max: u64,
+    target: Duration,
+}
+
+impl BatchController {
+    pub fn new(batch: &BatchFile) -> BatchController {
+        BatchController {
+            size: batch.size,
+            min: batch.min_size,
+            max: batch.max_size,
+            target: batch.target_duration.0,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Adjusts after a batch of `rows` took `took`: proportional, but at most x2 or /2 per step
+    /// so one slow outlier (a checkpoint, an autovacuum) does not collapse the size.
+    pub fn observe(&mut self, rows: u64, took: Duration) {
+        if rows < self.size || took.is_zero() {
+            // A short (last) chunk says nothing about the rate.
+            return;
+        }
+        let ratio = self.target.as_secs_f64() / took.as_secs_f64();
+        let proposed = (self.size as f64 * ratio.clamp(0.5, 2.0)).round() as u64;
+        self.size = proposed.clamp(self.min, self.max);
+    }
+
+    /// After a lock timeout, deadlock or statement timeout: try again with less.
+    pub fn shrink(&mut self) {
+        self.size = (self.size / 2).max(self.min);
+    }
+}
+
+/// Whether an error with this SQLSTATE is worth retrying with a smaller batch: serialization
+/// failure, deadlock, lock timeout (lock_not_available), statement timeout (query_canceled).
+pub fn is_retryable(sqlstate: &str) -> bool {
+    matches!(sqlstate, "40001" | "40P01" | "55P03" | "57014")
+}
+
+/// Exponential backoff before retry `attempt` (0-based), capped at 5 seconds.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+/// The retries one batch gets before the run stops with its checkpoint intact.
+pub const MAX_RETRIES: u32 = 8;
+
+/// The health signals read from the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Health {
+    pub replication_lag: Duration,
+    /// Age of the oldest other open transaction.
+    pub oldest_transaction: Duration,
+    /// Sessions waiting for a lock on the table.
+    pub lock_waiters: u32,
+}
+
+/// Pauses when a signal exceeds its limit; resumes only once every signal is well below it
+/// (80% for durations, half for waiters).
+#[derive(Debug, Clone)]
+pub struct HealthGate {
+    limits: ThrottleFile,
+    paused: Option<String>,
+}
+
+impl HealthGate {
+    pub fn new(limits: &ThrottleFile) -> HealthGate {
+        HealthGate {
+            limits: limits.clone(),
+            paused: None,
+        }
+    }
+
+    /// Feeds one reading; returns the reason to stay paused, if any.
+    pub fn update(&mut self, health: Health) -> Option<&str> {
+        let limits = &self.limits;
+        let over = if health.replication_lag > limits.max_replication_lag.0 {
+            Some(format!(
+                "replication lag {:.1}s > {}",
+                health.replication_lag.as_secs_f64(),
+                sunset_plan::format_duration(limits.max_replication_lag.0)
+            ))
+        } else if health.oldest_transaction > limits.max_transaction_age.0 {
+            Some(format!(
+                "a transaction open for {}s > {}",
+                health.oldest_transaction.as_secs(),
+                sunset_plan::format_duration(limits.max_transaction_age.0)
+            ))
+        } else if health.lock_waiters > limits.max_lock_waiters {
+            Some(format!(
+                "{} sessions waiting for locks on the table > {}",
+                health.lock_waiters, limits.max_lock_waiters
+            ))
+        } else {
+            None
+        };
+        let well_below = health.replication_lag.as_secs_f64()
+            < limits.max_replication_lag.0.as_secs_f64() * 0.8
+            && health.oldest_transaction.as_secs_f64()
+                < limits.max_transaction_age.0.as_secs_f64() * 0.8
+            && health.lock_waiters <= limits.max_lock_waiters / 2;
+        match (over, self.paused.is_some()) {
+            (Some(reason), _) => self.paused = Some(reason),
+            (None, true) if well_below => self.paused = None,
+            (None, _) => {}
+        }
+        self.paused.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sunset_plan::DurationValue;
+
+    use super::*;
+
+    fn controller() -> BatchController {
+        BatchController::new(&BatchFile {
+            size: 1000,
+            min_size: 10,
+            max_size: 8000,
+            target_duration: DurationValue(Duration::from_millis(200)),
+        })
+    }
+
+    #[test]
+    fn the_batch_size_converges_on_the_target_duration() {
+        let mut c = controller();
+        c.observe(1000, Duration::from_millis(100));
+        assert_eq!(c.size(), 2000, "fast batches grow");
+        c.observe(2000, Duration::from_millis(800));
+        assert_eq!(c.size(), 1000, "slow batches shrink, at most by half");
+        c.observe(1000, Duration::from_millis(250));
+        assert_eq!(c.size(), 800);
+        c.observe(3, Duration::from_millis(1));
+        assert_eq!(c.size(), 800, "a short last chunk is ignored");
+        for _ in 0..20 {
+            c.observe(c.size(), Duration::from_millis(1));
+        }
+        assert_eq!(c.size(), 8000, "bounded by max_size");
+        for _ in 0..20 {
+            c.shrink();
+        }
+        assert_eq!(c.size(), 10, "bounded by min_size");
+    }
+
+    #[test]
+    fn retries_are_chosen_by_sqlstate() {
+        for code in ["40001", "40P01", "55P03", "57014"] {
+            assert!(is_retryable(code), "{code}");
+        }
+        for code in ["23505", "42703", "22P02", "53100"] {
+            assert!(!is_retryable(code), "{code}");
+        }
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(30), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_health_gate_pauses_and_resumes_with_hysteresis() {
+        let mut gate = HealthGate::new(&ThrottleFile::default());
+        let lag = |s: f64| Health {
+            replication_lag: Duration::from_secs_f64(s),
+            ..Health::default()
+        };
+        assert_eq!(gate.update(lag(1.0)), None);
+        assert_eq!(gate.update(lag(12.0)), Some("replication lag 12.0s > 10s"));
+        assert!(
+            gate.update(lag(9.0)).is_some(),
+            "just below the limit is not enough to resume"
+        );
+        assert_eq!(gate.update(lag(7.0)), None, "resumes well below the limit");
+        let waiters = Health {
+            lock_waiters: 6,
+            ..Health::default()
+        };
+        assert_eq!(
+            gate.update(waiters),
+            Some("6 sessions waiting for locks on the table > 5")
+        );
+        let old = Health {
+            oldest_transaction: Duration::from_secs(301),
+            ..Health::default()
+        };
+        assert_eq!(gate.update(old), Some("a transaction open for 301s > 5m"));
+        assert_eq!(gate.update(Health::default()), None);
+    }
+}

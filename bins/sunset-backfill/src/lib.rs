@@ -271,7 +271,7 @@ async fn show_progress(stats: Arc<Stats>, json: bool) {
         let total = Stats::get(&stats.total_rows);
         let throttle = stats.throttle();
         progress.update(seen, total, throttle.as_deref());
-        if json && tick % 5 == 0 {
+        if json && tick.is_multiple_of(5) {
             emit(&progress_event("progress", &stats).to_string());
         }
         tick = tick.wrapping_add(1);

@@ -70,7 +70,7 @@ pub fn render(run: &str, stats: &Stats) -> String {
         "gauge",
         u64::from(throttle.is_some()),
     );
-    let (buckets, sum) = stats.durations.lock().expect("stats lock").clone();
+    let (buckets, sum) = *stats.durations.lock().expect("stats lock");
     let name = "sunset_backfill_batch_duration_seconds";
     let _ = writeln!(
         out,

@@ -194,6 +194,9 @@ async fn initialize(
     store: &PgStore,
     backfill: &Backfill,
 ) -> Result<RunCheckpoint, Error> {
+    // The trigger commits before the upper bound is read: its lock waits for in-flight inserts,
+    // so every row is either visible to that read or inserted later, through the trigger.
+    install_coverage(client, backfill).await?;
     let transaction = client
         .transaction()
         .await
@@ -286,7 +289,6 @@ async fn initialize(
         )
         .await
         .map_err(Error::db("creating the control row"))?;
-    coverage::install(&transaction, backfill).await?;
     let checkpoint = RunCheckpoint { upper, ranges };
     store
         .save(&transaction, &backfill.fingerprint, &checkpoint)
@@ -296,6 +298,43 @@ async fn initialize(
         .await
         .map_err(Error::db("committing the run setup"))?;
     Ok(checkpoint)
+}
+
+/// Installs the coverage trigger in a short transaction of its own, bounded by the plan's
+/// `lock_timeout` (CREATE TRIGGER must not queue the application's writes behind it for long).
+async fn install_coverage(client: &mut Client, backfill: &Backfill) -> Result<(), Error> {
+    let mut attempt = 0;
+    loop {
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(Error::db("beginning the coverage setup"))?;
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL lock_timeout = {}",
+                backfill.throttle.lock_timeout.0.as_millis()
+            ))
+            .await
+            .map_err(Error::db("setting the coverage setup's lock timeout"))?;
+        let installed = coverage::install(&transaction, backfill).await;
+        match installed {
+            Ok(()) => {
+                return transaction
+                    .commit()
+                    .await
+                    .map_err(Error::db("committing the coverage trigger"));
+            }
+            Err(error)
+                if error.sqlstate().is_some_and(throttle::is_retryable)
+                    && attempt < throttle::MAX_RETRIES =>
+            {
+                drop(transaction);
+                tokio::time::sleep(throttle::backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Polls the control row and the health signals, publishes them to the workers, and writes a
@@ -423,6 +462,8 @@ impl Worker {
                     .await?
                 {
                     BatchEnd::More => {}
+                    // Paused or cancelled: the monitor's view catches up within its poll interval.
+                    BatchEnd::Held => tokio::time::sleep(Duration::from_millis(50)).await,
                     BatchEnd::RangeDone | BatchEnd::LeaseLost => break,
                 }
             }
@@ -435,7 +476,8 @@ impl Worker {
             if *self.shutdown.borrow() || self.control.borrow().cancel {
                 return Some(WorkerEnd::Stopped);
             }
-            if self.control.borrow().wait.is_none() {
+            let waiting = self.control.borrow().wait.is_some();
+            if !waiting {
                 return None;
             }
             tokio::select! {
@@ -493,6 +535,7 @@ impl Worker {
             let size = controller.size();
             let started = Instant::now();
             match self.batch(client, lease, size).await {
+                Ok((BatchEnd::Held, _, _)) => return Ok(BatchEnd::Held),
                 Ok((end, seen, changed)) => {
                     let took = started.elapsed();
                     self.stats.record_batch(seen, changed, size, took);
@@ -534,6 +577,24 @@ impl Worker {
             .transaction()
             .await
             .map_err(Error::db("beginning a batch"))?;
+        // The control row is read inside the batch's own transaction, so a `pause` or `cancel`
+        // that committed is never followed by another committed batch (the monitor's view,
+        // polled every 250 ms, could be a dozen small batches late).
+        let state: Option<String> = transaction
+            .query_opt(
+                "SELECT state FROM sunset.backfill_runs WHERE run = $1",
+                &[&self.backfill.run],
+            )
+            .await
+            .map_err(Error::db("reading the control row"))?
+            .map(|row| row.get(0));
+        if state.as_deref() != Some("running") {
+            transaction
+                .rollback()
+                .await
+                .map_err(Error::db("rolling back a batch"))?;
+            return Ok((BatchEnd::Held, 0, 0));
+        }
         let row = transaction
             .query_one(&sql, &params.refs())
             .await
@@ -592,6 +653,8 @@ impl Worker {
 
 enum BatchEnd {
     More,
+    /// The control row says the run is not running: nothing was done.
+    Held,
     RangeDone,
     LeaseLost,
 }

@@ -1,0 +1,554 @@
+//! `sunset-backfill` as operators run it: the built binary against the real PostgreSQL, killed,
+//! paused, scraped, and fed bad input.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sunset_test_support::{connect, fresh_database, service_env};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sunset-backfill");
+
+/// A test database with a synchronous face: tests drive processes, so they block anyway.
+struct Db {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Db {
+    fn new(prefix: &str) -> Db {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = runtime.block_on(fresh_database(prefix));
+        let client = runtime.block_on(connect(&url));
+        Db {
+            runtime,
+            client,
+            url,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn exec(&self, sql: &str) {
+        self.runtime
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    fn int(&self, sql: &str) -> i64 {
+        let row = self
+            .runtime
+            .block_on(self.client.query_one(sql, &[]))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        row.get(0)
+    }
+
+    fn text(&self, sql: &str) -> Option<String> {
+        let row = self
+            .runtime
+            .block_on(self.client.query_one(sql, &[]))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        row.get(0)
+    }
+
+    fn plan(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .envs(service_env())
+            .env("DATABASE_URL", &self.url)
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    fn backfill(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run sunset-backfill")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sunset-backfill")
+    }
+
+    fn status(&self, plan: &str) -> serde_json::Value {
+        let output = self.backfill(&["status", plan, "--json"]);
+        assert!(
+            output.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// A digest of every row, to prove bad input changed nothing.
+    fn digest(&self, table: &str) -> Option<String> {
+        self.text(&format!(
+            "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
+        ))
+    }
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Accounts with sparse ids (multiples of 7), some already typed right, some typed wrong, some
+/// soft-deleted (out of scope), and a trigger that counts every update of `type` per row.
+const ACCOUNTS: &str = "
+CREATE TABLE accounts (id bigint PRIMARY KEY, legacy_kind text, type text, deleted_at timestamptz);
+INSERT INTO accounts
+SELECT g * 7, (ARRAY['personal', 'business', 'partner'])[1 + g % 3],
+       CASE WHEN g % 10 = 0 THEN (ARRAY['PersonalAccount', 'BusinessAccount', 'PartnerAccount'])[1 + g % 3]
+            WHEN g % 13 = 0 THEN 'LegacyAccount' END,
+       CASE WHEN g % 50 = 0 THEN now() END
+FROM generate_series(1, ROWS) g;
+CREATE TABLE type_updates (id bigint PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION count_type_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO type_updates VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = type_updates.n + 1;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER count_type_updates AFTER UPDATE OF type ON accounts FOR EACH ROW EXECUTE FUNCTION count_type_updates();
+CREATE TABLE snapshot AS SELECT id, type FROM accounts;
+";
+
+fn accounts_plan(extra: &str) -> String {
+    format!(
+        "backfill: accounts-sti
+table: public.accounts
+key: id
+discriminator: type
+from: legacy_kind
+map: {{ personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }}
+unmapped: fail
+where: \"deleted_at IS NULL\"
+coverage: trigger
+{extra}"
+    )
+}
+
+/// Rows of the snapshot whose type should change: in scope and not already right.
+const SHOULD_CHANGE_IDS: &str =
+    "SELECT id FROM snapshot s JOIN accounts a USING (id) WHERE a.deleted_at IS NULL
+    AND s.type IS DISTINCT FROM (CASE a.legacy_kind WHEN 'personal' THEN 'PersonalAccount'
+        WHEN 'business' THEN 'BusinessAccount' WHEN 'partner' THEN 'PartnerAccount' END)";
+fn should_change(db: &Db) -> i64 {
+    db.int(&format!("SELECT count(*) FROM ({SHOULD_CHANGE_IDS}) x"))
+}
+
+#[test]
+fn help_explains_with_examples() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for needle in [
+        "run",
+        "preflight",
+        "status",
+        "pause",
+        "resume",
+        "cancel",
+        "validate",
+        "rollback",
+        "finish",
+        "Examples:",
+        "Exit codes:",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}: {help}");
+    }
+}
+
+#[test]
+fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
+    let db = Db::new("bf-chaos");
+    db.exec(&ACCOUNTS.replace("ROWS", "100000"));
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let should_change = should_change(&db);
+
+    // New rows keep arriving during the run, between and beyond the existing ids.
+    let inserter = {
+        let url = db.url.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = connect(&url).await;
+                for i in 0..300i64 {
+                    let id = if i % 2 == 0 {
+                        i * 7 * 60 + 3
+                    } else {
+                        10_000_000 + i
+                    };
+                    client
+                        .execute(
+                            "INSERT INTO accounts (id, legacy_kind) VALUES ($1, 'partner')",
+                            &[&id],
+                        )
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            });
+        })
+    };
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let mut jitter = seed;
+    let mut kills = 0;
+    let mut finished_early = 0;
+    while kills < 20 {
+        let mut child = db.spawn(&["run", plan]);
+        jitter ^= jitter << 13;
+        jitter ^= jitter >> 7;
+        jitter ^= jitter << 17;
+        std::thread::sleep(Duration::from_millis(100 + jitter % 250));
+        if child.try_wait().unwrap().is_some() {
+            finished_early += 1;
+            assert!(
+                finished_early < 3,
+                "the run finished before 20 kills (seed {seed}); make it slower"
+            );
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    inserter.join().unwrap();
+    let output = db.backfill(&["run", plan]);
+    assert_eq!(
+        code(&output),
+        0,
+        "the resumed run completes (seed {seed}): {}",
+        stderr(&output)
+    );
+
+    let validate = db.backfill(&["validate", plan]);
+    assert_eq!(
+        code(&validate),
+        0,
+        "validate passes: {}",
+        String::from_utf8_lossy(&validate.stdout)
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM accounts WHERE deleted_at IS NULL AND type IS NULL"),
+        0,
+        "no row without a type"
+    );
+    // The update counter sees every row the backfill changed (inserts get their type from the
+    // coverage trigger before they land, which is not an update).
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
+        0,
+        "no row was updated twice (seed {seed})"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'accounts-sti'"),
+        db.int("SELECT count(*) FROM type_updates"),
+        "one journal entry per changed row"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates u WHERE NOT EXISTS (SELECT 1 FROM sunset.backfill_journal j
+                WHERE j.run = 'accounts-sti' AND j.key = jsonb_build_array(u.id::text))"),
+        0,
+        "every changed row is journalled"
+    );
+    assert_eq!(
+        db.int(&format!(
+            "SELECT count(*) FROM ({SHOULD_CHANGE_IDS}) s JOIN type_updates u USING (id)"
+        )),
+        should_change,
+        "every existing row that needed a type got it"
+    );
+
+    let rollback = db.backfill(&["rollback", plan]);
+    assert_eq!(code(&rollback), 0, "rollback: {}", stderr(&rollback));
+    assert_eq!(db.int("SELECT count(*) FROM snapshot s JOIN accounts a USING (id) WHERE s.type IS DISTINCT FROM a.type"), 0, "rollback restores the snapshot exactly");
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sunset_backfill_%'"),
+        0,
+        "rollback removes the coverage trigger"
+    );
+}
+
+fn run_and_validate(db: &Db, plan: &str, args: &[&str]) {
+    let mut full = vec!["run", plan];
+    full.extend_from_slice(args);
+    let output = db.backfill(&full);
+    assert_eq!(code(&output), 0, "run: {}", stderr(&output));
+    let validate = db.backfill(&["validate", plan]);
+    assert_eq!(
+        code(&validate),
+        0,
+        "validate: {}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        stderr(&validate)
+    );
+}
+
+#[test]
+fn uuid_and_composite_keys_are_backfilled_completely() {
+    let db = Db::new("bf-keys");
+    db.exec(
+        "CREATE TABLE docs (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), kind text, doc_type text);
+         INSERT INTO docs (kind) SELECT (ARRAY['a', 'b'])[1 + g % 2] FROM generate_series(1, 5000) g;
+         CREATE TABLE events (tenant_id int NOT NULL, seq bigint NOT NULL, kind int, event_type text, PRIMARY KEY (tenant_id, seq));
+         INSERT INTO events SELECT t, s * 3, s % 3 FROM generate_series(1, 20) t, generate_series(1, 300) s;",
+    );
+    let uuid_plan = db.plan(
+        "docs.yaml",
+        "backfill: docs\ntable: docs\nkey: id\ndiscriminator: doc_type\nfrom: kind\nmap: { a: ADoc, b: BDoc }\ncoverage: application\nbatch: { size: 300, max_size: 700 }\n",
+    );
+    run_and_validate(&db, uuid_plan.to_str().unwrap(), &[]);
+    assert_eq!(
+        db.int("SELECT count(*) FROM docs WHERE doc_type IS NULL"),
+        0
+    );
+
+    let composite_plan = db.plan(
+        "events.yaml",
+        "backfill: events\ntable: public.events\nkey: [tenant_id, seq]\ndiscriminator: event_type\nfrom: kind\n\
+         map: { \"0\": Created, \"1\": Updated }\nunmapped: { default: Other }\ncoverage: application\nbatch: { size: 250, max_size: 400 }\n",
+    );
+    run_and_validate(&db, composite_plan.to_str().unwrap(), &["--workers", "2"]);
+    assert_eq!(
+        db.int("SELECT count(*) FROM events WHERE event_type = 'Other'"),
+        2000
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'events'"),
+        6000
+    );
+}
+
+#[test]
+fn workers_in_two_processes_share_one_run_exactly_once() {
+    let db = Db::new("bf-workers");
+    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 50, min_size: 10, max_size: 50, target_duration: 1s }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let should_change = should_change(&db);
+    let mut first = db.spawn(&["run", plan]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'sunset' AND tablename = 'backfill_ranges'") == 0
+        || db.int("SELECT count(*) FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND state = 'leased'") == 0
+    {
+        assert!(Instant::now() < deadline, "the first process never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let joined = db.backfill(&["run", plan, "--join", "--workers", "2"]);
+    assert_eq!(code(&joined), 0, "joined workers: {}", stderr(&joined));
+    let status = first.wait().unwrap();
+    assert!(status.success(), "first process: {status}");
+    assert!(
+        db.int("SELECT count(DISTINCT split_part(leased_by, ':', 2)) FROM sunset.backfill_ranges WHERE run = 'accounts-sti'") >= 2,
+        "both processes processed ranges"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
+        0,
+        "no row updated twice"
+    );
+    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+    assert_eq!(code(&db.backfill(&["validate", plan])), 0);
+}
+
+#[test]
+fn pause_from_another_process_stops_within_a_batch_and_resume_continues() {
+    let db = Db::new("bf-pause");
+    db.exec(&ACCOUNTS.replace("ROWS", "30000"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 40, min_size: 10, max_size: 40, target_duration: 1s }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let mut child = db.spawn(&["run", plan, "--metrics-addr", &metrics_addr]);
+    let rows_done = |db: &Db| db.status(plan)["rows_seen"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'sunset' AND tablename = 'backfill_runs'") == 1
+            && db.int("SELECT count(*) FROM sunset.backfill_runs WHERE run = 'accounts-sti'") == 1;
+        if started && rows_done(&db) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never made progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Metrics: the counters move while the run works.
+    let first = scrape(&metrics_addr);
+    std::thread::sleep(Duration::from_millis(600));
+    let second = scrape(&metrics_addr);
+    assert!(
+        second > first,
+        "rows_processed_total moved: {first} -> {second}"
+    );
+
+    let pause = db.backfill(&["pause", plan]);
+    assert_eq!(code(&pause), 0, "{}", stderr(&pause));
+    let at_pause = rows_done(&db);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rows_done(&db);
+    assert!(
+        after - at_pause <= 40,
+        "at most the batch in flight finished after pause ({at_pause} -> {after})"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(rows_done(&db), after, "nothing moves while paused");
+    let status = db.status(plan);
+    assert_eq!(status["state"], "paused");
+    assert!(
+        status["throttle"]
+            .as_str()
+            .unwrap()
+            .contains("paused by operator"),
+        "{status}"
+    );
+
+    assert_eq!(code(&db.backfill(&["resume", plan])), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows_done(&db) == after {
+        assert!(Instant::now() < deadline, "resume did not continue the run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(code(&db.backfill(&["cancel", plan])), 0);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert_eq!(status, Some(3), "a cancelled run exits 3 (resumable)");
+    run_and_validate(&db, plan, &[]);
+}
+
+fn scrape(addr: &str) -> u64 {
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("# TYPE sunset_backfill_batch_duration_seconds histogram"),
+        "{body}"
+    );
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix("sunset_backfill_rows_processed_total{run=\"accounts-sti\"} ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rows counter in {body}"))
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bad_plans_and_flags_exit_2_with_a_clear_error_and_change_nothing() {
+    let db = Db::new("bf-bad");
+    db.exec(&ACCOUNTS.replace("ROWS", "300"));
+    db.exec("CREATE TABLE loose (code text UNIQUE, kind text, type text);
+             CREATE TABLE pairs (a int NOT NULL, b int NOT NULL, kind text, type text, UNIQUE (b, a));");
+    let before = db.digest("accounts");
+    let good = accounts_plan("");
+    let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
+        ("missing table", good.replace("table: public.accounts\n", ""), vec![], "missing field `table`"),
+        ("unknown table", good.replace("public.accounts", "public.nope"), vec![], "table `public.nope` does not exist"),
+        ("typo'd key", good.replace("table:", "tabel:"), vec![], "unknown field `tabel`"),
+        ("wrong discriminator", good.replace("discriminator: type", "discriminator: tpye"), vec![], "discriminator column `tpye` does not exist in table `public.accounts` (did you mean `type`?)"),
+        ("wrong legacy column", good.replace("from: legacy_kind", "from: kind"), vec![], "`from` column `kind` does not exist"),
+        ("wrong key column", good.replace("key: id", "key: uid"), vec![], "key column `uid` does not exist"),
+        ("non-unique key", good.replace("key: id", "key: legacy_kind"), vec![], "key (legacy_kind) is not unique"),
+        ("nullable key", good.replace("public.accounts", "loose").replace("key: id", "key: code").replace("from: legacy_kind", "from: kind").replace("where: \"deleted_at IS NULL\"\n", ""), vec![], "key column `code` is nullable"),
+        ("key in the wrong order", good.replace("public.accounts", "pairs").replace("key: id", "key: [a, b]").replace("from: legacy_kind", "from: kind").replace("where: \"deleted_at IS NULL\"\n", ""), vec![], "write `key: [b, a]`"),
+        ("unmapped value with unmapped: fail", good.replace(", partner: PartnerAccount", ""), vec![], "`partner`: 98 rows"),
+        ("hostile table name", good.replace("public.accounts", "\"a; drop table accounts\""), vec![], "table `a; drop table accounts` is not a valid table name"),
+        ("hostile column name", good.replace("discriminator: type", "discriminator: \"type; drop table accounts\""), vec![], "discriminator column `type; drop table accounts` does not exist"),
+        ("two statements in where", good.replace("deleted_at IS NULL", "true; drop table accounts"), vec![], "is not valid SQL"),
+        ("where naming a missing column", good.replace("deleted_at IS NULL", "removed_at IS NULL"), vec![], "column \\\"removed_at\\\" does not exist"),
+        ("no coverage", good.replace("coverage: trigger\n", ""), vec![], "add `coverage: trigger`"),
+        ("bad duration", format!("{good}batch: {{ target_duration: 200 }}\n"), vec![], "missing a unit"),
+        ("zero workers", good.clone(), vec!["--workers", "0"], "--workers"),
+        ("unknown flag", good.clone(), vec!["--wrokers", "2"], "--wrokers"),
+        ("bad metrics address", good.clone(), vec!["--metrics-addr", "localhost"], "--metrics-addr"),
+        ("copy mode", good.replace("backfill: accounts-sti", "backfill: accounts-sti\nmode: copy\nsources: [{ table: legacy, type: T }]").replace("map: { personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }\nunmapped: fail\n", ""), vec![], "`mode: copy` is not supported"),
+    ];
+    let count = cases.len();
+    for (name, plan_text, flags, expected) in cases {
+        let plan = db.plan("bad.yaml", &plan_text);
+        let mut args = vec!["run", plan.to_str().unwrap()];
+        args.extend(flags);
+        let output = db.backfill(&args);
+        let message = stderr(&output).replace('"', "\\\"");
+        assert_eq!(
+            code(&output),
+            2,
+            "{name}: exit 2 expected, stderr: {message}"
+        );
+        assert!(
+            message.contains(expected),
+            "{name}: expected {expected:?} in: {message}"
+        );
+        assert_eq!(db.digest("accounts"), before, "{name}: no row changed");
+    }
+    assert!(count >= 15);
+    let missing = db.backfill(&["run", "/nonexistent/plan.yaml"]);
+    assert_eq!(code(&missing), 2);
+    assert!(stderr(&missing).contains("cannot read plan `/nonexistent/plan.yaml`"));
+    let plan = db.plan("good.yaml", &good);
+    let no_url = Command::new(BIN)
+        .args(["run", plan.to_str().unwrap()])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(code(&no_url), 2, "{}", stderr(&no_url));
+    assert!(stderr(&no_url).contains("pass --database-url or set DATABASE_URL"));
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates"),
+        0,
+        "no update ever ran"
+    );
+}

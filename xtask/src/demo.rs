@@ -1,16 +1,14 @@
 //! `cargo xtask demo`: the end-to-end story on demo data, against the real services.
 //!
-//! Each binary's issue adds its stage here. So far the story shows the foundation every binary
-//! stands on: the services, a decommission sequence loaded and rendered as a dry run, and a
-//! checkpointed batch job that is interrupted, resumed, and proven to have processed every row
-//! exactly once.
+//! Each binary's issue adds its stage here. So far: the services, a decommission sequence loaded
+//! and rendered as a dry run, a 200k-row STI backfill with `sunset-backfill` (interrupted,
+//! resumed, validated, finished), and a second runner refused by the run lock.
 
-use std::io::IsTerminal;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
-use sunset_checkpoint::{FileStore, PgRunLock, PgStore};
+use sunset_checkpoint::{FileStore, PgRunLock};
 use sunset_plan::format::SequenceFile;
 use sunset_plan::{StepState, StepView, render_steps};
 use tokio_postgres::{Client, NoTls};
@@ -19,8 +17,8 @@ use crate::{say, services, workspace_root};
 
 const DEMO_DATABASE: &str = "sunset_demo";
 const DEMO_ROWS: i64 = 200_000;
-const BATCH_ROWS: i64 = 5_000;
-const RUN: &str = "demo-mark-processed";
+/// The run stage 3 locks to show a second runner being refused.
+const RUN: &str = "demo-lock";
 
 pub(crate) fn run() -> Result<()> {
     services::up()?;
@@ -41,8 +39,8 @@ pub(crate) fn run() -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let demo_url = recreate_demo_database(&admin_url).await?;
-        say!("stage 2: a checkpointed batch job over {DEMO_ROWS} rows, interrupted and resumed");
-        checkpointed_job(&demo_url).await?;
+        say!("stage 2: sunset-backfill over {DEMO_ROWS} legacy accounts, interrupted at 40% and resumed");
+        backfill_stage(&demo_url).await?;
         say!("stage 3: one runner per run");
         second_runner_refused(&demo_url).await
     })?;
@@ -154,83 +152,118 @@ async fn recreate_demo_database(admin_url: &str) -> Result<String> {
     let client = connect(&url).await?;
     client
         .batch_execute(&format!(
-            "CREATE TABLE legacy_events (id bigint PRIMARY KEY, payload text NOT NULL, times_processed int NOT NULL DEFAULT 0);
-             INSERT INTO legacy_events (id, payload) SELECT g, md5(g::text) FROM generate_series(1, {DEMO_ROWS}) g;"
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, legacy_kind text NOT NULL, type text,
+                                    email text NOT NULL, deleted_at timestamptz);
+             INSERT INTO accounts (id, legacy_kind, email, deleted_at)
+             SELECT g * 3, (ARRAY['personal', 'personal', 'business', 'partner'])[1 + g % 4], 'user' || g || '@example.com',
+                    CASE WHEN g % 40 = 0 THEN now() END
+             FROM generate_series(1, {DEMO_ROWS}) g;
+             ANALYZE accounts;"
         ))
         .await
         .context("loading demo data")?;
     Ok(url)
 }
 
-/// Marks rows processed in keyset batches; each batch commits together with its checkpoint.
-/// Stops after `stop_after` batches, as an interrupted runner would.
-async fn process_batches(url: &str, stop_after: Option<usize>, bar: &ProgressBar) -> Result<i64> {
-    let lock = PgRunLock::acquire(url, RUN).await?;
-    let mut client = connect(url).await?;
-    let store = PgStore::open(&mut client, RUN).await?;
-    let mut last_id: i64 = store
-        .resume::<serde_json::Value>(&client, "demo-plan-v1", false)
-        .await?
-        .and_then(|c| c.state["last_id"].as_i64())
-        .unwrap_or(0);
-    if last_id > 0 {
-        say!("resuming from the checkpoint: last processed id {last_id}");
-    }
-    bar.set_position(u64::try_from(last_id)?);
-    let mut batches = 0;
-    while last_id < DEMO_ROWS && stop_after.is_none_or(|limit| batches < limit) {
-        let upper = (last_id + BATCH_ROWS).min(DEMO_ROWS);
-        let transaction = client.transaction().await?;
-        transaction
-            .execute(
-                "UPDATE legacy_events SET times_processed = times_processed + 1 WHERE id > $1 AND id <= $2",
-                &[&last_id, &upper],
+const DEMO_PLAN: &str =
+    "# The demo's backfill: derive the STI `type` of every account from `legacy_kind`.
+backfill: accounts-sti
+table: public.accounts
+key: id
+discriminator: type
+from: legacy_kind
+map: { personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }
+unmapped: fail
+coverage: trigger
+batch: { size: 500, max_size: 2000, target_duration: 100ms }
+throttle: { lock_timeout: 2s, statement_timeout: 30s, max_replication_lag: 10s }
+";
+
+/// Runs the real binary: preflight, a run interrupted with SIGINT at 40% (exit 3), the same
+/// command again (resumes), `validate`, then `finish` (NOT NULL without a long lock).
+async fn backfill_stage(url: &str) -> Result<()> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--package", "sunset-backfill"])
+        .current_dir(workspace_root())
+        .status()
+        .context("building sunset-backfill")?;
+    ensure!(status.success(), "building sunset-backfill failed");
+    let binary = workspace_root().join("target/debug/sunset-backfill");
+    let dir = workspace_root().join("target/sunset-demo");
+    std::fs::create_dir_all(&dir)?;
+    let plan = dir.join("accounts-sti.yaml");
+    std::fs::write(&plan, DEMO_PLAN)?;
+    let plan = plan.to_str().context("a UTF-8 path")?.to_owned();
+    let backfill = |args: &[&str]| {
+        let mut command = Command::new(&binary);
+        command.args(args).env("DATABASE_URL", url);
+        command
+    };
+    say!("$ sunset-backfill preflight {plan}");
+    ensure!(
+        backfill(&["preflight", &plan]).status()?.success(),
+        "preflight failed"
+    );
+
+    say!("$ sunset-backfill run {plan} --workers 2   (interrupted with Ctrl-C at 40%)");
+    let mut run = backfill(&["run", &plan, "--workers", "2"])
+        .spawn()
+        .context("starting sunset-backfill")?;
+    let client = connect(url).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(exit) = run.try_wait()? {
+            anyhow::bail!("the run ended before it could be interrupted ({exit})");
+        }
+        let progress = client
+            .query_opt(
+                "SELECT COALESCE(sum(g.rows_seen), 0)::float8 / greatest(max(r.total_rows), 1)
+                 FROM sunset.backfill_runs r JOIN sunset.backfill_ranges g USING (run) WHERE r.run = 'accounts-sti'",
+                &[],
             )
-            .await?;
-        store
-            .save(
-                &transaction,
-                "demo-plan-v1",
-                &serde_json::json!({ "last_id": upper }),
-            )
-            .await?;
-        transaction.commit().await?;
-        last_id = upper;
-        batches += 1;
-        bar.set_position(u64::try_from(last_id)?);
-        if !bar.is_hidden() {
-            // Slow enough to watch the bar move; the real work is a few milliseconds per batch.
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        } else if batches % 10 == 0 {
-            say!("processed {last_id}/{DEMO_ROWS} rows");
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.get::<_, Option<f64>>(0));
+        if progress.is_some_and(|p| p >= 0.4) {
+            break;
         }
     }
-    lock.release().await?;
-    Ok(last_id)
-}
-
-async fn checkpointed_job(url: &str) -> Result<()> {
-    let bar = progress_bar(u64::try_from(DEMO_ROWS)?);
-    let total_batches = usize::try_from(DEMO_ROWS / BATCH_ROWS)?;
-    let reached = process_batches(url, Some(total_batches * 2 / 5), &bar).await?;
-    bar.abandon_with_message("interrupted");
-    say!(
-        "interrupted at {reached}/{DEMO_ROWS} rows (as a Ctrl-C or crash would); running the same job again"
-    );
-    let bar = progress_bar(u64::try_from(DEMO_ROWS)?);
-    process_batches(url, None, &bar).await?;
-    bar.finish_with_message("done");
-
-    let client = connect(url).await?;
-    let row = client
-        .query_one("SELECT count(*) FILTER (WHERE times_processed = 1), count(*) FILTER (WHERE times_processed <> 1) FROM legacy_events", &[])
-        .await?;
-    let (once, not_once): (i64, i64) = (row.get(0), row.get(1));
+    Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()?;
+    let interrupted = run.wait()?;
     ensure!(
-        not_once == 0 && once == DEMO_ROWS,
-        "{not_once} rows were not processed exactly once"
+        interrupted.code() == Some(3),
+        "an interrupted run exits 3, got {interrupted}"
     );
-    say!("verified: all {once} rows processed exactly once across the interruption");
+    say!("interrupted (exit 3); running the same command again resumes from the checkpoint");
+    ensure!(
+        backfill(&["run", &plan, "--workers", "2"])
+            .status()?
+            .success(),
+        "the resumed run failed"
+    );
+    say!("$ sunset-backfill validate {plan}");
+    ensure!(
+        backfill(&["validate", &plan]).status()?.success(),
+        "validation failed"
+    );
+    say!("$ sunset-backfill finish {plan}");
+    ensure!(
+        backfill(&["finish", &plan]).status()?.success(),
+        "finish failed"
+    );
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM sunset.backfill_journal WHERE run = 'accounts-sti'",
+            &[],
+        )
+        .await?;
+    say!(
+        "verified: every account has its type, {} journal entries keep the old values for `rollback`",
+        row.get::<_, i64>(0)
+    );
     Ok(())
 }
 
@@ -248,19 +281,6 @@ async fn second_runner_refused(url: &str) -> Result<()> {
         Ok(_) => anyhow::bail!("a second file-store runner was not refused"),
     }
     Ok(())
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows {per_sec} eta {eta} {msg}")
-            .expect("a valid progress template"),
-    );
-    bar
 }
 
 fn report(text: &str) {

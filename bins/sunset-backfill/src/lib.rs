@@ -135,7 +135,7 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
     match &args.command {
         Command::Preflight { .. } => {
             let report = preflight::check(&mut client, &backfill).await?;
-            print_preflight(args.json, &backfill, &report);
+            print_preflight(args.json, true, &backfill, &report);
             Ok(Exit::Done)
         }
         Command::Run {
@@ -147,7 +147,7 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
         } => {
             let report = preflight::check(&mut client, &backfill).await?;
             if !args.json {
-                print_preflight(false, &backfill, &report);
+                print_preflight(false, false, &backfill, &report);
             }
             drop(client);
             let stats = Arc::new(Stats::default());
@@ -314,7 +314,12 @@ fn finish_progress<T>(stats: &Stats, json: bool, outcome: &Result<Outcome, T>) {
     }
 }
 
-fn print_preflight(json: bool, backfill: &Backfill, report: &preflight::Preflight) {
+fn print_preflight(
+    json: bool,
+    with_explain: bool,
+    backfill: &Backfill,
+    report: &preflight::Preflight,
+) {
     if json {
         let value = serde_json::json!({
             "run": backfill.run,
@@ -348,17 +353,20 @@ fn print_preflight(json: bool, backfill: &Backfill, report: &preflight::Prefligh
     let estimate = report
         .estimate
         .map_or("-".to_owned(), |d| format!("{:.0}s", d.as_secs_f64()));
+    let explain = if with_explain {
+        format!(
+            "\n  plan of one batch:\n    {}",
+            report.explain.replace('\n', "\n    ")
+        )
+    } else {
+        String::new()
+    };
+    let key: Vec<&str> = backfill.key.iter().map(|c| c.name.as_str()).collect();
     report_error(&format!(
-        "preflight: {} ({} rows in scope), key ({}), unmapped: {unmapped}\n  sample batch: {sample}; estimated duration: {estimate}\n  plan of one batch:\n    {}",
+        "preflight: {} ({} rows in scope), key ({}), unmapped: {unmapped}\n  sample batch: {sample}; estimated duration: {estimate}{explain}",
         backfill.table.display(),
         report.rows_in_scope,
-        backfill
-            .key
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        report.explain.replace('\n', "\n    "),
+        key.join(", "),
     ));
 }
 

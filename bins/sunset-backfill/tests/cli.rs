@@ -552,3 +552,53 @@ fn bad_plans_and_flags_exit_2_with_a_clear_error_and_change_nothing() {
         "no update ever ran"
     );
 }
+
+#[test]
+fn ctrl_c_stops_after_the_batch_with_exit_3_and_finish_refuses_untyped_rows_outside_the_plan() {
+    let db = Db::new("bf-sigint");
+    db.exec(&ACCOUNTS.replace("ROWS", "30000"));
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 1s }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let mut child = db.spawn(&["run", plan]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'sunset' AND tablename = 'backfill_ranges'") == 0
+        || db.int("SELECT COALESCE(sum(rows_seen), 0)::bigint FROM sunset.backfill_ranges WHERE run = 'accounts-sti'") == 0
+    {
+        assert!(Instant::now() < deadline, "the run never made progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(3),
+        "Ctrl-C exits 3 after the current batch"
+    );
+    assert!(db.int("SELECT count(*) FROM type_updates") > 0);
+    run_and_validate(&db, plan, &[]);
+
+    // Soft-deleted rows are outside `where`: one without a type makes NOT NULL impossible.
+    db.exec("UPDATE accounts SET type = NULL WHERE id = (SELECT min(id) FROM accounts WHERE deleted_at IS NOT NULL)");
+    let finish = db.backfill(&["finish", plan]);
+    assert_eq!(code(&finish), 1, "{}", stderr(&finish));
+    assert!(
+        stderr(&finish)
+            .contains("rows of `public.accounts` have no `type` (outside the plan's `where`"),
+        "{}",
+        stderr(&finish)
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM pg_constraint WHERE conname = 'accounts_type_not_null'"),
+        0,
+        "no constraint left behind"
+    );
+    db.exec("UPDATE accounts SET type = 'DeletedAccount' WHERE type IS NULL");
+    let finish = db.backfill(&["finish", plan]);
+    assert_eq!(code(&finish), 0, "{}", stderr(&finish));
+    assert_eq!(db.text("SELECT attnotnull::text FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'type'").as_deref(), Some("true"));
+}

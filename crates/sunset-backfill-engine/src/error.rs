@@ -10,20 +10,24 @@ pub enum Error {
     /// The plan file itself is malformed.
     #[error("{0}")]
     Plan(#[from] sunset_plan::Diagnostics),
+    /// A precondition of the command does not hold; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
-    #[error("{context}: {}", describe(source))]
+    /// The server's message is interpolated (tokio-postgres alone says only "db error"), so the
+    /// error is deliberately not chained as a source: the text would appear twice.
+    #[error("{context}: {}", describe(cause))]
     Database {
         context: String,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
 }
 
 impl Error {
     pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let context = context.into();
-        move |source| Error::Database { context, source }
+        move |cause| Error::Database { context, cause }
     }
 
     /// Whether the error is the user's input rather than a failure of the run.
@@ -34,8 +38,8 @@ impl Error {
     /// The SQLSTATE of a database error, if it came from the server.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            Error::Database { source, .. } => {
-                source.code().map(tokio_postgres::error::SqlState::code)
+            Error::Database { cause, .. } => {
+                cause.code().map(tokio_postgres::error::SqlState::code)
             }
             _ => None,
         }

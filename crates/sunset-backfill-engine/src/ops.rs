@@ -264,7 +264,7 @@ pub async fn rollback(
                     _ => {
                         return Err(Error::Database {
                             context: "replaying the undo journal".into(),
-                            source: error,
+                            cause: error,
                         });
                     }
                 }
@@ -333,6 +333,23 @@ pub async fn finish(
         .map_err(Error::db("reading the discriminator's nullability"))?
         .get(0);
     if !already {
+        // Rows outside the plan's `where` are not the backfill's to fix, but NOT NULL covers them.
+        let untyped: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE {disc} IS NULL"),
+                &[],
+            )
+            .await
+            .map_err(Error::db("counting rows without a type"))?
+            .get(0);
+        if untyped > 0 {
+            return Err(Error::Refused(format!(
+                "{untyped} rows of `{}` have no `{}` (outside the plan's `where`, so the backfill left them alone); \
+                 NOT NULL would fail: give them a type or delete them, then run `finish` again",
+                backfill.table.display(),
+                backfill.discriminator.name
+            )));
+        }
         apply_timeouts(client, backfill).await?;
         let constraint_q = ident(&constraint);
         for (what, sql) in [
@@ -355,7 +372,15 @@ pub async fn finish(
                 format!("ALTER TABLE {table} DROP CONSTRAINT {constraint_q}"),
             ),
         ] {
-            client.batch_execute(&sql).await.map_err(Error::db(what))?;
+            if let Err(error) = client.batch_execute(&sql).await {
+                // Leave no half-made constraint behind (a row may have lost its type meanwhile).
+                let _ = client
+                    .batch_execute(&format!(
+                        "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {constraint_q}"
+                    ))
+                    .await;
+                return Err(Error::db(what)(error));
+            }
         }
     }
     Ok(Ok(Finished {

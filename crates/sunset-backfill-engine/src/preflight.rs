@@ -56,7 +56,7 @@ fn filter_error(backfill: &Backfill, error: tokio_postgres::Error, context: &str
         )),
         _ => Error::Database {
             context: context.to_owned(),
-            source: error,
+            cause: error,
         },
     }
 }

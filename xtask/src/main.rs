@@ -5,6 +5,7 @@
 //! virtualenv) is installed and started from here, so the README's two commands work on a clean
 //! clone with nothing installed by hand.
 
+mod bench;
 mod demo;
 mod moto;
 mod postgres;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Developer tasks for sunset: services, test, demo")]
+#[command(about = "Developer tasks for sunset: services, test, demo, bench")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -45,6 +46,21 @@ enum Task {
     },
     /// Services up, then the end-to-end story on demo data.
     Demo,
+    /// Benchmarks, side by side with the alternative a user would otherwise use.
+    Bench {
+        #[command(subcommand)]
+        what: BenchTarget,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// sunset-backfill (1 and 2 workers) vs a PL/pgSQL keyset loop vs a single UPDATE.
+    Backfill {
+        /// Rows in the benchmark table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +89,9 @@ fn main() -> ExitCode {
             cargo_test_args,
         } => test::run(no_lint, &cargo_test_args),
         Task::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Task::Bench {
+            what: BenchTarget::Backfill { rows },
+        } => bench::backfill(rows).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,190 @@
+//! `cargo xtask bench backfill`: sunset-backfill side by side with what a DBA would otherwise run,
+//! in one run, on the same freshly built table, reported as rows/s and ratios. Speed is measured
+//! here, never asserted in tests.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use tokio_postgres::{Client, NoTls};
+
+use crate::{say, services, workspace_root};
+
+const BATCH: u64 = 1_000;
+const CASE: &str = "CASE legacy_kind WHEN 'personal' THEN 'PersonalAccount' WHEN 'business' THEN 'BusinessAccount' \
+                    WHEN 'partner' THEN 'PartnerAccount' END";
+
+pub(crate) fn backfill(rows: u64) -> Result<()> {
+    services::up()?;
+    let env = services::current_env()?;
+    let admin_url = env
+        .iter()
+        .find(|(k, _)| *k == "DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .context("no DATABASE_URL")?;
+    say!("building sunset-backfill (release)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "sunset-backfill",
+        ])
+        .current_dir(workspace_root())
+        .status()?;
+    ensure!(status.success(), "building sunset-backfill failed");
+    let binary = workspace_root().join("target/release/sunset-backfill");
+    let dir = workspace_root().join("target/sunset-bench");
+    std::fs::create_dir_all(&dir)?;
+    let plan = dir.join("bench.yaml");
+    std::fs::write(
+        &plan,
+        format!(
+            "backfill: bench\ntable: accounts\nkey: id\ndiscriminator: type\nfrom: legacy_kind\n\
+             map: {{ personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }}\n\
+             coverage: application\nbatch: {{ size: {BATCH}, min_size: {BATCH}, max_size: {BATCH} }}\n"
+        ),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let url = fresh_database(&admin_url).await?;
+        let client = connect(&url).await?;
+        let mut results: Vec<(&str, Duration)> = Vec::new();
+        for contender in [
+            "sunset-backfill, 1 worker",
+            "sunset-backfill, 2 workers",
+            "PL/pgSQL keyset loop",
+            "single UPDATE",
+        ] {
+            reset(&client, rows).await?;
+            say!("running: {contender}");
+            let started = Instant::now();
+            match contender {
+                "PL/pgSQL keyset loop" => client.batch_execute(&plpgsql_loop()).await?,
+                "single UPDATE" => {
+                    client
+                        .batch_execute(&format!("UPDATE accounts SET type = {CASE}"))
+                        .await?
+                }
+                _ => {
+                    let workers = if contender.contains('2') { "2" } else { "1" };
+                    let status = Command::new(&binary)
+                        .args([
+                            "run",
+                            plan.to_str().unwrap_or_default(),
+                            "--workers",
+                            workers,
+                        ])
+                        .env("DATABASE_URL", &url)
+                        .stderr(std::process::Stdio::null())
+                        .status()?;
+                    ensure!(status.success(), "{contender} failed");
+                }
+            }
+            let elapsed = started.elapsed();
+            let untyped: i64 = client
+                .query_one("SELECT count(*) FROM accounts WHERE type IS NULL", &[])
+                .await?
+                .get(0);
+            ensure!(untyped == 0, "{contender} left {untyped} rows untyped");
+            results.push((contender, elapsed));
+        }
+        report(rows, &results);
+        Ok(())
+    })
+}
+
+async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn fresh_database(admin_url: &str) -> Result<String> {
+    let admin = connect(admin_url).await?;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS sunset_bench WITH (FORCE)")
+        .await?;
+    admin.batch_execute("CREATE DATABASE sunset_bench").await?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("DATABASE_URL has no database name")?;
+    Ok(format!("{base}/sunset_bench"))
+}
+
+/// The same table for every contender, built fresh (no bloat or hint bits carried over), and the
+/// backfill's own state cleared.
+async fn reset(client: &Client, rows: u64) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS accounts;
+             CREATE TABLE accounts (id bigint PRIMARY KEY, legacy_kind text NOT NULL, type text, email text NOT NULL);
+             INSERT INTO accounts SELECT g, (ARRAY['personal', 'business', 'partner'])[1 + g % 3], NULL, 'u' || g || '@example.com'
+             FROM generate_series(1, {rows}) g;"
+        ))
+        .await?;
+    // VACUUM and CHECKPOINT can not share the implicit transaction of a multi-statement batch.
+    client.batch_execute("VACUUM ANALYZE accounts").await?;
+    client
+        .batch_execute(
+            "DO $$ BEGIN
+                 IF to_regclass('sunset.backfill_runs') IS NOT NULL THEN
+                     DELETE FROM sunset.backfill_journal; DELETE FROM sunset.backfill_ranges;
+                     DELETE FROM sunset.backfill_runs; DELETE FROM sunset.checkpoints;
+                 END IF;
+             END $$;",
+        )
+        .await?;
+    client.batch_execute("CHECKPOINT").await?;
+    Ok(())
+}
+
+/// What a DBA writes by hand: a server-side keyset loop, one transaction per batch.
+fn plpgsql_loop() -> String {
+    format!(
+        "DO $$
+         DECLARE last_id bigint := 0; upper_id bigint; batch_last bigint;
+         BEGIN
+             SELECT max(id) INTO upper_id FROM accounts;
+             LOOP
+                 WITH batch AS (SELECT id FROM accounts WHERE id > last_id AND id <= upper_id ORDER BY id LIMIT {BATCH}),
+                      changed AS (UPDATE accounts a SET type = {CASE} FROM batch b WHERE a.id = b.id RETURNING a.id)
+                 SELECT max(id) INTO batch_last FROM batch;
+                 EXIT WHEN batch_last IS NULL;
+                 last_id := batch_last;
+                 COMMIT;
+             END LOOP;
+         END $$"
+    )
+}
+
+fn report(rows: u64, results: &[(&str, Duration)]) {
+    let baseline = results
+        .iter()
+        .find(|(name, _)| *name == "PL/pgSQL keyset loop")
+        .map(|(_, d)| *d);
+    let mut out = format!(
+        "backfill of {rows} rows, batch size {BATCH} (sunset also writes its undo journal and checkpoints)\n"
+    );
+    out.push_str(&format!(
+        "{:<28} {:>10} {:>12} {:>18}\n",
+        "contender", "seconds", "rows/s", "vs PL/pgSQL loop"
+    ));
+    for (name, elapsed) in results {
+        let rate = rows as f64 / elapsed.as_secs_f64();
+        let ratio = baseline.map_or("-".to_owned(), |b| {
+            format!("{:.2}x", b.as_secs_f64() / elapsed.as_secs_f64())
+        });
+        out.push_str(&format!(
+            "{name:<28} {:>10.2} {rate:>12.0} {ratio:>18}\n",
+            elapsed.as_secs_f64()
+        ));
+    }
+    #[allow(clippy::print_stdout, reason = "the benchmark's report is its output")]
+    {
+        print!("{out}");
+    }
+}

@@ -16,12 +16,7 @@ const CASE: &str = "CASE legacy_kind WHEN 'personal' THEN 'PersonalAccount' WHEN
 
 pub(crate) fn backfill(rows: u64) -> Result<()> {
     services::up()?;
-    let env = services::current_env()?;
-    let admin_url = env
-        .iter()
-        .find(|(k, _)| *k == "DATABASE_URL")
-        .map(|(_, v)| v.clone())
-        .context("no DATABASE_URL")?;
+    let admin_url = services::database_url()?;
     say!("building sunset-backfill (release)");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args([

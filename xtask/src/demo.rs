@@ -23,12 +23,7 @@ const RUN: &str = "demo-lock";
 pub(crate) fn run() -> Result<()> {
     services::up()?;
     services::print_status()?;
-    let env = services::current_env()?;
-    let admin_url = env
-        .iter()
-        .find(|(k, _)| *k == "DATABASE_URL")
-        .map(|(_, v)| v.clone())
-        .context("no DATABASE_URL")?;
+    let admin_url = services::database_url()?;
 
     say!("stage 1: a decommission sequence, loaded and rendered as a dry run");
     show_sequence()?;

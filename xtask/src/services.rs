@@ -207,6 +207,15 @@ pub(crate) fn current_env() -> Result<Vec<(&'static str, String)>> {
     env_vars(&load_state())
 }
 
+/// The `DATABASE_URL` the services provide (ours or the external one).
+pub(crate) fn database_url() -> Result<String> {
+    current_env()?
+        .into_iter()
+        .find(|(key, _)| *key == "DATABASE_URL")
+        .map(|(_, value)| value)
+        .context("the services have no DATABASE_URL")
+}
+
 pub(crate) fn print_env() -> Result<()> {
     let mut out = String::new();
     for (key, value) in current_env()? {

@@ -26,14 +26,27 @@ pub async fn connect(url: &str) -> Result<Client, Error> {
     Ok(client)
 }
 
+/// `SET` statements for the plan's per-batch timeouts: `SET LOCAL` (one transaction) or `SET`
+/// (the whole session). `lock_timeout` is always set; `statement_timeout` when `with_statement`.
+pub(crate) fn timeouts_sql(backfill: &Backfill, local: bool, with_statement: bool) -> String {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    let mut sql = format!(
+        "{set} lock_timeout = {}",
+        backfill.throttle.lock_timeout.0.as_millis()
+    );
+    if with_statement {
+        sql.push_str(&format!(
+            "; {set} statement_timeout = {}",
+            backfill.throttle.statement_timeout.0.as_millis()
+        ));
+    }
+    sql
+}
+
 /// Applies the plan's per-batch `lock_timeout` and `statement_timeout` to the session.
 pub(crate) async fn apply_timeouts(client: &Client, backfill: &Backfill) -> Result<(), Error> {
-    let lock = backfill.throttle.lock_timeout.0.as_millis();
-    let statement = backfill.throttle.statement_timeout.0.as_millis();
     client
-        .batch_execute(&format!(
-            "SET lock_timeout = {lock}; SET statement_timeout = {statement}"
-        ))
+        .batch_execute(&timeouts_sql(backfill, false, true))
         .await
         .map_err(Error::db("setting the batch timeouts"))
 }

@@ -135,11 +135,7 @@ pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight
         .await
         .map_err(Error::db("beginning the sample batch"))?;
     transaction
-        .batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
-            backfill.throttle.lock_timeout.0.as_millis(),
-            backfill.throttle.statement_timeout.0.as_millis()
-        ))
+        .batch_execute(&crate::connect::timeouts_sql(backfill, true, true))
         .await
         .map_err(Error::db("setting the sample batch's timeouts"))?;
     let started = Instant::now();

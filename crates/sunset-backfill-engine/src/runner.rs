@@ -310,10 +310,7 @@ async fn install_coverage(client: &mut Client, backfill: &Backfill) -> Result<()
             .await
             .map_err(Error::db("beginning the coverage setup"))?;
         transaction
-            .batch_execute(&format!(
-                "SET LOCAL lock_timeout = {}",
-                backfill.throttle.lock_timeout.0.as_millis()
-            ))
+            .batch_execute(&crate::connect::timeouts_sql(backfill, true, false))
             .await
             .map_err(Error::db("setting the coverage setup's lock timeout"))?;
         let installed = coverage::install(&transaction, backfill).await;

@@ -77,12 +77,14 @@ impl Db {
         self.command(args).output().expect("run sunset-backfill")
     }
 
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sunset-backfill")
+    fn spawn(&self, args: &[&str]) -> Running {
+        // Nobody reads a running child's output: a full pipe would block it.
+        let child = self
+            .command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        Running(child.expect("start sunset-backfill"))
     }
 
     fn status(&self, plan: &str) -> serde_json::Value {
@@ -100,6 +102,32 @@ impl Db {
         self.text(&format!(
             "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
         ))
+    }
+}
+
+/// A running `sunset-backfill` that is killed if the test fails before it ends: a panicking test
+/// must not leave a run behind working against the shared server.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -556,7 +584,7 @@ fn bad_plans_and_flags_exit_2_with_a_clear_error_and_change_nothing() {
 #[test]
 fn ctrl_c_stops_after_the_batch_with_exit_3_and_finish_refuses_untyped_rows_outside_the_plan() {
     let db = Db::new("bf-sigint");
-    db.exec(&ACCOUNTS.replace("ROWS", "30000"));
+    db.exec(&ACCOUNTS.replace("ROWS", "6000"));
     let plan = db.plan(
         "plan.yaml",
         &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 1s }\n"),

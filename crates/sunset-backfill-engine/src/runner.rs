@@ -130,6 +130,7 @@ pub async fn run(
             stats: stats.clone(),
             control: control_rx.clone(),
             shutdown: shutdown.clone(),
+            shutdown_closed: false,
         };
         let url = url.to_owned();
         workers.push(tokio::spawn(async move { worker.run(&url).await }));
@@ -423,6 +424,8 @@ struct Worker {
     stats: Arc<Stats>,
     control: watch::Receiver<Control>,
     shutdown: watch::Receiver<bool>,
+    /// Whether the shutdown sender is gone (no shutdown can come any more).
+    shutdown_closed: bool,
 }
 
 /// A leased key range: (lower exclusive, upper inclusive].
@@ -477,9 +480,19 @@ impl Worker {
             if !waiting {
                 return None;
             }
+            // A closed channel resolves `changed()` at once: waiting on one would spin.
             tokio::select! {
-                _ = self.control.changed() => {}
-                _ = self.shutdown.changed() => {}
+                changed = self.control.changed() => {
+                    if changed.is_err() {
+                        tracing::warn!("the run's monitor stopped; stopping this worker (the checkpoint is intact)");
+                        return Some(WorkerEnd::Stopped);
+                    }
+                }
+                changed = self.shutdown.changed(), if !self.shutdown_closed => {
+                    if changed.is_err() {
+                        self.shutdown_closed = true;
+                    }
+                }
             }
         }
     }

@@ -33,8 +33,10 @@ impl Emulator {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Alive and answering; a busy emulator gets a few seconds before it counts as down.
     pub(crate) fn is_running(&self) -> bool {
-        process::is_alive(self.pid) && healthy(self.port)
+        process::is_alive(self.pid)
+            && process::wait_until(Duration::from_secs(5), || healthy(self.port))
     }
 
     pub(crate) fn stop(&self) {

@@ -101,7 +101,19 @@ pub(crate) fn up() -> Result<Started> {
     // Saved between the two services so a failing emulator start leaves a state `down` can use.
     save_state_if_possible(&state);
 
-    match state.moto.take().filter(Emulator::is_running) {
+    let recorded = state.moto.take();
+    let healthy = recorded.as_ref().is_some_and(Emulator::is_running);
+    if let Some(stale) = recorded.as_ref().filter(|_| !healthy)
+        && crate::process::is_alive(stale.pid)
+    {
+        // Alive but not answering: stop it rather than orphan it by starting another.
+        say!(
+            "AWS emulator: pid {} does not answer; restarting it",
+            stale.pid
+        );
+        stale.stop();
+    }
+    match recorded.filter(|_| healthy) {
         Some(emulator) => {
             say!("AWS emulator: already running on port {}", emulator.port);
             state.moto = Some(emulator);

@@ -127,7 +127,7 @@ async fn reset(client: &Client, rows: u64) -> Result<()> {
         .batch_execute(
             "DO $$ BEGIN
                  IF to_regclass('sunset.backfill_runs') IS NOT NULL THEN
-                     DELETE FROM sunset.backfill_journal; DELETE FROM sunset.backfill_ranges;
+                     DELETE FROM sunset.backfill_undo; DELETE FROM sunset.backfill_ranges;
                      DELETE FROM sunset.backfill_runs; DELETE FROM sunset.checkpoints;
                  END IF;
              END $$;",

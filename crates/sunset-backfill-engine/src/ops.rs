@@ -17,7 +17,7 @@ use crate::runner::Outcome;
 use crate::sql::{Params, ident};
 use crate::statements::{self, KeyText};
 use crate::stats::Stats;
-use crate::throttle::{self, BatchController};
+use crate::throttle;
 use crate::{coverage, schema};
 
 /// A run as another terminal sees it.
@@ -48,7 +48,7 @@ pub async fn status(client: &mut Client, run: &str) -> Result<Option<Status>, Er
                     count(g.range_no), count(g.range_no) FILTER (WHERE g.state = 'done'),
                     count(g.range_no) FILTER (WHERE g.state = 'leased'
                         AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = g.leased_backend)),
-                    (SELECT count(*) FROM sunset.backfill_journal j WHERE j.run = r.run)
+                    (SELECT COALESCE(sum(cardinality(j.old_values)), 0)::bigint FROM sunset.backfill_undo j WHERE j.run = r.run)
              FROM sunset.backfill_runs r LEFT JOIN sunset.backfill_ranges g ON g.run = r.run
              WHERE r.run = $1
              GROUP BY r.run, r.state, r.throttle, r.batch_size, r.total_rows, r.updated_at",
@@ -201,8 +201,8 @@ pub async fn validate(client: &Client, backfill: &Backfill) -> Result<Validation
     Ok(validation)
 }
 
-/// Replays the undo journal, oldest first, through the same batch controller and retries as the
-/// run, restoring the exact old values; then removes the coverage trigger and the run's state.
+/// Replays the undo journal, newest batch first, with the run's timeouts and retries, restoring
+/// the exact old values; then removes the coverage trigger and the run's state.
 pub async fn rollback(
     url: &str,
     backfill: &Backfill,
@@ -215,7 +215,7 @@ pub async fn rollback(
     apply_timeouts(&client, backfill).await?;
     let remaining: i64 = client
         .query_one(
-            "SELECT count(*) FROM sunset.backfill_journal WHERE run = $1",
+            "SELECT COALESCE(sum(cardinality(old_values)), 0)::bigint FROM sunset.backfill_undo WHERE run = $1",
             &[&backfill.run],
         )
         .await
@@ -227,23 +227,21 @@ pub async fn rollback(
     );
     // Stop writers first: after this the trigger no longer sets the type of new rows.
     coverage::remove(&client, backfill).await?;
-    let mut controller = BatchController::new(&backfill.batch);
+    // Each step replays one undo row: one batch of the original run, sized by its controller.
     let mut attempt = 0;
     loop {
         if *shutdown.borrow() {
             lock.release().await?;
             return Ok(Outcome::Stopped);
         }
-        let size = controller.size();
-        let (sql, params) = statements::rollback_batch(backfill, size);
+        let (sql, params) = statements::rollback_batch(backfill);
         let started = Instant::now();
         match client.query_one(&sql, &params.refs()).await {
             Ok(row) => {
                 attempt = 0;
                 let replayed = u64::try_from(row.get::<_, i64>(0)).unwrap_or_default();
                 let restored = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
-                stats.record_batch(replayed, restored, size, started.elapsed());
-                controller.observe(replayed, started.elapsed());
+                stats.record_batch(replayed, restored, replayed, started.elapsed());
                 if replayed == 0 {
                     break;
                 }
@@ -257,7 +255,6 @@ pub async fn rollback(
                         stats
                             .retries
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        controller.shrink();
                         tokio::time::sleep(throttle::backoff(attempt)).await;
                         attempt += 1;
                     }

@@ -36,14 +36,22 @@ CREATE TABLE IF NOT EXISTS sunset.backfill_ranges (
     rows_changed   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (run, range_no)
 );
-CREATE TABLE IF NOT EXISTS sunset.backfill_journal (
-    run       text NOT NULL,
-    key       jsonb NOT NULL,
-    old_value text,
-    seq       bigserial,
-    PRIMARY KEY (run, key)
+-- The undo journal: one row per committed batch (one insert and one index entry per batch, not
+-- per row: per-row journalling made a batch about 2x slower). `keys` is two-dimensional: one
+-- row of key columns (as text) per changed row, aligned with `old_values`.
+CREATE TABLE IF NOT EXISTS sunset.backfill_undo (
+    run        text NOT NULL,
+    batch      bigserial,
+    keys       text[] NOT NULL,
+    old_values text[] NOT NULL,
+    PRIMARY KEY (run, batch)
 );
-CREATE INDEX IF NOT EXISTS backfill_journal_by_seq ON sunset.backfill_journal (run, seq);
+-- One row per journalled change, for people and tests: `key` is the key columns as a JSON array.
+CREATE OR REPLACE VIEW sunset.backfill_journal AS
+    SELECT u.run, u.batch,
+           (SELECT jsonb_agg(k ORDER BY o) FROM unnest(u.keys[i:i][:]) WITH ORDINALITY AS x(k, o)) AS key,
+           u.old_values[i] AS old_value
+    FROM sunset.backfill_undo u, generate_subscripts(u.old_values, 1) AS i;
 ";
 
 pub(crate) async fn ensure(client: &mut Client) -> Result<(), Error> {

@@ -131,6 +131,7 @@ pub async fn run(
             control: control_rx.clone(),
             shutdown: shutdown.clone(),
             shutdown_closed: false,
+            statements: std::collections::HashMap::new(),
         };
         let url = url.to_owned();
         workers.push(tokio::spawn(async move { worker.run(&url).await }));
@@ -231,9 +232,27 @@ async fn initialize(
         .map(|row| row.get(0));
     let mut ranges = 0u32;
     if let Some(upper) = &upper {
-        // Range boundaries from one ordered pass over the key index: the last key of each of
-        // `buckets` equal slices. Fixed at start, so workers in any process agree on them.
+        // Range boundaries: the last key of each of `buckets` slices of a sample of about 50,000
+        // rows (an exact pass over a large key index costs seconds; ranges need only be roughly
+        // even). The last boundary is the true upper bound, so ranges always cover every key.
+        // Fixed at start, so workers in any process agree on them.
         let buckets = 32i64;
+        let estimated_rows: f32 = transaction
+            .query_one(
+                "SELECT reltuples FROM pg_class WHERE oid = $1",
+                &[&backfill.table.oid],
+            )
+            .await
+            .map_err(Error::db("estimating the table's size"))?
+            .get(0);
+        let sample = if estimated_rows > 100_000.0 {
+            format!(
+                " TABLESAMPLE SYSTEM ({})",
+                (100.0 * 50_000.0 / f64::from(estimated_rows)).max(0.01)
+            )
+        } else {
+            String::new()
+        };
         let mut params = crate::sql::Params::default();
         let condition = statements::range_condition(
             &Backfill {
@@ -256,7 +275,7 @@ async fn initialize(
         let s_desc: Vec<String> = aliases.iter().map(|a| format!("s.{a} DESC")).collect();
         let sql = format!(
             "SELECT DISTINCT ON (s.bucket) ARRAY[{}] FROM (
-                 SELECT {}, ntile({buckets}) OVER (ORDER BY {}) AS bucket FROM {table} t WHERE {condition}
+                 SELECT {}, ntile({buckets}) OVER (ORDER BY {}) AS bucket FROM {table} t{sample} WHERE {condition}
              ) s
              ORDER BY s.bucket, {}",
             s_texts.join(", "),
@@ -268,9 +287,13 @@ async fn initialize(
             .query(&sql, &params.refs())
             .await
             .map_err(Error::db("splitting the key space into ranges"))?;
+        let mut boundaries: Vec<KeyText> = rows.iter().map(|row| row.get(0)).collect();
+        match boundaries.last_mut() {
+            Some(last) => *last = upper.clone(),
+            None => boundaries.push(upper.clone()),
+        }
         let mut lower: Option<KeyText> = None;
-        for row in rows {
-            let hi: KeyText = row.get(0);
+        for hi in boundaries {
             transaction
                 .execute(
                     "INSERT INTO sunset.backfill_ranges (run, range_no, lo, hi) VALUES ($1, $2, $3, $4)",
@@ -410,6 +433,14 @@ async fn read_health(client: &Client, table_oid: u32) -> Health {
     }
 }
 
+const READ_CONTROL: &str = "SELECT state FROM sunset.backfill_runs WHERE run = $1";
+
+const RECORD_PROGRESS: &str = "UPDATE sunset.backfill_ranges
+     SET done_upto = $3, rows_seen = rows_seen + $4, rows_changed = rows_changed + $5,
+         lease_until = now() + interval '60 seconds',
+         state = CASE WHEN $6 THEN 'done' ELSE state END
+     WHERE run = $1 AND range_no = $2 AND leased_backend = pg_backend_pid() AND state = 'leased'";
+
 enum WorkerEnd {
     /// No range left to lease.
     Finished,
@@ -426,6 +457,8 @@ struct Worker {
     shutdown: watch::Receiver<bool>,
     /// Whether the shutdown sender is gone (no shutdown can come any more).
     shutdown_closed: bool,
+    /// Prepared statements of this worker's connection, by SQL text.
+    statements: std::collections::HashMap<String, tokio_postgres::Statement>,
 }
 
 /// A leased key range: (lower exclusive, upper inclusive].
@@ -535,7 +568,7 @@ impl Worker {
     }
 
     async fn batch_with_retries(
-        &self,
+        &mut self,
         client: &mut Client,
         controller: &mut BatchController,
         lease: &mut Lease,
@@ -575,14 +608,35 @@ impl Worker {
     }
 
     /// One batch and its range progress, in one transaction.
+    /// The worker's prepared statement for `sql`: prepared once per connection, not per batch
+    /// (a parse and describe round trip and a re-analysis saved on every batch).
+    async fn prepared(
+        &mut self,
+        client: &Client,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client
+            .prepare(sql)
+            .await
+            .map_err(Error::db("preparing a batch statement"))?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
     async fn batch(
-        &self,
+        &mut self,
         client: &mut Client,
         lease: &mut Lease,
         size: u64,
     ) -> Result<(BatchEnd, u64, u64), Error> {
         let (sql, params) =
             statements::batch(&self.backfill, lease.lower.as_deref(), &lease.upper, size);
+        let batch = self.prepared(client, &sql).await?;
+        let read_control = self.prepared(client, READ_CONTROL).await?;
+        let record_progress = self.prepared(client, RECORD_PROGRESS).await?;
         let transaction = client
             .transaction()
             .await
@@ -591,10 +645,7 @@ impl Worker {
         // that committed is never followed by another committed batch (the monitor's view,
         // polled every 250 ms, could be a dozen small batches late).
         let state: Option<String> = transaction
-            .query_opt(
-                "SELECT state FROM sunset.backfill_runs WHERE run = $1",
-                &[&self.backfill.run],
-            )
+            .query_opt(&read_control, &[&self.backfill.run])
             .await
             .map_err(Error::db("reading the control row"))?
             .map(|row| row.get(0));
@@ -606,7 +657,7 @@ impl Worker {
             return Ok((BatchEnd::Held, 0, 0));
         }
         let row = transaction
-            .query_one(&sql, &params.refs())
+            .query_one(&batch, &params.refs())
             .await
             .map_err(Error::db("running a batch"))?;
         let seen = u64::try_from(row.get::<_, i64>(0)).unwrap_or_default();
@@ -618,11 +669,7 @@ impl Worker {
             .or_else(|| lease.lower.as_ref().map(|l| serde_json::json!(l)));
         let updated = transaction
             .execute(
-                "UPDATE sunset.backfill_ranges
-                 SET done_upto = $3, rows_seen = rows_seen + $4, rows_changed = rows_changed + $5,
-                     lease_until = now() + interval '60 seconds',
-                     state = CASE WHEN $6 THEN 'done' ELSE state END
-                 WHERE run = $1 AND range_no = $2 AND leased_backend = pg_backend_pid() AND state = 'leased'",
+                &record_progress,
                 &[
                     &self.backfill.run,
                     &lease.range_no,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use tokio_postgres::{Client, NoTls};
 
-use crate::{say, services, workspace_root};
+use crate::{build_binary, say, services, workspace_root};
 
 const BATCH: u64 = 1_000;
 const CASE: &str = "CASE legacy_kind WHEN 'personal' THEN 'PersonalAccount' WHEN 'business' THEN 'BusinessAccount' \
@@ -18,18 +18,7 @@ pub(crate) fn backfill(rows: u64) -> Result<()> {
     services::up()?;
     let admin_url = services::database_url()?;
     say!("building sunset-backfill (release)");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "sunset-backfill",
-        ])
-        .current_dir(workspace_root())
-        .status()?;
-    ensure!(status.success(), "building sunset-backfill failed");
-    let binary = workspace_root().join("target/release/sunset-backfill");
+    let binary = build_binary("sunset-backfill", true)?;
     let dir = workspace_root().join("target/sunset-bench");
     std::fs::create_dir_all(&dir)?;
     let plan = dir.join("bench.yaml");

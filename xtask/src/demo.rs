@@ -2,7 +2,8 @@
 //!
 //! Each binary's issue adds its stage here. So far: the services, a decommission sequence loaded
 //! and rendered as a dry run, a 200k-row STI backfill with `sunset-backfill` (interrupted,
-//! resumed, validated, finished), and a second runner refused by the run lock.
+//! resumed, validated, finished), a second runner refused by the run lock, and an archive of a
+//! config directory and the table to S3 with `sunset-archive` (verified, restored, compared).
 
 use std::process::Command;
 use std::time::Duration;
@@ -37,7 +38,9 @@ pub(crate) fn run() -> Result<()> {
         say!("stage 2: sunset-backfill over {DEMO_ROWS} legacy accounts, interrupted at 40% and resumed");
         backfill_stage(&demo_url).await?;
         say!("stage 3: one runner per run");
-        second_runner_refused(&demo_url).await
+        second_runner_refused(&demo_url).await?;
+        say!("stage 4: sunset-archive: the legacy config directory and the accounts table to S3 (the emulator), verified, restored and compared");
+        archive_stage(&demo_url).await
     })?;
     say!(
         "demo complete: services stay up for exploration (`cargo xtask services env`, `cargo xtask services down`)"
@@ -177,13 +180,7 @@ throttle: { lock_timeout: 2s, statement_timeout: 30s, max_replication_lag: 10s }
 /// Runs the real binary: preflight, a run interrupted with SIGINT at 40% (exit 3), the same
 /// command again (resumes), `validate`, then `finish` (NOT NULL without a long lock).
 async fn backfill_stage(url: &str) -> Result<()> {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--package", "sunset-backfill"])
-        .current_dir(workspace_root())
-        .status()
-        .context("building sunset-backfill")?;
-    ensure!(status.success(), "building sunset-backfill failed");
-    let binary = workspace_root().join("target/debug/sunset-backfill");
+    let binary = crate::build_binary("sunset-backfill", false)?;
     let dir = workspace_root().join("target/sunset-demo");
     std::fs::create_dir_all(&dir)?;
     let plan = dir.join("accounts-sti.yaml");
@@ -283,4 +280,125 @@ fn report(text: &str) {
     {
         println!("{text}");
     }
+}
+
+/// Archives a legacy config directory and the accounts table to the emulator's S3 with progress
+/// bars, verifies it deeply, restores it into a scratch schema and directory, and compares.
+async fn archive_stage(url: &str) -> Result<()> {
+    let binary = crate::build_binary("sunset-archive", false)?;
+    let dir = workspace_root().join("target/sunset-demo");
+    let config = dir.join("legacy-collector");
+    let restored = dir.join("restored");
+    for old in [&config, &restored, &dir.join("state")] {
+        if old.exists() {
+            std::fs::remove_dir_all(old)?;
+        }
+    }
+    std::fs::create_dir_all(config.join("conf.d"))?;
+    std::fs::write(
+        config.join("collector.yaml"),
+        "interval: 10s\noutputs: [graphite]\n",
+    )?;
+    std::fs::write(
+        config.join("conf.d/hosts.list"),
+        (1..=5000)
+            .map(|n| format!("legacy-host-{n}.internal\n"))
+            .collect::<String>(),
+    )?;
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("collector.yaml", config.join("current.yaml"))?;
+    let env = services::current_env()?;
+    let endpoint = env
+        .iter()
+        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.clone())
+        .context("the AWS emulator is not running")?;
+    let bucket = "sunset-demo-archive";
+    create_bucket(&endpoint, bucket)?;
+    let name = format!("legacy-{}", std::process::id());
+    let archive = format!("s3://{bucket}/legacy-metrics/{name}");
+    let run = |args: &[&str]| -> Result<()> {
+        say!("$ sunset-archive {}", args.join(" "));
+        let status = Command::new(&binary)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("DATABASE_URL", url)
+            .env("SUNSET_STATE_DIR", dir.join("state"))
+            .status()
+            .context("running sunset-archive")?;
+        ensure!(
+            status.success(),
+            "sunset-archive {} failed ({status})",
+            args[0]
+        );
+        Ok(())
+    };
+    let config_arg = config.to_str().context("a UTF-8 path")?;
+    run(&[
+        "create",
+        "--dest",
+        &format!("s3://{bucket}/legacy-metrics"),
+        "--name",
+        &name,
+        "--dir",
+        config_arg,
+        "--table",
+        "public.accounts",
+        "--part-size",
+        "5MiB",
+    ])?;
+    run(&["verify", &archive, "--deep"])?;
+    run(&["list", &format!("s3://{bucket}/legacy-metrics")])?;
+    let restored_arg = restored.to_str().context("a UTF-8 path")?;
+    run(&[
+        "restore",
+        &archive,
+        "--to",
+        restored_arg,
+        "--into-schema",
+        "restored",
+    ])?;
+    let client = connect(url).await?;
+    let differing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ((SELECT * FROM public.accounts EXCEPT ALL SELECT * FROM restored.accounts)
+             UNION ALL (SELECT * FROM restored.accounts EXCEPT ALL SELECT * FROM public.accounts)) d",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(differing == 0, "{differing} rows differ after the restore");
+    for file in ["collector.yaml", "conf.d/hosts.list"] {
+        let original = std::fs::read(config.join(file))?;
+        let back = std::fs::read(restored.join("files/legacy-collector").join(file))?;
+        ensure!(original == back, "{file} differs after the restore");
+    }
+    say!(
+        "compared: the restored table equals public.accounts row for row, and the config files byte for byte"
+    );
+    Ok(())
+}
+
+/// moto takes unsigned requests: one PUT makes the bucket (and an existing one is fine).
+pub(crate) fn create_bucket(endpoint: &str, bucket: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let authority = endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let mut stream =
+        std::net::TcpStream::connect(authority).context("connecting to the AWS emulator")?;
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") || response.contains("BucketAlreadyOwnedByYou"),
+        "creating bucket {bucket}: {}",
+        response.lines().next().unwrap_or_default()
+    );
+    Ok(())
 }

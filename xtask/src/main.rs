@@ -6,6 +6,7 @@
 //! clone with nothing installed by hand.
 
 mod bench;
+mod bench_archive;
 mod demo;
 mod moto;
 mod postgres;
@@ -17,6 +18,7 @@ mod tidy;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -61,6 +63,8 @@ enum BenchTarget {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// sunset-archive vs `tar | pigz` and `tar -czf` (local) and `tar -czf - | aws s3 cp -` (S3) on 1 GiB.
+    Archive,
 }
 
 #[derive(Subcommand)]
@@ -92,6 +96,9 @@ fn main() -> ExitCode {
         Task::Bench {
             what: BenchTarget::Backfill { rows },
         } => bench::backfill(rows).map(|()| ExitCode::SUCCESS),
+        Task::Bench {
+            what: BenchTarget::Archive,
+        } => bench_archive::archive().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -111,6 +118,23 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace root")
         .to_owned()
+}
+
+/// Builds one of the workspace's binaries (debug, or release for benchmarks) and returns its path.
+fn build_binary(package: &str, release: bool) -> anyhow::Result<PathBuf> {
+    let mut args = vec!["build", "--quiet", "--package", package];
+    if release {
+        args.push("--release");
+    }
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(&args)
+            .current_dir(workspace_root())
+            .status()
+            .with_context(|| format!("building {package}"))?;
+    anyhow::ensure!(status.success(), "building {package} failed");
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root().join("target").join(profile).join(package))
 }
 
 /// Where services keep their state, data and logs: inside `target/`, so `cargo clean` resets them.

@@ -111,7 +111,7 @@ fn install(venv: &Path) -> Result<()> {
     Ok(())
 }
 
-fn find_python() -> Result<PathBuf> {
+pub(crate) fn find_python() -> Result<PathBuf> {
     for candidate in ["python3", "python"] {
         let works = Command::new(candidate)
             .args([

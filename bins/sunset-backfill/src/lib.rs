@@ -10,7 +10,7 @@ use sunset_backfill_engine::ops::{self, Validation};
 use sunset_backfill_engine::{
     Backfill, Error, Outcome, RunOptions, Stats, metrics, preflight, runner,
 };
-use sunset_cli::{Exit, Progress};
+use sunset_cli::{Exit, Progress, emit, report_error};
 use tokio::sync::watch;
 
 const EXAMPLES: &str = "Examples:
@@ -163,6 +163,7 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
                 workers: usize::from(*workers),
                 join: *join,
                 restart: *restart,
+                rows_in_scope: Some(report.rows_in_scope),
             };
             let display = tokio::spawn(show_progress(stats.clone(), args.json));
             let outcome = runner::run(&url, &backfill, options, stats.clone(), shutdown).await;
@@ -326,6 +327,7 @@ fn print_preflight(
             "table": backfill.table.display(),
             "rows_in_scope": report.rows_in_scope,
             "unmapped": report.unmapped.iter().map(|(v, n)| serde_json::json!({"value": v, "rows": n})).collect::<Vec<_>>(),
+            "already_present": report.already_present.iter().map(|(s, n)| serde_json::json!({"source": s, "rows": n})).collect::<Vec<_>>(),
             "explain": report.explain,
             "sample_rows": report.sample.map(|s| s.0),
             "sample_ms": report.sample.map(|s| s.1.as_secs_f64() * 1000.0),
@@ -334,15 +336,24 @@ fn print_preflight(
         emit(&value.to_string());
         return;
     }
-    let unmapped = if report.unmapped.is_empty() {
-        "none".to_owned()
+    let details = if !report.already_present.is_empty() {
+        let present = report
+            .already_present
+            .iter()
+            .map(|(source, n)| format!("{source}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("keys already in the table (left alone): {present}")
+    } else if report.unmapped.is_empty() {
+        "unmapped: none".to_owned()
     } else {
-        report
+        let unmapped = report
             .unmapped
             .iter()
             .map(|(v, n)| format!("{}: {n}", v.as_deref().unwrap_or("NULL")))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        format!("unmapped: {unmapped}")
     };
     let sample = report.sample.map_or("-".to_owned(), |(rows, took)| {
         format!(
@@ -363,7 +374,7 @@ fn print_preflight(
     };
     let key: Vec<&str> = backfill.key.iter().map(|c| c.name.as_str()).collect();
     report_error(&format!(
-        "preflight: {} ({} rows in scope), key ({}), unmapped: {unmapped}\n  sample batch: {sample}; estimated duration: {estimate}{explain}",
+        "preflight: {} ({} rows in scope), key ({}), {details}\n  sample batch: {sample}; estimated duration: {estimate}{explain}",
         backfill.table.display(),
         report.rows_in_scope,
         key.join(", "),
@@ -375,7 +386,10 @@ fn print_validation(json: bool, validation: &Validation) {
         emit(&serde_json::to_string_pretty(validation).unwrap_or_default());
         return;
     }
-    let mut out = String::from("legacy value -> type: rows\n");
+    let mut out = String::new();
+    if !validation.counts.is_empty() {
+        out.push_str("legacy value -> type: rows\n");
+    }
     for count in &validation.counts {
         let mark = match (&count.expected, &count.found) {
             (Some(e), Some(f)) if e == f => "ok",
@@ -389,9 +403,23 @@ fn print_validation(json: bool, validation: &Validation) {
             count.rows
         ));
     }
+    if !validation.sources.is_empty() {
+        out.push_str("source -> type: rows, missing, wrong type\n");
+    }
+    for source in &validation.sources {
+        let mark = if source.missing == 0 && source.mismatched == 0 {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
+        out.push_str(&format!(
+            "  {} -> {}: {}, {}, {} ({mark})\n",
+            source.source, source.type_name, source.rows, source.missing, source.mismatched
+        ));
+    }
     out.push_str(&format!(
-        "mismatched: {}, without a type: {}",
-        validation.mismatched, validation.untyped
+        "mismatched: {}, without a type: {}, missing: {}",
+        validation.mismatched, validation.untyped, validation.missing
     ));
     if !validation.offending_keys.is_empty() {
         let keys: Vec<String> = validation
@@ -402,26 +430,4 @@ fn print_validation(json: bool, validation: &Validation) {
         out.push_str(&format!("\nfirst offending keys: {}", keys.join(" ")));
     }
     emit(&out);
-}
-
-/// Data on stdout.
-fn emit(text: &str) {
-    #[allow(
-        clippy::print_stdout,
-        reason = "reports and JSON are the command's output"
-    )]
-    {
-        println!("{text}");
-    }
-}
-
-/// Messages and errors on stderr.
-fn report_error(text: &str) {
-    #[allow(
-        clippy::print_stderr,
-        reason = "messages for the operator go to stderr"
-    )]
-    {
-        eprintln!("{text}");
-    }
 }

@@ -2,142 +2,14 @@
 //! paused, scraped, and fed bad input.
 
 use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use sunset_test_support::{connect, fresh_database, service_env};
+use sunset_test_support::connect;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sunset-backfill");
+mod support;
 
-/// A test database with a synchronous face: tests drive processes, so they block anyway.
-struct Db {
-    runtime: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    url: String,
-    dir: tempfile::TempDir,
-}
-
-impl Db {
-    fn new(prefix: &str) -> Db {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = runtime.block_on(fresh_database(prefix));
-        let client = runtime.block_on(connect(&url));
-        Db {
-            runtime,
-            client,
-            url,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn exec(&self, sql: &str) {
-        self.runtime
-            .block_on(self.client.batch_execute(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
-
-    fn int(&self, sql: &str) -> i64 {
-        let row = self
-            .runtime
-            .block_on(self.client.query_one(sql, &[]))
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        row.get(0)
-    }
-
-    fn text(&self, sql: &str) -> Option<String> {
-        let row = self
-            .runtime
-            .block_on(self.client.query_one(sql, &[]))
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-        row.get(0)
-    }
-
-    fn plan(&self, name: &str, yaml: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command
-            .args(args)
-            .envs(service_env())
-            .env("DATABASE_URL", &self.url)
-            .env("RUST_LOG", "warn");
-        command
-    }
-
-    fn backfill(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run sunset-backfill")
-    }
-
-    fn spawn(&self, args: &[&str]) -> Running {
-        // Nobody reads a running child's output: a full pipe would block it.
-        let child = self
-            .command(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        Running(child.expect("start sunset-backfill"))
-    }
-
-    fn status(&self, plan: &str) -> serde_json::Value {
-        let output = self.backfill(&["status", plan, "--json"]);
-        assert!(
-            output.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    /// A digest of every row, to prove bad input changed nothing.
-    fn digest(&self, table: &str) -> Option<String> {
-        self.text(&format!(
-            "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
-        ))
-    }
-}
-
-/// A running `sunset-backfill` that is killed if the test fails before it ends: a panicking test
-/// must not leave a run behind working against the shared server.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{BIN, Db, code, stderr};
 
 /// Accounts with sparse ids (multiples of 7), some already typed right, some typed wrong, some
 /// soft-deleted (out of scope), and a trigger that counts every update of `type` per row.
@@ -208,7 +80,8 @@ fn help_explains_with_examples() {
 #[test]
 fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
     let db = Db::new("bf-chaos");
-    db.exec(&ACCOUNTS.replace("ROWS", "100000"));
+    db.exec(&ACCOUNTS.replace("ROWS", "40000"));
+    db.slow_down_each_statement("accounts", "UPDATE");
     let plan = db.plan(
         "plan.yaml",
         &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
@@ -245,32 +118,7 @@ fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
         })
     };
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
-    let mut jitter = seed;
-    let mut kills = 0;
-    let mut finished_early = 0;
-    while kills < 20 {
-        let mut child = db.spawn(&["run", plan]);
-        jitter ^= jitter << 13;
-        jitter ^= jitter >> 7;
-        jitter ^= jitter << 17;
-        std::thread::sleep(Duration::from_millis(100 + jitter % 250));
-        if child.try_wait().unwrap().is_some() {
-            finished_early += 1;
-            assert!(
-                finished_early < 3,
-                "the run finished before 20 kills (seed {seed}); make it slower"
-            );
-            continue;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-    }
+    let seed = db.run_and_kill_twenty_times(plan);
     inserter.join().unwrap();
     let output = db.backfill(&["run", plan]);
     assert_eq!(
@@ -287,6 +135,8 @@ fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
         "validate passes: {}",
         String::from_utf8_lossy(&validate.stdout)
     );
+    // Fresh statistics, or the checks below run as nested loops.
+    db.exec("ANALYZE");
     assert_eq!(
         db.int("SELECT count(*) FROM accounts WHERE deleted_at IS NULL AND type IS NULL"),
         0,
@@ -300,13 +150,13 @@ fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
         "no row was updated twice (seed {seed})"
     );
     assert_eq!(
-        db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'accounts-sti'"),
+        db.int("SELECT COALESCE(sum(cardinality(old_values)), 0)::bigint FROM sunset.backfill_undo WHERE run = 'accounts-sti'"),
         db.int("SELECT count(*) FROM type_updates"),
         "one journal entry per changed row"
     );
     assert_eq!(
-        db.int("SELECT count(*) FROM type_updates u WHERE NOT EXISTS (SELECT 1 FROM sunset.backfill_journal j
-                WHERE j.run = 'accounts-sti' AND j.key = jsonb_build_array(u.id::text))"),
+        db.int("SELECT count(*) FROM (SELECT k FROM sunset.backfill_undo u, unnest(u.keys) k WHERE u.run = 'accounts-sti') j
+                FULL JOIN (SELECT id::text AS k FROM type_updates) c USING (k) WHERE j.k IS NULL OR c.k IS NULL"),
         0,
         "every changed row is journalled"
     );
@@ -417,6 +267,7 @@ fn workers_in_two_processes_share_one_run_exactly_once() {
 fn pause_from_another_process_stops_within_a_batch_and_resume_continues() {
     let db = Db::new("bf-pause");
     db.exec(&ACCOUNTS.replace("ROWS", "30000"));
+    db.slow_down_each_statement("accounts", "UPDATE");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -523,26 +374,129 @@ fn bad_plans_and_flags_exit_2_with_a_clear_error_and_change_nothing() {
     let before = db.digest("accounts");
     let good = accounts_plan("");
     let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
-        ("missing table", good.replace("table: public.accounts\n", ""), vec![], "missing field `table`"),
-        ("unknown table", good.replace("public.accounts", "public.nope"), vec![], "table `public.nope` does not exist"),
-        ("typo'd key", good.replace("table:", "tabel:"), vec![], "unknown field `tabel`"),
-        ("wrong discriminator", good.replace("discriminator: type", "discriminator: tpye"), vec![], "discriminator column `tpye` does not exist in table `public.accounts` (did you mean `type`?)"),
-        ("wrong legacy column", good.replace("from: legacy_kind", "from: kind"), vec![], "`from` column `kind` does not exist"),
-        ("wrong key column", good.replace("key: id", "key: uid"), vec![], "key column `uid` does not exist"),
-        ("non-unique key", good.replace("key: id", "key: legacy_kind"), vec![], "key (legacy_kind) is not unique"),
-        ("nullable key", good.replace("public.accounts", "loose").replace("key: id", "key: code").replace("from: legacy_kind", "from: kind").replace("where: \"deleted_at IS NULL\"\n", ""), vec![], "key column `code` is nullable"),
-        ("key in the wrong order", good.replace("public.accounts", "pairs").replace("key: id", "key: [a, b]").replace("from: legacy_kind", "from: kind").replace("where: \"deleted_at IS NULL\"\n", ""), vec![], "write `key: [b, a]`"),
-        ("unmapped value with unmapped: fail", good.replace(", partner: PartnerAccount", ""), vec![], "`partner`: 98 rows"),
-        ("hostile table name", good.replace("public.accounts", "\"a; drop table accounts\""), vec![], "table `a; drop table accounts` is not a valid table name"),
-        ("hostile column name", good.replace("discriminator: type", "discriminator: \"type; drop table accounts\""), vec![], "discriminator column `type; drop table accounts` does not exist"),
-        ("two statements in where", good.replace("deleted_at IS NULL", "true; drop table accounts"), vec![], "is not valid SQL"),
-        ("where naming a missing column", good.replace("deleted_at IS NULL", "removed_at IS NULL"), vec![], "column \\\"removed_at\\\" does not exist"),
-        ("no coverage", good.replace("coverage: trigger\n", ""), vec![], "add `coverage: trigger`"),
-        ("bad duration", format!("{good}batch: {{ target_duration: 200 }}\n"), vec![], "missing a unit"),
-        ("zero workers", good.clone(), vec!["--workers", "0"], "--workers"),
-        ("unknown flag", good.clone(), vec!["--wrokers", "2"], "--wrokers"),
-        ("bad metrics address", good.clone(), vec!["--metrics-addr", "localhost"], "--metrics-addr"),
-        ("copy mode", good.replace("backfill: accounts-sti", "backfill: accounts-sti\nmode: copy\nsources: [{ table: legacy, type: T }]").replace("map: { personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }\nunmapped: fail\n", ""), vec![], "`mode: copy` is not supported"),
+        (
+            "missing table",
+            good.replace("table: public.accounts\n", ""),
+            vec![],
+            "missing field `table`",
+        ),
+        (
+            "unknown table",
+            good.replace("public.accounts", "public.nope"),
+            vec![],
+            "table `public.nope` does not exist",
+        ),
+        (
+            "typo'd key",
+            good.replace("table:", "tabel:"),
+            vec![],
+            "unknown field `tabel`",
+        ),
+        (
+            "wrong discriminator",
+            good.replace("discriminator: type", "discriminator: tpye"),
+            vec![],
+            "discriminator column `tpye` does not exist in table `public.accounts` (did you mean `type`?)",
+        ),
+        (
+            "wrong legacy column",
+            good.replace("from: legacy_kind", "from: kind"),
+            vec![],
+            "`from` column `kind` does not exist",
+        ),
+        (
+            "wrong key column",
+            good.replace("key: id", "key: uid"),
+            vec![],
+            "key column `uid` does not exist",
+        ),
+        (
+            "non-unique key",
+            good.replace("key: id", "key: legacy_kind"),
+            vec![],
+            "key (legacy_kind) is not unique",
+        ),
+        (
+            "nullable key",
+            good.replace("public.accounts", "loose")
+                .replace("key: id", "key: code")
+                .replace("from: legacy_kind", "from: kind")
+                .replace("where: \"deleted_at IS NULL\"\n", ""),
+            vec![],
+            "key column `code` of `public.loose` is nullable",
+        ),
+        (
+            "key in the wrong order",
+            good.replace("public.accounts", "pairs")
+                .replace("key: id", "key: [a, b]")
+                .replace("from: legacy_kind", "from: kind")
+                .replace("where: \"deleted_at IS NULL\"\n", ""),
+            vec![],
+            "write `key: [b, a]`",
+        ),
+        (
+            "unmapped value with unmapped: fail",
+            good.replace(", partner: PartnerAccount", ""),
+            vec![],
+            "`partner`: 98 rows",
+        ),
+        (
+            "hostile table name",
+            good.replace("public.accounts", "\"a; drop table accounts\""),
+            vec![],
+            "table `a; drop table accounts` is not a valid table name",
+        ),
+        (
+            "hostile column name",
+            good.replace(
+                "discriminator: type",
+                "discriminator: \"type; drop table accounts\"",
+            ),
+            vec![],
+            "discriminator column `type; drop table accounts` does not exist",
+        ),
+        (
+            "two statements in where",
+            good.replace("deleted_at IS NULL", "true; drop table accounts"),
+            vec![],
+            "is not valid SQL",
+        ),
+        (
+            "where naming a missing column",
+            good.replace("deleted_at IS NULL", "removed_at IS NULL"),
+            vec![],
+            "column \\\"removed_at\\\" does not exist",
+        ),
+        (
+            "no coverage",
+            good.replace("coverage: trigger\n", ""),
+            vec![],
+            "add `coverage: trigger`",
+        ),
+        (
+            "bad duration",
+            format!("{good}batch: {{ target_duration: 200 }}\n"),
+            vec![],
+            "missing a unit",
+        ),
+        (
+            "zero workers",
+            good.clone(),
+            vec!["--workers", "0"],
+            "--workers",
+        ),
+        (
+            "unknown flag",
+            good.clone(),
+            vec!["--wrokers", "2"],
+            "--wrokers",
+        ),
+        (
+            "bad metrics address",
+            good.clone(),
+            vec!["--metrics-addr", "localhost"],
+            "--metrics-addr",
+        ),
     ];
     let count = cases.len();
     for (name, plan_text, flags, expected) in cases {
@@ -629,4 +583,58 @@ fn ctrl_c_stops_after_the_batch_with_exit_3_and_finish_refuses_untyped_rows_outs
     let finish = db.backfill(&["finish", plan]);
     assert_eq!(code(&finish), 0, "{}", stderr(&finish));
     assert_eq!(db.text("SELECT attnotnull::text FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'type'").as_deref(), Some("true"));
+}
+
+#[test]
+fn a_long_transaction_pauses_the_run_with_the_reason_shown_until_it_ends() {
+    let db = Db::new("bf-health");
+    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan(
+            "batch: { size: 20, min_size: 10, max_size: 20, target_duration: 1s }\nthrottle: { max_transaction_age: 1s }\n",
+        ),
+    );
+    let plan = plan.to_str().unwrap();
+    // Another session holds a transaction open past the limit when the run starts.
+    let holder = db.runtime.block_on(connect(&db.url));
+    db.runtime
+        .block_on(holder.batch_execute("BEGIN; SELECT txid_current()"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut child = db.spawn(&["run", plan]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        let output = db.backfill(&["status", plan, "--json"]);
+        let status: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        if let Some(reason) = status["throttle"].as_str() {
+            break reason.to_owned();
+        }
+        assert!(
+            status["state"] != "done",
+            "the run ended without noticing the transaction: {status}"
+        );
+        assert!(Instant::now() < deadline, "the run never paused: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        reason.contains("a transaction open for"),
+        "reason shown in status: {reason}"
+    );
+    let seen = db.status(plan)["rows_seen"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        db.status(plan)["rows_seen"].as_i64().unwrap(),
+        seen,
+        "no batch while paused"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "a paused run waits");
+    db.runtime.block_on(holder.batch_execute("COMMIT")).unwrap();
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(60)),
+        Some(0),
+        "the run resumes on its own and completes"
+    );
+    assert_eq!(code(&db.backfill(&["validate", plan])), 0);
 }

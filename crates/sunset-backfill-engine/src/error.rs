@@ -13,6 +13,10 @@ pub enum Error {
     /// A precondition of the command does not hold; nothing was changed.
     #[error("{0}")]
     Refused(String),
+    /// A fault of sunset itself (a crashed worker, a statement that broke its contract): a
+    /// failure of the run (exit 1), never blamed on the input.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
     /// The server's message is interpolated (tokio-postgres alone says only "db error"), so the

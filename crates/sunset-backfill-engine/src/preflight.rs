@@ -7,16 +7,20 @@ use std::time::{Duration, Instant};
 use sunset_plan::format::Unmapped;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::catalog::Backfill;
+use crate::catalog::{Backfill, InPlace, Mode, Source, Walk};
 use crate::error::{Error, describe};
+use crate::runner::largest_key;
 use crate::sql::Params;
-use crate::statements::{self, KeyText};
+use crate::statements;
 
 #[derive(Debug, Clone)]
 pub struct Preflight {
     pub rows_in_scope: i64,
     /// Rows per legacy value the map does not cover (`None`: NULL), most frequent first.
     pub unmapped: Vec<(Option<String>, i64)>,
+    /// Copy mode, per source: rows whose key the STI table already has (left alone by
+    /// `ON CONFLICT DO NOTHING`).
+    pub already_present: Vec<(String, i64)>,
     /// The plan of one batch.
     pub explain: String,
     /// Rows and duration of one real batch, rolled back.
@@ -24,107 +28,105 @@ pub struct Preflight {
     pub estimate: Option<Duration>,
 }
 
-pub(crate) async fn count_in_scope(
-    client: &impl GenericClient,
-    backfill: &Backfill,
-) -> Result<i64, Error> {
-    let filter = backfill
-        .filter
-        .as_deref()
-        .map(|f| format!(" WHERE ({f})"))
-        .unwrap_or_default();
+pub(crate) async fn count_in_scope(client: &impl GenericClient, walk: &Walk) -> Result<i64, Error> {
     let row = client
         .query_one(
-            &format!("SELECT count(*) FROM {}{filter}", backfill.table.quoted()),
+            &format!(
+                "SELECT count(*) FROM {} s{}",
+                walk.table.quoted(),
+                walk.where_clause()
+            ),
             &[],
         )
         .await
-        .map_err(|e| filter_error(backfill, e, "counting the rows in scope"))?;
+        .map_err(|e| plan_sql_error(walk, e, "counting the rows in scope"))?;
     Ok(row.get(0))
 }
 
-/// A syntax or name error in a statement that embeds the plan's `where` is the plan's fault.
-fn filter_error(backfill: &Backfill, error: tokio_postgres::Error, context: &str) -> Error {
+/// A syntax, name or type error in a statement that embeds the plan's own SQL (`where`, copy
+/// `columns`) is the plan's fault: bad input, not a database failure.
+pub(crate) fn plan_sql_error(walk: &Walk, error: tokio_postgres::Error, context: &str) -> Error {
     let is_plan_sql = error
         .code()
         .is_some_and(|c| c.code().starts_with("42") || c.code().starts_with("22"));
-    match (&backfill.filter, is_plan_sql) {
-        (Some(filter), true) => Error::Invalid(format!(
-            "`where: {filter}` is not valid SQL for `{}`: {}",
-            backfill.table.display(),
-            describe(&error)
-        )),
-        _ => Error::Database {
+    if !is_plan_sql {
+        return Error::Database {
             context: context.to_owned(),
             cause: error,
-        },
+        };
     }
+    let what = match &walk.filter {
+        Some(filter) => format!("`where: {filter}`"),
+        None => "the plan's SQL".to_owned(),
+    };
+    Error::Invalid(format!(
+        "{what} is not valid SQL for `{}`: {}",
+        walk.table.display(),
+        describe(&error)
+    ))
 }
 
 /// Checks everything that must hold before the first write; `Err(Invalid)` for the plan's faults.
 pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight, Error> {
     if backfill.coverage.is_none() {
-        return Err(Error::Invalid(format!(
-            "nothing sets `{}` for rows inserted while the backfill runs: add `coverage: trigger` (sunset installs a trigger \
-             that derives it from `{}`) or `coverage: application` (the application already writes it)",
-            backfill.discriminator.name, backfill.from.name
-        )));
+        return Err(Error::Invalid(match &backfill.mode {
+            Mode::InPlace(in_place) => format!(
+                "nothing sets `{}` for rows inserted while the backfill runs: add `coverage: trigger` (sunset installs a trigger \
+                 that derives it from `{}`) or `coverage: application` (the application already writes it)",
+                backfill.discriminator.name, in_place.from.name
+            ),
+            Mode::Copy(_) => "nothing copies rows written to the sources while the backfill runs: add `coverage: trigger` \
+                 (sunset installs a trigger on each source that mirrors its writes) or `coverage: application` \
+                 (the application already writes both tables)"
+                .to_owned(),
+        }));
     }
-    let rows_in_scope = count_in_scope(client, backfill).await?;
-    let unmapped = count_unmapped(client, backfill).await?;
-    if backfill.unmapped == Unmapped::Fail && !unmapped.is_empty() {
-        let listing: Vec<String> = unmapped
-            .iter()
-            .map(|(value, rows)| {
-                format!(
-                    "  {}: {rows} rows",
-                    value
-                        .as_deref()
-                        .map_or("NULL".to_owned(), |v| format!("`{v}`"))
-                )
-            })
-            .collect();
-        return Err(Error::Invalid(format!(
-            "legacy values of `{}` that `map` does not cover, with `unmapped: fail`:\n{}\nadd them to `map`, or set `unmapped: skip` or `unmapped: {{ default: TypeName }}`",
-            backfill.from.name,
-            listing.join("\n")
-        )));
+    let walks = backfill.walks();
+    let mut rows_in_scope = 0;
+    let mut unmapped = Vec::new();
+    let mut already_present = Vec::new();
+    match &backfill.mode {
+        Mode::InPlace(in_place) => {
+            // One pass counts both; the per-value breakdown only runs when something is unmapped.
+            let (in_scope, unmapped_rows) =
+                count_scope_and_unmapped(client, backfill, in_place).await?;
+            rows_in_scope = in_scope;
+            if unmapped_rows > 0 {
+                unmapped = count_unmapped(client, backfill, in_place).await?;
+            }
+            refuse_unmapped(in_place, &unmapped)?;
+        }
+        Mode::Copy(sources) => {
+            for source in sources {
+                rows_in_scope += count_in_scope(client, &source.walk).await?;
+                let present = count_already_present(client, backfill, source).await?;
+                already_present.push((source.walk.table.display(), present));
+            }
+        }
     }
-    let upper: Option<KeyText> = {
-        let desc: Vec<String> = backfill
-            .key
-            .iter()
-            .map(|c| format!("{} DESC", c.on("t")))
-            .collect();
-        client
-            .query_opt(
-                &format!(
-                    "SELECT ARRAY[{}] FROM {} t ORDER BY {} LIMIT 1",
-                    backfill.key_texts("t"),
-                    backfill.table.quoted(),
-                    desc.join(", ")
-                ),
-                &[],
-            )
-            .await
-            .map_err(Error::db("finding the largest key"))?
-            .map(|r| r.get(0))
-    };
-    let Some(upper) = upper else {
+    let mut sample_walk = None;
+    for (n, walk) in walks.iter().enumerate() {
+        if let Some(upper) = largest_key(client, walk).await? {
+            sample_walk = Some((n, walk, upper));
+            break;
+        }
+    }
+    let Some((walk_no, walk, upper)) = sample_walk else {
         return Ok(Preflight {
             rows_in_scope,
             unmapped,
-            explain: "(the table is empty)".into(),
+            already_present,
+            explain: "(nothing to read: the table is empty)".into(),
             sample: None,
             estimate: Some(Duration::ZERO),
         });
     };
     let size = backfill.batch.size;
-    let (sql, params) = statements::batch(backfill, None, &upper, size);
+    let (sql, params) = statements::batch(backfill, walk_no, None, &upper, size);
     let explain_rows = client
         .query(&format!("EXPLAIN {sql}"), &params.refs())
         .await
-        .map_err(|e| filter_error(backfill, e, "explaining a batch"))?;
+        .map_err(|e| plan_sql_error(walk, e, "explaining a batch"))?;
     let explain = explain_rows
         .iter()
         .map(|r| r.get::<_, String>(0))
@@ -142,7 +144,7 @@ pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight
     let row = transaction
         .query_one(&sql, &params.refs())
         .await
-        .map_err(|e| filter_error(backfill, e, "timing a sample batch"))?;
+        .map_err(|e| plan_sql_error(walk, e, "timing a sample batch"))?;
     let took = started.elapsed();
     transaction
         .rollback()
@@ -154,43 +156,149 @@ pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight
     Ok(Preflight {
         rows_in_scope,
         unmapped,
+        already_present,
         explain,
         sample: Some((sample_rows, took)),
         estimate,
     })
 }
 
-async fn count_unmapped(
+fn refuse_unmapped(in_place: &InPlace, unmapped: &[(Option<String>, i64)]) -> Result<(), Error> {
+    if in_place.unmapped != Unmapped::Fail || unmapped.is_empty() {
+        return Ok(());
+    }
+    let listing: Vec<String> = unmapped
+        .iter()
+        .map(|(value, rows)| {
+            format!(
+                "  {}: {rows} rows",
+                value
+                    .as_deref()
+                    .map_or("NULL".to_owned(), |v| format!("`{v}`"))
+            )
+        })
+        .collect();
+    Err(Error::Invalid(format!(
+        "legacy values of `{}` that `map` does not cover, with `unmapped: fail`:\n{}\nadd them to `map`, or set `unmapped: skip` or `unmapped: {{ default: TypeName }}`",
+        in_place.from.name,
+        listing.join("\n")
+    )))
+}
+
+/// `SELECT <STI key computed from each source row> AS k0, ... FROM source s WHERE filter`: the
+/// keys a source's rows get in the STI table, for anti-joins (the plan's expressions see only the
+/// source row).
+pub(crate) fn mapped_keys(backfill: &Backfill, source: &Source) -> String {
+    let keys = backfill
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "CAST({} AS {}) AS k{i}",
+                source.value_of(&c.name),
+                c.sql_type
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {keys} FROM {} s{}",
+        source.walk.table.quoted(),
+        source.walk.where_clause()
+    )
+}
+
+/// `(m.k0, m.k1)`: the mapped key of [`mapped_keys`]'s rows under alias `m`.
+pub(crate) fn mapped_tuple(backfill: &Backfill) -> String {
+    let parts: Vec<String> = (0..backfill.key.len()).map(|i| format!("m.k{i}")).collect();
+    format!("({})", parts.join(", "))
+}
+
+async fn count_already_present(
     client: &Client,
     backfill: &Backfill,
-) -> Result<Vec<(Option<String>, i64)>, Error> {
-    let mut params = Params::default();
-    let from = backfill.from.on("t");
-    let keys: Vec<String> = backfill
+    source: &Source,
+) -> Result<i64, Error> {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM ({}) m WHERE EXISTS (SELECT 1 FROM {} t WHERE {} = {})",
+                mapped_keys(backfill, source),
+                backfill.table.quoted(),
+                backfill.target().key_tuple("t"),
+                mapped_tuple(backfill),
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| plan_sql_error(&source.walk, e, "counting rows already in the STI table"))?;
+    Ok(row.get(0))
+}
+
+/// `(rows whose legacy value the map does not cover, bound parameters)`: with a default, NULL and
+/// unknown values get the default, so nothing is unmapped.
+fn unmapped_condition(in_place: &InPlace, params: &mut Params) -> String {
+    if matches!(in_place.unmapped, Unmapped::Default(_)) {
+        return "false".to_owned();
+    }
+    let from = in_place.from.on("t");
+    let keys: Vec<String> = in_place
         .map
         .iter()
         .map(|(legacy, _)| params.bind(Some(legacy), "text"))
         .collect();
+    format!(
+        "({from} IS NULL OR {from}::text NOT IN ({}))",
+        keys.join(", ")
+    )
+}
+
+async fn count_scope_and_unmapped(
+    client: &Client,
+    backfill: &Backfill,
+    in_place: &InPlace,
+) -> Result<(i64, i64), Error> {
+    let mut params = Params::default();
+    let unmapped = unmapped_condition(in_place, &mut params);
+    let target = backfill.target();
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE {unmapped}) FROM {} t{}",
+                backfill.table.quoted(),
+                target.where_clause()
+            ),
+            &params.refs(),
+        )
+        .await
+        .map_err(|e| plan_sql_error(&target, e, "counting the rows in scope"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+async fn count_unmapped(
+    client: &Client,
+    backfill: &Backfill,
+    in_place: &InPlace,
+) -> Result<Vec<(Option<String>, i64)>, Error> {
+    let mut params = Params::default();
+    let unmapped = unmapped_condition(in_place, &mut params);
     let filter = backfill
         .filter
         .as_deref()
         .map(|f| format!(" AND ({f})"))
         .unwrap_or_default();
-    // With a default, NULL and unknown values get the default: nothing is unmapped.
-    if matches!(backfill.unmapped, Unmapped::Default(_)) {
-        return Ok(Vec::new());
-    }
     let rows = client
         .query(
             &format!(
-                "SELECT {from}::text, count(*) FROM {} t WHERE ({from} IS NULL OR {from}::text NOT IN ({})){filter}
+                "SELECT {}::text, count(*) FROM {} t WHERE {unmapped}{filter}
                  GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50",
+                in_place.from.on("t"),
                 backfill.table.quoted(),
-                keys.join(", ")
             ),
             &params.refs(),
         )
         .await
-        .map_err(|e| filter_error(backfill, e, "counting unmapped legacy values"))?;
+        .map_err(|e| plan_sql_error(&backfill.target(), e, "counting unmapped legacy values"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

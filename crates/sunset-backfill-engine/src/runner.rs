@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, TryStreamExt, stream::FuturesOrdered};
 use serde::{Deserialize, Serialize};
 use sunset_checkpoint::{PgRunLock, PgStore};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::catalog::Backfill;
+use crate::catalog::{Backfill, Walk};
 use crate::connect::{apply_timeouts, connect};
 use crate::error::Error;
-use crate::statements::{self, KeyText};
+use crate::statements::{self, KeyText, Lower};
 use crate::stats::Stats;
 use crate::throttle::{self, BatchController, Health, HealthGate};
 use crate::{coverage, schema};
@@ -24,9 +25,9 @@ use crate::{coverage, schema};
 /// The run-level checkpoint (the per-range progress lives in `sunset.backfill_ranges`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunCheckpoint {
-    /// The largest key at start: the run never chases rows inserted beyond it (new rows are
-    /// covered by the trigger or the application), so it always ends.
-    upper: Option<KeyText>,
+    /// Per walked table, the largest key at start: the run never chases rows inserted beyond it
+    /// (new rows are covered by the trigger or the application), so it always ends.
+    uppers: Vec<Option<KeyText>>,
     ranges: u32,
 }
 
@@ -38,6 +39,9 @@ pub struct RunOptions {
     pub join: bool,
     /// Discard the progress of a run whose plan changed (the journal is kept for rollback).
     pub restart: bool,
+    /// The rows in scope if preflight just counted them (the total for progress), to save a
+    /// second pass over the table.
+    pub rows_in_scope: Option<i64>,
 }
 
 /// How a run ended without an error.
@@ -84,7 +88,7 @@ pub async fn run(
                 backfill.run
             )));
         }
-        None => initialize(&mut client, &store, backfill).await?,
+        None => initialize(&mut client, &store, backfill, options.rows_in_scope).await?,
     };
     tracing::info!(run = %backfill.run, ranges = checkpoint.ranges, "run ready");
     client
@@ -149,7 +153,7 @@ pub async fn run(
                 first_error.get_or_insert(error);
             }
             Err(join) => {
-                first_error.get_or_insert(Error::Invalid(format!("a worker crashed: {join}")));
+                first_error.get_or_insert(Error::Internal(format!("a worker crashed: {join}")));
             }
         }
     }
@@ -195,6 +199,7 @@ async fn initialize(
     client: &mut Client,
     store: &PgStore,
     backfill: &Backfill,
+    rows_in_scope: Option<i64>,
 ) -> Result<RunCheckpoint, Error> {
     // The trigger commits before the upper bound is read: its lock waits for in-flight inserts,
     // so every row is either visible to that read or inserted later, through the trigger.
@@ -212,100 +217,37 @@ async fn initialize(
             .await
             .map_err(Error::db("clearing a restarted run"))?;
     }
-    let table = backfill.table.quoted();
-    let order_desc: Vec<String> = backfill
-        .key
-        .iter()
-        .map(|c| format!("{} DESC", c.on("t")))
-        .collect();
-    let upper: Option<KeyText> = transaction
-        .query_opt(
-            &format!(
-                "SELECT ARRAY[{}] FROM {table} t ORDER BY {} LIMIT 1",
-                backfill.key_texts("t"),
-                order_desc.join(", ")
-            ),
-            &[],
-        )
-        .await
-        .map_err(Error::db("finding the largest key"))?
-        .map(|row| row.get(0));
     let mut ranges = 0u32;
-    if let Some(upper) = &upper {
-        // Range boundaries: the last key of each of `buckets` slices of a sample of about 50,000
-        // rows (an exact pass over a large key index costs seconds; ranges need only be roughly
-        // even). The last boundary is the true upper bound, so ranges always cover every key.
-        // Fixed at start, so workers in any process agree on them.
-        let buckets = 32i64;
-        let estimated_rows: f32 = transaction
-            .query_one(
-                "SELECT reltuples FROM pg_class WHERE oid = $1",
-                &[&backfill.table.oid],
-            )
-            .await
-            .map_err(Error::db("estimating the table's size"))?
-            .get(0);
-        let sample = if estimated_rows > 100_000.0 {
-            format!(
-                " TABLESAMPLE SYSTEM ({})",
-                (100.0 * 50_000.0 / f64::from(estimated_rows)).max(0.01)
-            )
-        } else {
-            String::new()
-        };
-        let mut params = crate::sql::Params::default();
-        let condition = statements::range_condition(
-            &Backfill {
-                filter: None,
-                ..backfill.clone()
-            },
-            &mut params,
-            "t",
-            None,
-            upper,
-        );
-        let aliases: Vec<String> = (0..backfill.key.len()).map(|i| format!("k{i}")).collect();
-        let select_keys: Vec<String> = backfill
-            .key
-            .iter()
-            .zip(&aliases)
-            .map(|(c, a)| format!("{} AS {a}", c.on("t")))
-            .collect();
-        let s_texts: Vec<String> = aliases.iter().map(|a| format!("s.{a}::text")).collect();
-        let s_desc: Vec<String> = aliases.iter().map(|a| format!("s.{a} DESC")).collect();
-        let sql = format!(
-            "SELECT DISTINCT ON (s.bucket) ARRAY[{}] FROM (
-                 SELECT {}, ntile({buckets}) OVER (ORDER BY {}) AS bucket FROM {table} t{sample} WHERE {condition}
-             ) s
-             ORDER BY s.bucket, {}",
-            s_texts.join(", "),
-            select_keys.join(", "),
-            backfill.key_list("t"),
-            s_desc.join(", "),
-        );
-        let rows = transaction
-            .query(&sql, &params.refs())
-            .await
-            .map_err(Error::db("splitting the key space into ranges"))?;
-        let mut boundaries: Vec<KeyText> = rows.iter().map(|row| row.get(0)).collect();
-        match boundaries.last_mut() {
-            Some(last) => *last = upper.clone(),
-            None => boundaries.push(upper.clone()),
+    let mut uppers = Vec::new();
+    let mut total = 0i64;
+    for (walk_no, walk) in backfill.walks().iter().enumerate() {
+        let upper = largest_key(&transaction, walk).await?;
+        if let Some(upper) = &upper {
+            let mut lower: Option<KeyText> = None;
+            for hi in split(&transaction, walk, upper).await? {
+                transaction
+                    .execute(
+                        "INSERT INTO sunset.backfill_ranges (run, range_no, walk, lo, hi) VALUES ($1, $2, $3, $4, $5)",
+                        &[
+                            &backfill.run,
+                            &(i32::try_from(ranges).unwrap_or(i32::MAX)),
+                            &(i32::try_from(walk_no).unwrap_or(i32::MAX)),
+                            &lower.as_ref().map(|l| serde_json::json!(l)),
+                            &serde_json::json!(hi),
+                        ],
+                    )
+                    .await
+                    .map_err(Error::db("recording a key range"))?;
+                lower = Some(hi);
+                ranges += 1;
+            }
         }
-        let mut lower: Option<KeyText> = None;
-        for hi in boundaries {
-            transaction
-                .execute(
-                    "INSERT INTO sunset.backfill_ranges (run, range_no, lo, hi) VALUES ($1, $2, $3, $4)",
-                    &[&backfill.run, &(i32::try_from(ranges).unwrap_or(i32::MAX)), &lower.as_ref().map(|l| serde_json::json!(l)), &serde_json::json!(hi)],
-                )
-                .await
-                .map_err(Error::db("recording a key range"))?;
-            lower = Some(hi);
-            ranges += 1;
+        uppers.push(upper);
+        if rows_in_scope.is_none() {
+            total += crate::preflight::count_in_scope(&transaction, walk).await?;
         }
     }
-    let total = crate::preflight::count_in_scope(&transaction, backfill).await?;
+    let total = rows_in_scope.unwrap_or(total);
     transaction
         .execute(
             "INSERT INTO sunset.backfill_runs (run, total_rows) VALUES ($1, $2)",
@@ -313,7 +255,7 @@ async fn initialize(
         )
         .await
         .map_err(Error::db("creating the control row"))?;
-    let checkpoint = RunCheckpoint { upper, ranges };
+    let checkpoint = RunCheckpoint { uppers, ranges };
     store
         .save(&transaction, &backfill.fingerprint, &checkpoint)
         .await?;
@@ -322,6 +264,101 @@ async fn initialize(
         .await
         .map_err(Error::db("committing the run setup"))?;
     Ok(checkpoint)
+}
+
+/// The walk's largest key (all rows, not only those in `where`: ranges cover the key space).
+pub(crate) async fn largest_key(
+    client: &impl tokio_postgres::GenericClient,
+    walk: &Walk,
+) -> Result<Option<KeyText>, Error> {
+    let order_desc: Vec<String> = walk
+        .key
+        .iter()
+        .map(|c| format!("{} DESC", c.on("t")))
+        .collect();
+    Ok(client
+        .query_opt(
+            &format!(
+                "SELECT ARRAY[{}] FROM {} t ORDER BY {} LIMIT 1",
+                walk.key_texts("t"),
+                walk.table.quoted(),
+                order_desc.join(", ")
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::db("finding the largest key"))?
+        .map(|row| row.get(0)))
+}
+
+/// Range boundaries: the last key of each of 32 slices of a sample of about 50,000 rows (an
+/// exact pass over a large key index costs seconds; ranges need only be roughly even). The last
+/// boundary is the true upper bound, so ranges always cover every key. Fixed at start, so
+/// workers in any process agree on them.
+async fn split(
+    client: &impl tokio_postgres::GenericClient,
+    walk: &Walk,
+    upper: &KeyText,
+) -> Result<Vec<KeyText>, Error> {
+    let buckets = 32i64;
+    let estimated_rows: f32 = client
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = $1",
+            &[&walk.table.oid],
+        )
+        .await
+        .map_err(Error::db("estimating the table's size"))?
+        .get(0);
+    let sample = if estimated_rows > 100_000.0 {
+        format!(
+            " TABLESAMPLE SYSTEM ({})",
+            (100.0 * 50_000.0 / f64::from(estimated_rows)).max(0.01)
+        )
+    } else {
+        String::new()
+    };
+    let mut params = crate::sql::Params::default();
+    let unfiltered = Walk {
+        filter: None,
+        ..walk.clone()
+    };
+    let condition = statements::range_condition(
+        &unfiltered,
+        &mut params,
+        "t",
+        statements::Lower::Open,
+        upper,
+    );
+    let aliases: Vec<String> = (0..walk.key.len()).map(|i| format!("k{i}")).collect();
+    let select_keys: Vec<String> = walk
+        .key
+        .iter()
+        .zip(&aliases)
+        .map(|(c, a)| format!("{} AS {a}", c.on("t")))
+        .collect();
+    let s_texts: Vec<String> = aliases.iter().map(|a| format!("s.{a}::text")).collect();
+    let s_desc: Vec<String> = aliases.iter().map(|a| format!("s.{a} DESC")).collect();
+    let sql = format!(
+        "SELECT DISTINCT ON (s.bucket) ARRAY[{}] FROM (
+             SELECT {}, ntile({buckets}) OVER (ORDER BY {}) AS bucket FROM {} t{sample} WHERE {condition}
+         ) s
+         ORDER BY s.bucket, {}",
+        s_texts.join(", "),
+        select_keys.join(", "),
+        walk.key_list("t"),
+        walk.table.quoted(),
+        s_desc.join(", "),
+    );
+    let rows = client
+        .query(&sql, &params.refs())
+        .await
+        .map_err(Error::db("splitting the key space into ranges"))?;
+    let mut boundaries: Vec<KeyText> = rows.iter().map(|row| row.get(0)).collect();
+    match boundaries.last_mut() {
+        Some(last) => *last = upper.clone(),
+        None => boundaries.push(upper.clone()),
+    }
+    Ok(boundaries)
 }
 
 /// Installs the coverage trigger in a short transaction of its own, bounded by the plan's
@@ -367,7 +404,7 @@ async fn monitor(
     control: watch::Sender<Control>,
 ) {
     let mut gate = HealthGate::new(&backfill.throttle);
-    let oid = backfill.table.oid;
+    let oids = backfill.touched_tables();
     loop {
         let state: Option<String> = client
             .query_opt(
@@ -378,7 +415,7 @@ async fn monitor(
             .ok()
             .flatten()
             .map(|row| row.get(0));
-        let health = read_health(&client, oid).await;
+        let health = read_health(&client, &oids).await;
         let health_reason = gate.update(health).map(str::to_owned);
         let wait = match state.as_deref() {
             Some("paused") => {
@@ -408,16 +445,17 @@ async fn monitor(
     }
 }
 
-async fn read_health(client: &Client, table_oid: u32) -> Health {
+/// Replication lag, the oldest other transaction, and lock waiters on the tables the run touches.
+pub(crate) async fn read_health(client: &Client, table_oids: &[u32]) -> Health {
     let row = client
         .query_one(
             "SELECT
                 COALESCE((SELECT EXTRACT(epoch FROM max(replay_lag)) FROM pg_stat_replication), 0)::float8,
                 COALESCE((SELECT EXTRACT(epoch FROM now() - min(xact_start)) FROM pg_stat_activity
-                          WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'
+                          WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()
                             AND application_name <> $2 AND xact_start IS NOT NULL), 0)::float8,
-                (SELECT count(*) FROM pg_locks WHERE relation = $1 AND NOT granted)::int4",
-            &[&table_oid, &crate::connect::APPLICATION_NAME],
+                (SELECT count(*) FROM pg_locks WHERE relation = ANY($1) AND NOT granted)::int4",
+            &[&table_oids, &crate::connect::APPLICATION_NAME],
         )
         .await;
     match row {
@@ -433,13 +471,8 @@ async fn read_health(client: &Client, table_oid: u32) -> Health {
     }
 }
 
-const READ_CONTROL: &str = "SELECT state FROM sunset.backfill_runs WHERE run = $1";
-
-const RECORD_PROGRESS: &str = "UPDATE sunset.backfill_ranges
-     SET done_upto = $3, rows_seen = rows_seen + $4, rows_changed = rows_changed + $5,
-         lease_until = now() + interval '60 seconds',
-         state = CASE WHEN $6 THEN 'done' ELSE state END
-     WHERE run = $1 AND range_no = $2 AND leased_backend = pg_backend_pid() AND state = 'leased'";
+/// Batch statements a worker keeps in flight on its connection.
+const PIPELINE_DEPTH: usize = 2;
 
 enum WorkerEnd {
     /// No range left to lease.
@@ -464,13 +497,15 @@ struct Worker {
 /// A leased key range: (lower exclusive, upper inclusive].
 struct Lease {
     range_no: i32,
+    /// Which of the run's walked tables the range belongs to.
+    walk: usize,
     lower: Option<KeyText>,
     upper: KeyText,
 }
 
 impl Worker {
     async fn run(mut self, url: &str) -> Result<WorkerEnd, Error> {
-        let mut client = connect(url).await?;
+        let client = connect(url).await?;
         apply_timeouts(&client, &self.backfill).await?;
         let mut controller = BatchController::new(&self.backfill.batch);
         loop {
@@ -486,19 +521,11 @@ impl Worker {
                 }
                 return Ok(WorkerEnd::Finished);
             };
-            loop {
-                if let Some(end) = self.wait_until_allowed().await {
-                    return Ok(end);
-                }
-                match self
-                    .batch_with_retries(&mut client, &mut controller, &mut lease)
-                    .await?
-                {
-                    BatchEnd::More => {}
-                    // Paused or cancelled: the monitor's view catches up within its poll interval.
-                    BatchEnd::Held => tokio::time::sleep(Duration::from_millis(50)).await,
-                    BatchEnd::RangeDone | BatchEnd::LeaseLost => break,
-                }
+            if let Some(end) = self
+                .process_range(&client, &mut controller, &mut lease)
+                .await?
+            {
+                return Ok(end);
             }
         }
     }
@@ -542,13 +569,14 @@ impl Worker {
                          OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = c.leased_backend))))
                      ORDER BY c.range_no LIMIT 1
                      FOR UPDATE SKIP LOCKED)
-                 RETURNING r.range_no, COALESCE(r.done_upto, r.lo), r.hi",
+                 RETURNING r.range_no, COALESCE(r.done_upto, r.lo), r.hi, r.walk",
                 &[&self.backfill.run, &self.id],
             )
             .await
             .map_err(Error::db("leasing a key range"))?;
         Ok(row.map(|row| Lease {
             range_no: row.get(0),
+            walk: usize::try_from(row.get::<_, i32>(3)).unwrap_or_default(),
             lower: row
                 .get::<_, Option<serde_json::Value>>(1)
                 .and_then(|v| serde_json::from_value(v).ok()),
@@ -567,47 +595,132 @@ impl Worker {
         Ok(row.get::<_, i64>(0) > 0)
     }
 
-    async fn batch_with_retries(
+    /// Works through one leased range until it is done, the lease is lost (`None`), or the
+    /// worker must stop (`Some`). Up to [`PIPELINE_DEPTH`] batch statements are in flight: each
+    /// continues from the progress the one before it committed, so the server never waits for
+    /// the client between batches. Any statement may fail on its own (retryable errors shrink the
+    /// batch and back off); the next continues from the last committed progress.
+    async fn process_range(
         &mut self,
-        client: &mut Client,
+        client: &Client,
         controller: &mut BatchController,
         lease: &mut Lease,
-    ) -> Result<BatchEnd, Error> {
+    ) -> Result<Option<WorkerEnd>, Error> {
+        let mut in_flight = FuturesOrdered::new();
         let mut attempt = 0;
-        loop {
-            let size = controller.size();
-            let started = Instant::now();
-            match self.batch(client, lease, size).await {
-                Ok((BatchEnd::Held, _, _)) => return Ok(BatchEnd::Held),
-                Ok((end, seen, changed)) => {
-                    let took = started.elapsed();
-                    self.stats.record_batch(seen, changed, size, took);
-                    controller.observe(seen, took);
-                    return Ok(end);
+        let mut last_result = Instant::now();
+        let outcome = loop {
+            // Only a statement that reads its start from the range row may follow another.
+            let may_send = in_flight.is_empty() || lease.lower.is_some();
+            if may_send && in_flight.len() < PIPELINE_DEPTH && self.allowed_now() {
+                let size = controller.size();
+                let lower = if lease.lower.is_some() {
+                    Lower::Lease
+                } else {
+                    Lower::Open
+                };
+                let (sql, params) = statements::leased_batch(
+                    &self.backfill,
+                    lease.range_no,
+                    lease.walk,
+                    lower,
+                    &lease.upper,
+                    size,
+                );
+                let statement = self.prepared(client, &sql).await?;
+                in_flight.push_back(async move {
+                    let rows = client.query_raw(&statement, params.values).await;
+                    let row = match rows {
+                        Ok(rows) => {
+                            let mut rows = std::pin::pin!(rows);
+                            rows.try_next().await
+                        }
+                        Err(error) => Err(error),
+                    };
+                    (size, row)
+                });
+                if in_flight.len() < PIPELINE_DEPTH {
+                    continue;
                 }
-                Err(error) => match error.sqlstate() {
-                    Some(code)
-                        if throttle::is_retryable(code) && attempt < throttle::MAX_RETRIES =>
-                    {
-                        self.stats
-                            .retries
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(
-                            sqlstate = code,
-                            attempt,
-                            "batch failed, retrying smaller: {error}"
-                        );
-                        controller.shrink();
-                        tokio::time::sleep(throttle::backoff(attempt)).await;
-                        attempt += 1;
+            }
+            let Some((size, row)) = in_flight.next().await else {
+                // Nothing in flight: paused, cancelled or shutting down.
+                if let Some(end) = self.wait_until_allowed().await {
+                    break Ok(Some(end));
+                }
+                continue;
+            };
+            let row = match row {
+                Ok(Some(row)) => row,
+                Ok(None) => break Err(Error::Internal("a batch returned no row".into())),
+                Err(error) => {
+                    let error = Error::db("running a batch")(error);
+                    match error.sqlstate() {
+                        Some(code)
+                            if throttle::is_retryable(code) && attempt < throttle::MAX_RETRIES =>
+                        {
+                            self.stats
+                                .retries
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::warn!(
+                                sqlstate = code,
+                                attempt,
+                                "batch failed, retrying smaller: {error}"
+                            );
+                            controller.shrink();
+                            tokio::time::sleep(throttle::backoff(attempt)).await;
+                            attempt += 1;
+                            continue;
+                        }
+                        _ => break Err(error),
                     }
-                    _ => return Err(error),
-                },
+                }
+            };
+            let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or_default();
+            if count(0) == 0 {
+                // Paused or cancelled: this statement changed nothing; neither will those
+                // behind it. The monitor's view catches up within its poll interval.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            if count(1) == 0 || count(5) == 0 {
+                // The range is done (by the statement before this one) or its lease was lost.
+                break Ok(None);
+            }
+            attempt = 0;
+            let (seen, changed) = (count(2), count(3));
+            let took = last_result.elapsed();
+            last_result = Instant::now();
+            self.stats.record_batch(seen, changed, size, took);
+            controller.observe(seen, took);
+            if let Some(last) = row.get::<_, Option<serde_json::Value>>(4) {
+                lease.lower = serde_json::from_value(last).ok();
+            }
+            if seen < size {
+                break Ok(None);
+            }
+        };
+        // Statements already sent run anyway: wait for them, so none is left mid-flight when
+        // the worker stops. Each changes nothing once the range is done or the run is held.
+        while let Some((size, row)) = in_flight.next().await {
+            if let Ok(Some(row)) = row {
+                let count = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or_default();
+                if count(5) > 0 {
+                    self.stats
+                        .record_batch(count(2), count(3), size, last_result.elapsed());
+                }
             }
         }
+        outcome
     }
 
-    /// One batch and its range progress, in one transaction.
+    /// Whether a batch may start right now (no pause, cancel or shutdown seen).
+    fn allowed_now(&self) -> bool {
+        !*self.shutdown.borrow()
+            && !self.control.borrow().cancel
+            && self.control.borrow().wait.is_none()
+    }
+
     /// The worker's prepared statement for `sql`: prepared once per connection, not per batch
     /// (a parse and describe round trip and a re-analysis saved on every batch).
     async fn prepared(
@@ -625,93 +738,4 @@ impl Worker {
         self.statements.insert(sql.to_owned(), statement.clone());
         Ok(statement)
     }
-
-    async fn batch(
-        &mut self,
-        client: &mut Client,
-        lease: &mut Lease,
-        size: u64,
-    ) -> Result<(BatchEnd, u64, u64), Error> {
-        let (sql, params) =
-            statements::batch(&self.backfill, lease.lower.as_deref(), &lease.upper, size);
-        let batch = self.prepared(client, &sql).await?;
-        let read_control = self.prepared(client, READ_CONTROL).await?;
-        let record_progress = self.prepared(client, RECORD_PROGRESS).await?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(Error::db("beginning a batch"))?;
-        // The control row is read inside the batch's own transaction, so a `pause` or `cancel`
-        // that committed is never followed by another committed batch (the monitor's view,
-        // polled every 250 ms, could be a dozen small batches late).
-        let state: Option<String> = transaction
-            .query_opt(&read_control, &[&self.backfill.run])
-            .await
-            .map_err(Error::db("reading the control row"))?
-            .map(|row| row.get(0));
-        if state.as_deref() != Some("running") {
-            transaction
-                .rollback()
-                .await
-                .map_err(Error::db("rolling back a batch"))?;
-            return Ok((BatchEnd::Held, 0, 0));
-        }
-        let row = transaction
-            .query_one(&batch, &params.refs())
-            .await
-            .map_err(Error::db("running a batch"))?;
-        let seen = u64::try_from(row.get::<_, i64>(0)).unwrap_or_default();
-        let changed = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
-        let last: Option<serde_json::Value> = row.get(2);
-        let range_done = seen < size;
-        let done_upto = last
-            .clone()
-            .or_else(|| lease.lower.as_ref().map(|l| serde_json::json!(l)));
-        let updated = transaction
-            .execute(
-                &record_progress,
-                &[
-                    &self.backfill.run,
-                    &lease.range_no,
-                    &done_upto,
-                    &i64::try_from(seen).unwrap_or(i64::MAX),
-                    &i64::try_from(changed).unwrap_or(i64::MAX),
-                    &range_done,
-                ],
-            )
-            .await
-            .map_err(Error::db("recording the range's progress"))?;
-        if updated == 0 {
-            // Our lease expired and another worker took the range: drop this batch entirely.
-            transaction
-                .rollback()
-                .await
-                .map_err(Error::db("rolling back a batch"))?;
-            return Ok((BatchEnd::LeaseLost, 0, 0));
-        }
-        transaction
-            .commit()
-            .await
-            .map_err(Error::db("committing a batch"))?;
-        if let Some(last) = last {
-            lease.lower = serde_json::from_value(last).ok();
-        }
-        Ok((
-            if range_done {
-                BatchEnd::RangeDone
-            } else {
-                BatchEnd::More
-            },
-            seen,
-            changed,
-        ))
-    }
-}
-
-enum BatchEnd {
-    More,
-    /// The control row says the run is not running: nothing was done.
-    Held,
-    RangeDone,
-    LeaseLost,
 }

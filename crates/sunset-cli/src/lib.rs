@@ -108,3 +108,25 @@ fn tracing_line(line: &str) {
         eprintln!("{line}");
     }
 }
+
+/// A command's output (reports, JSON) on stdout.
+pub fn emit(text: &str) {
+    #[allow(
+        clippy::print_stdout,
+        reason = "reports and JSON are the command's output"
+    )]
+    {
+        println!("{text}");
+    }
+}
+
+/// Messages and errors for the operator on stderr.
+pub fn report_error(text: &str) {
+    #[allow(
+        clippy::print_stderr,
+        reason = "messages for the operator go to stderr"
+    )]
+    {
+        eprintln!("{text}");
+    }
+}

@@ -176,6 +176,8 @@ pub struct CopySourceFile {
     /// The type name rows from this table get.
     #[serde(rename = "type")]
     pub type_name: Text,
+    /// The source's columns to walk it by in keyset chunks; default: its primary key.
+    pub key: Option<OneOrMany>,
     /// Target column to source column or SQL expression; unlisted columns copy by name.
     #[serde(default, deserialize_with = "unique_map")]
     pub columns: BTreeMap<Text, Text>,

@@ -101,6 +101,40 @@ pub(crate) fn backfill_plan(
                     "`unmapped` is only used with `mode: in_place`",
                 );
             }
+            if plan.from.is_some() {
+                checker.error(
+                    &[key("from")],
+                    "`from` is only used with `mode: in_place`; each source's `type` names its rows' type",
+                );
+            }
+            if plan.filter.is_some() {
+                checker.error(
+                    &[key("where")],
+                    "a top-level `where` is only used with `mode: in_place`; put `where` on each source",
+                );
+            }
+            for (n, source) in plan.sources.iter().enumerate() {
+                let at = |field: &str| [key("sources"), PathSegment::Index(n), key(field)];
+                if source.type_name.as_str().trim().is_empty() {
+                    checker.error(&at("type"), "expected a type name, found an empty string");
+                }
+                if source.key.as_ref().is_some_and(|k| k.0.is_empty()) {
+                    checker.error(&at("key"), "expected at least one key column");
+                }
+                if source
+                    .columns
+                    .keys()
+                    .any(|c| c.as_str() == plan.discriminator.as_str())
+                {
+                    checker.error(
+                        &at("columns"),
+                        format!(
+                            "`{}` is the discriminator: copy mode sets it to the source's `type`",
+                            plan.discriminator.as_str()
+                        ),
+                    );
+                }
+            }
         }
     }
     let batch = &plan.batch;

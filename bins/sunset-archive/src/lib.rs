@@ -1,0 +1,496 @@
+//! `sunset-archive`: argument parsing, progress display and wiring over `sunset-archive-engine`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sunset_archive_engine::{
+    ArchiveRef, CreateRequest, CreateStats, Destination, Error, RestoreRequest, S3Options,
+};
+use sunset_cli::{Exit, emit, report_error};
+
+const EXAMPLES: &str = "Examples:
+  sunset-archive create --dest s3://legacy-archive/metrics --name 2026-11 \\
+      --dir /etc/legacy-collector --table public.samples --query recent='SELECT * FROM samples WHERE at > now() - interval ''30 days'''
+  sunset-archive create --dest ./archives --dir /etc/legacy-collector        # a local directory
+  sunset-archive verify s3://legacy-archive/metrics/2026-11 --deep
+  sunset-archive list s3://legacy-archive/metrics
+  sunset-archive restore s3://legacy-archive/metrics/2026-11 --to /tmp/restored --into-schema restored
+  sunset-archive cleanup s3://legacy-archive/metrics --older-than 7d       # abort abandoned uploads
+
+The archive created with `--dest DEST --name NAME` is addressed as DEST/NAME. A killed or stopped
+`create` resumes when run again with the same arguments: only the parts the destination lacks are
+uploaded. AWS settings come from the standard chain (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
+
+Exit codes: 0 done, 1 failed (or verify found a difference), 2 bad arguments or sources (nothing
+uploaded), 3 stopped early (Ctrl-C): run the same command again to resume.";
+
+/// Streams config directories and table exports as tar.gz to S3 or a directory, with a
+/// manifest and checksums; resumable, verifiable, restorable.
+#[derive(Debug, Parser)]
+#[command(name = "sunset-archive", version, after_help = EXAMPLES)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    /// PostgreSQL URL (libpq style) for table exports and restores; secrets in it are never printed.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Machine-readable output: JSON events and a JSON result on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive directories, tables and queries to DEST/NAME (resumes an interrupted run).
+    Create(CreateArgs),
+    /// Re-read an archive and check it against its manifest.
+    Verify {
+        /// DEST/NAME, as in s3://bucket/prefix/NAME or DIR/NAME.
+        archive: String,
+        /// Also decompress, re-hash every entry and recount every table's rows.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// List the complete archives in a destination.
+    List { dest: String },
+    /// Extract an archive's files into a directory and load its tables into a schema.
+    Restore {
+        archive: String,
+        /// Directory to extract files into (created if missing; existing files are not overwritten).
+        #[arg(long)]
+        to: PathBuf,
+        /// Schema to load table exports into (needs --database-url); without it they are extracted as CSV.
+        #[arg(long)]
+        into_schema: Option<String>,
+    },
+    /// Abort uploads under DEST that were started before --older-than and never completed.
+    Cleanup {
+        dest: String,
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Duration,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// s3://bucket/prefix or a local directory.
+    #[arg(long)]
+    dest: String,
+    /// The archive's name in DEST (default: the first source's name and today's date).
+    #[arg(long)]
+    name: Option<String>,
+    /// A directory (or file) to archive, with modes, owners, mtimes and symlinks.
+    #[arg(long = "dir")]
+    dirs: Vec<PathBuf>,
+    /// A table to export as CSV (schema.table), from one snapshot with the others.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// A query to export as CSV: NAME=SQL.
+    #[arg(long = "query", value_parser = parse_query)]
+    queries: Vec<(String, String)>,
+    /// Upload part size (S3 needs at least 5MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    part_size: u64,
+    /// Parts uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    #[arg(long, default_value_t = 6)]
+    level: u32,
+    /// Compression threads (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    storage_class: Option<String>,
+    #[arg(long)]
+    sse_kms_key_id: Option<String>,
+    /// An object tag, k=v (repeatable).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Object lock retention (compliance mode) until this date: YYYY-MM-DD or RFC 3339.
+    #[arg(long, value_parser = parse_date)]
+    retain_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where checkpoints live (default: $SUNSET_STATE_DIR, else $XDG_STATE_HOME/sunset, else ~/.local/state/sunset).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Abort an interrupted upload of this archive and start afresh.
+    #[arg(long)]
+    restart: bool,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    sunset_archive_engine::parse_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    sunset_plan::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_query(text: &str) -> Result<(String, String), String> {
+    let (name, sql) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected NAME=SQL"))?;
+    Ok((name.trim().to_owned(), sql.trim().to_owned()))
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected key=value"))?;
+    // S3's rules, checked here so a bad tag fails before any upload, not at its completion.
+    let allowed = |c: char| c.is_alphanumeric() || " +-=._:/@".contains(c);
+    if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+        return Err(format!(
+            "`{text}`: tag keys take 1 to 128 characters, values up to 256"
+        ));
+    }
+    if let Some(bad) = key.chars().chain(value.chars()).find(|c| !allowed(*c)) {
+        return Err(format!(
+            "`{text}`: `{bad}` is not allowed in a tag (letters, digits, spaces and + - = . _ : / @)"
+        ));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| format!("`{text}`: expected YYYY-MM-DD or an RFC 3339 time"))
+}
+
+/// Runs the command; errors are reported here, and the exit code says what happened.
+pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
+    match execute(&args, stop).await {
+        Ok(exit) => exit,
+        Err(error) => {
+            let engine = error.downcast_ref::<Error>();
+            report_error(&format!("error: {error:#}"));
+            match engine {
+                Some(Error::Stopped) => Exit::Stopped,
+                Some(e) if e.is_bad_input() => Exit::BadInput,
+                _ => Exit::Failed,
+            }
+        }
+    }
+}
+
+async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
+    match &args.command {
+        Command::Create(create) => run_create(args, create, stop).await,
+        Command::Verify { archive, deep } => {
+            let archive = ArchiveRef::parse(archive)?;
+            let read = Arc::new(AtomicU64::new(0));
+            let display = tokio::spawn(show_bytes(
+                vec![("read", Arc::clone(&read))],
+                None,
+                args.json,
+            ));
+            let report = sunset_archive_engine::verify(&archive, *deep, read).await;
+            display.abort();
+            let report = report?;
+            if args.json {
+                emit(&serde_json::to_string_pretty(&report)?);
+            } else if report.problems.is_empty() {
+                emit(&format!(
+                    "ok: {archive}: {} bytes, SHA-256 {}{}",
+                    report.size,
+                    report.sha256,
+                    if report.deep {
+                        format!(
+                            ", {} entries and {} rows checked",
+                            report.entries_checked, report.rows_checked
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            } else {
+                let mut text = format!("MISMATCH: {archive}");
+                for problem in &report.problems {
+                    text.push_str(&format!("\n  - {problem}"));
+                }
+                emit(&text);
+            }
+            Ok(if report.problems.is_empty() {
+                Exit::Done
+            } else {
+                Exit::Failed
+            })
+        }
+        Command::List { dest } => {
+            let dest = Destination::parse(dest)?;
+            let listed = sunset_archive_engine::list(&dest).await?;
+            if args.json {
+                emit(&serde_json::to_string_pretty(&listed)?);
+            } else {
+                for item in &listed {
+                    emit(&match &item.problem {
+                        Some(problem) => format!("{}\tUNREADABLE: {problem}", item.name),
+                        None => format!(
+                            "{}\t{}\t{} bytes\t{} entries\t{} tables",
+                            item.name,
+                            item.created_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            item.size.unwrap_or_default(),
+                            item.entries.unwrap_or_default(),
+                            item.tables.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+            Ok(Exit::Done)
+        }
+        Command::Restore {
+            archive,
+            to,
+            into_schema,
+        } => {
+            let request = RestoreRequest {
+                archive: ArchiveRef::parse(archive)?,
+                to: to.clone(),
+                database_url: into_schema.as_ref().and(args.database_url.clone()),
+                into_schema: into_schema.clone(),
+            };
+            let read = Arc::new(AtomicU64::new(0));
+            let display = tokio::spawn(show_bytes(
+                vec![("read", Arc::clone(&read))],
+                None,
+                args.json,
+            ));
+            let report = sunset_archive_engine::restore(&request, read).await;
+            display.abort();
+            let report = report?;
+            if args.json {
+                emit(&serde_json::to_string_pretty(&report)?);
+            } else {
+                let mut text = format!(
+                    "restored {}: {} entries into {}",
+                    request.archive,
+                    report.files,
+                    to.display()
+                );
+                for (table, rows) in &report.tables {
+                    text.push_str(&format!("\n  {table}: {rows} rows"));
+                }
+                emit(&text);
+            }
+            Ok(Exit::Done)
+        }
+        Command::Cleanup { dest, older_than } => {
+            let dest = Destination::parse(dest)?;
+            let aborted = sunset_archive_engine::cleanup(&dest, *older_than).await?;
+            if args.json {
+                let items: Vec<_> = aborted
+                    .iter()
+                    .map(|u| serde_json::json!({"key": u.key, "upload_id": u.upload_id, "initiated": u.initiated}))
+                    .collect();
+                emit(&serde_json::to_string_pretty(&items)?);
+            } else {
+                for upload in &aborted {
+                    emit(&format!(
+                        "aborted {} (upload {})",
+                        upload.key, upload.upload_id
+                    ));
+                }
+                emit(&format!("{} abandoned upload(s) aborted", aborted.len()));
+            }
+            Ok(Exit::Done)
+        }
+    }
+}
+
+async fn run_create(
+    args: &Args,
+    create: &CreateArgs,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Exit> {
+    let dest = Destination::parse(&create.dest)?;
+    let name = match &create.name {
+        Some(name) => name.clone(),
+        None => default_name(create),
+    };
+    let request = CreateRequest {
+        archive: dest.archive(&name)?,
+        dirs: create.dirs.clone(),
+        tables: create.tables.clone(),
+        queries: create.queries.clone(),
+        database_url: args.database_url.clone(),
+        part_size: create.part_size,
+        concurrency: create.concurrency,
+        level: create.level,
+        threads: create
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+        s3: S3Options {
+            storage_class: create.storage_class.clone(),
+            sse_kms_key_id: create.sse_kms_key_id.clone(),
+            tags: create.tags.clone(),
+            retain_until: create.retain_until,
+        },
+        state_dir: create
+            .state_dir
+            .clone()
+            .unwrap_or_else(sunset_archive_engine::default_state_dir),
+        restart: create.restart,
+    };
+    let stats = Arc::new(CreateStats::default());
+    let bars = vec![
+        ("read", Arc::new(AtomicU64::new(0))),
+        ("compressed", Arc::new(AtomicU64::new(0))),
+        ("uploaded", Arc::new(AtomicU64::new(0))),
+    ];
+    let mirror = {
+        let stats = Arc::clone(&stats);
+        let bars = bars.clone();
+        tokio::spawn(async move {
+            loop {
+                bars[0]
+                    .1
+                    .store(stats.read.load(Ordering::Relaxed), Ordering::Relaxed);
+                bars[1]
+                    .1
+                    .store(stats.compressed.load(Ordering::Relaxed), Ordering::Relaxed);
+                bars[2]
+                    .1
+                    .store(stats.uploaded.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let display = tokio::spawn(show_bytes(bars, Some(Arc::clone(&stats)), args.json));
+    let created = sunset_archive_engine::create(&request, Arc::clone(&stats), stop).await;
+    mirror.abort();
+    display.abort();
+    let created = created?;
+    for warning in &created.warnings {
+        tracing::warn!("{warning}");
+    }
+    let manifest = &created.manifest;
+    if args.json {
+        emit(&serde_json::json!({
+            "event": "done",
+            "archive": request.archive.to_string(),
+            "size": manifest.archive.size,
+            "sha256": manifest.archive.sha256,
+            "parts": manifest.archive.parts,
+            "parts_reused": created.resumed_parts,
+            "entries": manifest.entries.len(),
+            "tables": manifest.tables.iter().map(|t| serde_json::json!({"name": t.name, "rows": t.rows})).collect::<Vec<_>>(),
+            "warnings": created.warnings,
+        }).to_string());
+    } else {
+        let mut text = format!(
+            "archived {}: {} entries, {} bytes compressed, SHA-256 {} ({} parts, {} kept from an interrupted run)",
+            request.archive,
+            manifest.entries.len(),
+            manifest.archive.size,
+            manifest.archive.sha256,
+            manifest.archive.parts,
+            created.resumed_parts
+        );
+        for table in &manifest.tables {
+            text.push_str(&format!("\n  {}: {} rows", table.name, table.rows));
+        }
+        emit(&text);
+    }
+    Ok(Exit::Done)
+}
+
+fn default_name(create: &CreateArgs) -> String {
+    let first = create
+        .dirs
+        .first()
+        .and_then(|d| d.canonicalize().ok())
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| create.tables.first().cloned())
+        .or_else(|| create.queries.first().map(|(n, _)| n.clone()))
+        .unwrap_or_else(|| "archive".into());
+    let safe: String = first
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{safe}-{}", chrono::Utc::now().format("%Y-%m-%d"))
+}
+
+/// Byte counters as bars on a TTY (rate and ETA against the estimate), a line every few seconds
+/// otherwise, or JSON events each second with `--json`.
+async fn show_bytes(
+    counters: Vec<(&'static str, Arc<AtomicU64>)>,
+    stats: Option<Arc<CreateStats>>,
+    json: bool,
+) {
+    let total = || {
+        stats
+            .as_ref()
+            .map_or(0, |s| s.read_total.load(Ordering::Relaxed))
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
+    let bars: Vec<ProgressBar> = if tty && !json {
+        let color = std::env::var_os("NO_COLOR").is_none();
+        let template = if color {
+            "{prefix:>10} {spinner:.green} {wide_bar:.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        } else {
+            "{prefix:>10} {spinner} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        };
+        counters
+            .iter()
+            .map(|(name, _)| {
+                let bar = multi.add(ProgressBar::new(total()));
+                bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+                bar.set_prefix(*name);
+                bar
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut tick: u64 = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tick += 1;
+        let values: Vec<u64> = counters
+            .iter()
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .collect();
+        if !bars.is_empty() {
+            let total = total();
+            for (bar, value) in bars.iter().zip(&values) {
+                // Compressed and uploaded bytes are smaller than the input: their bars show
+                // position only once the estimate is exceeded.
+                bar.set_length(total.max(*value));
+                bar.set_position(*value);
+            }
+        } else if json && tick.is_multiple_of(5) {
+            let mut event = serde_json::json!({"event": "progress", "total_estimate": total()});
+            for ((name, _), value) in counters.iter().zip(&values) {
+                event[*name] = serde_json::json!(value);
+            }
+            emit(&event.to_string());
+        } else if !json && tick.is_multiple_of(25) {
+            let parts: Vec<String> = counters
+                .iter()
+                .zip(&values)
+                .map(|((name, _), value)| format!("{name} {value} bytes"))
+                .collect();
+            report_error(&parts.join(", "));
+        }
+    }
+}

@@ -1,0 +1,901 @@
+//! `sunset-archive` as operators run it: the built binary against moto's S3 and the real
+//! PostgreSQL, killed mid-upload, fed bad input, and its archives tampered with.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use sunset_test_support::{aws_config, connect, fresh_database, service_env, unique_name};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sunset-archive");
+
+/// One test's world: a bucket, a database, a state directory and a scratch directory.
+struct World {
+    runtime: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    db_url: String,
+    db: tokio_postgres::Client,
+    state: tempfile::TempDir,
+    scratch: tempfile::TempDir,
+}
+
+impl World {
+    fn new(prefix: &str) -> World {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (s3, db_url, db) = runtime.block_on(async {
+            let config = aws_config().await;
+            let s3 = aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&config)
+                    .force_path_style(true)
+                    // moto returns a composite multipart checksum the SDK takes for a
+                    // whole-object one; the tests hash what they download themselves.
+                    .response_checksum_validation(
+                        aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                    )
+                    .build(),
+            );
+            let url = fresh_database(prefix).await;
+            let db = connect(&url).await;
+            (s3, url, db)
+        });
+        let bucket = unique_name(prefix);
+        runtime
+            .block_on(s3.create_bucket().bucket(&bucket).send())
+            .expect("create bucket");
+        World {
+            runtime,
+            s3,
+            bucket,
+            db_url,
+            db,
+            state: tempfile::tempdir().unwrap(),
+            scratch: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn dest(&self) -> String {
+        format!("s3://{}/archives", self.bucket)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .envs(service_env())
+            .env("DATABASE_URL", &self.db_url)
+            .env("SUNSET_STATE_DIR", self.state.path())
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run sunset-archive")
+    }
+
+    fn sql(&self, sql: &str) {
+        self.runtime
+            .block_on(self.db.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    fn int(&self, sql: &str) -> i64 {
+        self.runtime
+            .block_on(self.db.query_one(sql, &[]))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .get(0)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let listed = self
+            .runtime
+            .block_on(self.s3.list_objects_v2().bucket(&self.bucket).send())
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    fn open_uploads(&self) -> usize {
+        self.runtime
+            .block_on(self.s3.list_multipart_uploads().bucket(&self.bucket).send())
+            .unwrap()
+            .uploads()
+            .len()
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        self.runtime.block_on(async {
+            let object = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            object.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+
+    fn put(&self, key: &str, bytes: Vec<u8>) {
+        self.runtime
+            .block_on(
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(bytes.into())
+                    .send(),
+            )
+            .unwrap();
+    }
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A tree with what archives get wrong: modes, a symlink (and a dangling one), an empty
+/// directory, unicode and spaces in names, an empty file and a file of a few MiB.
+fn config_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("conf.d/empty")).unwrap();
+    std::fs::create_dir_all(root.join("données/sous dossier")).unwrap();
+    std::fs::write(
+        root.join("collector.yaml"),
+        "interval: 10s\nsecret_ref: vault://x\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("collector.yaml"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::write(root.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(root.join("données/sous dossier/résumé ✓.txt"), "ünïcödé\n").unwrap();
+    std::fs::write(root.join("conf.d/empty.conf"), "").unwrap();
+    let blob: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join("conf.d/blob.bin"), blob).unwrap();
+    std::os::unix::fs::symlink("collector.yaml", root.join("current.yaml")).unwrap();
+    std::os::unix::fs::symlink("nowhere/at/all", root.join("dangling")).unwrap();
+}
+
+/// Relative path -> (kind, mode, mtime, content hash or link target) of every entry under root.
+fn snapshot(root: &Path) -> Vec<(String, String, u32, i64, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let (kind, content) = if meta.file_type().is_symlink() {
+                (
+                    "link",
+                    std::fs::read_link(&path).unwrap().display().to_string(),
+                )
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                ("dir", String::new())
+            } else {
+                (
+                    "file",
+                    format!("{:x}", Sha256::digest(std::fs::read(&path).unwrap())),
+                )
+            };
+            let mtime = if kind == "link" { 0 } else { meta.mtime() };
+            out.push((rel, kind.to_owned(), meta.mode() & 0o7777, mtime, content));
+        }
+    }
+    out.sort();
+    out
+}
+
+const TABLE: &str = "
+CREATE SCHEMA legacy;
+CREATE TABLE legacy.samples (
+    id bigint PRIMARY KEY, note text, payload bytea, attrs jsonb, taken_at timestamptz, day date,
+    ratio numeric(12, 4), tags text[]
+);
+INSERT INTO legacy.samples
+SELECT g,
+       CASE WHEN g % 7 = 0 THEN NULL WHEN g % 7 = 1 THEN '' WHEN g % 7 = 2 THEN E'two\\nlines, \"quoted\"'
+            WHEN g % 7 = 3 THEN 'NULL' WHEN g % 7 = 4 THEN E'tab\\there \\\\ backslash' ELSE 'plain ' || g END,
+       CASE WHEN g % 5 = 0 THEN NULL ELSE decode(md5(g::text) || '00ff', 'hex') END,
+       CASE WHEN g % 6 = 0 THEN NULL ELSE jsonb_build_object('g', g, 'nested', jsonb_build_array(g, 'x\"y')) END,
+       timestamptz '2020-01-01 00:00:00+00' + g * interval '37 minutes 13.123456 seconds',
+       date '2001-01-01' + (g % 9000),
+       g / 7.0,
+       ARRAY['a,b', 'c\"d', NULL]
+FROM generate_series(1, 30000) g;
+";
+
+#[test]
+fn a_tree_and_tables_round_trip_through_s3_byte_for_byte_and_row_for_row() {
+    let world = World::new("arc-roundtrip");
+    let tree = world.path("legacy-collector");
+    config_tree(&tree);
+    world.sql(TABLE);
+    let output = world.run(&[
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "round-trip",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--table",
+        "legacy.samples",
+        "--query",
+        "recent=SELECT id, note FROM legacy.samples WHERE id > 29990 ORDER BY id",
+        "--part-size",
+        "5MiB",
+        "--json",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let done: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(done["tables"][0]["rows"], 30000, "{done}");
+    assert_eq!(done["tables"][1]["rows"], 10, "{done}");
+    let archive = format!("{}/round-trip", world.dest());
+    assert!(
+        world
+            .keys()
+            .contains(&"archives/round-trip/manifest.json".to_owned())
+    );
+
+    // The manifest's SHA-256 is the object's.
+    let object = world.get("archives/round-trip/archive.tar.gz");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&world.get("archives/round-trip/manifest.json")).unwrap();
+    assert_eq!(
+        manifest["archive"]["sha256"],
+        format!("{:x}", Sha256::digest(&object))
+    );
+    assert_eq!(manifest["archive"]["size"], object.len());
+
+    let verify = world.run(&["verify", &archive, "--deep"]);
+    assert_eq!(code(&verify), 0, "{}", text(&verify));
+
+    let restored = world.path("restored");
+    let restore = world.run(&[
+        "restore",
+        &archive,
+        "--to",
+        restored.to_str().unwrap(),
+        "--into-schema",
+        "restored",
+    ]);
+    assert_eq!(code(&restore), 0, "{}", text(&restore));
+    assert_eq!(
+        snapshot(&restored.join("files/legacy-collector")),
+        snapshot(&tree),
+        "files, modes, mtimes, symlinks and empty directories come back as they were"
+    );
+    assert_eq!(
+        world.int(
+            "SELECT count(*) FROM ((SELECT * FROM legacy.samples EXCEPT ALL SELECT * FROM restored.samples)
+             UNION ALL (SELECT * FROM restored.samples EXCEPT ALL SELECT * FROM legacy.samples)) d"
+        ),
+        0,
+        "every row, NULLs and all, comes back identical"
+    );
+    assert_eq!(world.int("SELECT count(*) FROM restored.samples"), 30000);
+    assert_eq!(world.int("SELECT count(*) FROM restored.recent"), 10);
+
+    // The same name again is refused, and nothing is written.
+    let before = world.keys();
+    let again = world.run(&[
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "round-trip",
+        "--dir",
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&again), 2, "{}", text(&again));
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    assert_eq!(world.keys(), before);
+    assert_eq!(world.open_uploads(), 0);
+
+    let list = world.run(&["list", &world.dest()]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("round-trip"),
+        "{}",
+        text(&list)
+    );
+}
+
+#[test]
+fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
+    let world = World::new("arc-verify");
+    let tree = world.path("etc-legacy");
+    config_tree(&tree);
+    let output = world.run(&[
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "v",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--part-size",
+        "5MiB",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let archive = format!("{}/v", world.dest());
+    let object = world.get("archives/v/archive.tar.gz");
+    let manifest = world.get("archives/v/manifest.json");
+
+    // One byte rewritten in the middle of the object.
+    let mut corrupted = object.clone();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x01;
+    world.put("archives/v/archive.tar.gz", corrupted);
+    let verify = world.run(&["verify", &archive, "--deep"]);
+    assert_eq!(code(&verify), 1, "{}", text(&verify));
+    assert!(text(&verify).contains("SHA-256"), "{}", text(&verify));
+
+    // The object intact, but the manifest lists an entry the archive does not hold.
+    world.put("archives/v/archive.tar.gz", object);
+    let mut listed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut extra = listed["entries"][1].clone();
+    extra["path"] = serde_json::json!("files/etc-legacy/was-there.conf");
+    listed["entries"].as_array_mut().unwrap().push(extra);
+    world.put(
+        "archives/v/manifest.json",
+        serde_json::to_vec(&listed).unwrap(),
+    );
+    let verify = world.run(&["verify", &archive, "--deep"]);
+    assert_eq!(code(&verify), 1, "{}", text(&verify));
+    assert!(
+        text(&verify).contains(
+            "`files/etc-legacy/was-there.conf` is in the manifest but missing from the archive"
+        ),
+        "{}",
+        text(&verify)
+    );
+    // Without --deep only the object is checked, and it is intact.
+    assert_eq!(code(&world.run(&["verify", &archive])), 0);
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_error_and_uploads_nothing() {
+    let world = World::new("arc-bad");
+    let tree = world.path("conf");
+    config_tree(&tree);
+    world.sql("CREATE TABLE present (id int)");
+    let fifo = world.path("fifo-dir");
+    std::fs::create_dir_all(&fifo).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(fifo.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let done = world.run(&[
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "taken",
+        "--dir",
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&done), 0, "{}", text(&done));
+    let keys_before = world.keys();
+    let dest = world.dest();
+    let tree = tree.to_str().unwrap();
+    let missing = world.path("no-such-dir");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--dest", &dest, "--dir", missing.to_str().unwrap()],
+            "no-such-dir",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", fifo.to_str().unwrap()],
+            "is a FIFO",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--table", "public.absent"],
+            "--table `public.absent`: no such table",
+        ),
+        (
+            vec!["--dest", &dest, "--query", "broken=SELEKT 1"],
+            "--query `broken`",
+        ),
+        (
+            vec!["--dest", "s3://Not_A_Bucket/x", "--dir", tree],
+            "bucket name `Not_A_Bucket`",
+        ),
+        (
+            vec!["--dest", "s3://no-such-bucket-sunset/x", "--dir", tree],
+            "bucket `no-such-bucket-sunset` does not exist",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--part-size", "1MiB"],
+            "at least 5MiB",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--part-size", "12 parsecs"],
+            "unknown unit",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--name", "taken"],
+            "already exists",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--name", "a/b"],
+            "archive name `a/b`",
+        ),
+        (vec!["--dest", &dest], "nothing to archive"),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--level", "12"],
+            "--level 12",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--tag", "novalue"],
+            "expected key=value",
+        ),
+        (
+            vec!["--dest", &dest, "--dir", tree, "--tag", "why=a&b"],
+            "`&` is not allowed in a tag",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut full = vec!["create"];
+        full.extend(&args);
+        let output = world.run(&full);
+        assert_eq!(code(&output), 2, "{args:?}: {}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(needle),
+            "{args:?} should say {needle:?}: {}",
+            text(&output)
+        );
+        assert_eq!(world.keys(), keys_before, "{args:?} uploaded something");
+        assert_eq!(world.open_uploads(), 0, "{args:?} left an upload open");
+    }
+    for (args, needle) in [
+        (vec!["verify", "s3://bucket-only"], "names a bucket"),
+        (
+            vec!["restore", "gs://x/y", "--to", "/tmp/x"],
+            "not a destination",
+        ),
+        (vec!["cleanup", &dest, "--older-than", "soon"], "soon"),
+    ] {
+        let output = world.run(&args);
+        assert_eq!(code(&output), 2, "{args:?}: {}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_file_is_refused_before_anything_is_uploaded() {
+    let world = World::new("arc-unreadable");
+    let tree = world.path("conf");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.conf"), "readable by all").unwrap();
+    let secret = tree.join("private.key");
+    std::fs::write(&secret, "key").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads everything: run as `nobody` then, with a scratch tree it can traverse.
+    let as_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    for dir in [world.scratch.path(), world.state.path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut command = if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let output = command
+        .args([
+            "create",
+            "--dest",
+            &world.dest(),
+            "--dir",
+            tree.to_str().unwrap(),
+        ])
+        .envs(service_env())
+        .env("SUNSET_STATE_DIR", world.state.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 2, "{}", text(&output));
+    assert!(
+        text(&output).contains("private.key` is not readable"),
+        "{}",
+        text(&output)
+    );
+    assert!(world.keys().is_empty());
+    assert_eq!(world.open_uploads(), 0);
+}
+
+/// How many parts the checkpoint of the (one) archive in `state` records as acknowledged.
+fn acknowledged_parts(state: &Path) -> usize {
+    std::fs::read_dir(state)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.json")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| v["state"]["parts"].as_object().map_or(0, |p| p.len()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Deterministic bytes that compress about 2:1, fast to make.
+fn half_compressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let bytes = state.to_le_bytes();
+        out.extend_from_slice(&bytes[..4]);
+        out.extend_from_slice(b"abcd");
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn sigkilled_five_times_mid_upload_the_resumed_archive_is_exact_and_no_upload_is_left_open() {
+    let world = World::new("arc-chaos");
+    let tree = world.path("bulk");
+    std::fs::create_dir_all(&tree).unwrap();
+    for n in 0..4u64 {
+        std::fs::write(
+            tree.join(format!("segment-{n}.bin")),
+            half_compressible(100 << 20, n + 1),
+        )
+        .unwrap();
+    }
+    let secret = "pg-secret-do-not-print";
+    // The same server with a password in the URL (trust authentication ignores it).
+    let authority = world
+        .db_url
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let db_url = match authority.split_once('@') {
+        Some((user, _)) if !user.contains(':') => {
+            world.db_url.replacen('@', &format!(":{secret}@"), 1)
+        }
+        Some(_) => panic!("DATABASE_URL already has a password"),
+        None => world
+            .db_url
+            .replacen("://", &format!("://postgres:{secret}@"), 1),
+    };
+    world.sql("CREATE TABLE events AS SELECT g AS id, md5(g::text) AS digest FROM generate_series(1, 200000) g");
+    let args = [
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "bulk",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--table",
+        "public.events",
+        "--part-size",
+        "8MiB",
+        "--concurrency",
+        "2",
+    ];
+    let mut kills = 0;
+    let mut last_parts = 0;
+    while kills < 5 {
+        let log = world.path(&format!("run-{kills}.log"));
+        let mut child = world
+            .command(&args)
+            .env("DATABASE_URL", &db_url)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // Kill once this run has added a couple of parts of its own: mid-upload, not at start.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "the run ended ({status}) before kill {}: {}",
+                    kills + 1,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let parts = acknowledged_parts(world.state.path());
+            if parts >= last_parts + 2 {
+                last_parts = parts;
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress after kill {kills}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        let checkpoint: String = std::fs::read_dir(world.state.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        assert!(
+            !checkpoint.contains(secret),
+            "the checkpoint holds no credential"
+        );
+    }
+    assert_eq!(
+        world.open_uploads(),
+        1,
+        "the killed run's upload waits to be resumed"
+    );
+    let output = world
+        .command(&args)
+        .env("DATABASE_URL", &db_url)
+        .args(["--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let out = text(&output);
+    assert!(!out.contains(secret), "no credential in the output: {out}");
+    let done: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        done["parts_reused"].as_u64().unwrap() >= 10,
+        "the resumed run kept the uploaded parts: {done}"
+    );
+
+    let object = world.get("archives/bulk/archive.tar.gz");
+    assert!(
+        object.len() > 200 << 20,
+        "at least 200 MiB: {}",
+        object.len()
+    );
+    let manifest_bytes = world.get("archives/bulk/manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    assert_eq!(
+        manifest["archive"]["sha256"],
+        format!("{:x}", Sha256::digest(&object))
+    );
+    assert_eq!(manifest["tables"][0]["rows"], 200000);
+    assert_eq!(world.open_uploads(), 0, "no multipart upload is left open");
+    let manifest_text = String::from_utf8_lossy(&manifest_bytes);
+    for needle in [secret, "testing"] {
+        assert!(
+            !manifest_text.contains(needle),
+            "the manifest holds no credential ({needle})"
+        );
+    }
+    let verify = world.run(&["verify", &format!("{}/bulk", world.dest()), "--deep"]);
+    assert_eq!(code(&verify), 0, "{}", text(&verify));
+}
+
+#[test]
+fn cleanup_aborts_abandoned_uploads_and_a_local_destination_works_the_same() {
+    let world = World::new("arc-cleanup");
+    let key = "archives/abandoned/archive.tar.gz";
+    world
+        .runtime
+        .block_on(
+            world
+                .s3
+                .create_multipart_upload()
+                .bucket(&world.bucket)
+                .key(key)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(world.open_uploads(), 1);
+    // moto reports every upload as initiated on 2010-11-10, so only the abort side of the age
+    // filter can be shown against it.
+    let old = world.run(&["cleanup", &world.dest(), "--older-than", "1s"]);
+    assert_eq!(code(&old), 0, "{}", text(&old));
+    assert_eq!(world.open_uploads(), 0, "{}", text(&old));
+
+    let tree = world.path("conf");
+    config_tree(&tree);
+    let local = world.path("vault");
+    let output = world.run(&[
+        "create",
+        "--dest",
+        local.to_str().unwrap(),
+        "--name",
+        "l1",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--part-size",
+        "1MiB",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let verify = world.run(&["verify", local.join("l1").to_str().unwrap(), "--deep"]);
+    assert_eq!(code(&verify), 0, "{}", text(&verify));
+    let restored = world.path("restored");
+    let restore = world.run(&[
+        "restore",
+        local.join("l1").to_str().unwrap(),
+        "--to",
+        restored.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&restore), 0, "{}", text(&restore));
+    assert_eq!(snapshot(&restored.join("files/conf")), snapshot(&tree));
+}
+
+#[test]
+fn storage_class_kms_encryption_and_tags_reach_the_object() {
+    let world = World::new("arc-options");
+    let tree = world.path("conf");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.conf"), "x = 1\n").unwrap();
+    let output = world.run(&[
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "opts",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--storage-class",
+        "STANDARD_IA",
+        "--sse-kms-key-id",
+        "alias/legacy-archive",
+        "--tag",
+        "team=ops",
+        "--tag",
+        "why=legacy metrics: 2026/11",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let key = "archives/opts/archive.tar.gz";
+    let (head, tags) = world.runtime.block_on(async {
+        let head = world
+            .s3
+            .head_object()
+            .bucket(&world.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let tags = world
+            .s3
+            .get_object_tagging()
+            .bucket(&world.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        (head, tags)
+    });
+    assert_eq!(
+        head.storage_class().map(|c| c.as_str()),
+        Some("STANDARD_IA")
+    );
+    assert_eq!(head.ssekms_key_id(), Some("alias/legacy-archive"));
+    let tags: Vec<(String, String)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("team".to_owned(), "ops".to_owned()),
+            ("why".to_owned(), "legacy metrics: 2026/11".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_resume_after_the_sources_changed_aborts_the_old_upload_and_archives_the_new_bytes() {
+    let world = World::new("arc-changed");
+    let tree = world.path("bulk");
+    std::fs::create_dir_all(&tree).unwrap();
+    for n in 0..3u64 {
+        std::fs::write(
+            tree.join(format!("part-{n}.bin")),
+            half_compressible(40 << 20, n + 7),
+        )
+        .unwrap();
+    }
+    let args = [
+        "create",
+        "--dest",
+        &world.dest(),
+        "--name",
+        "changed",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "1",
+    ];
+    let mut child = world
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        let parts = acknowledged_parts(world.state.path()) >= 2;
+        if parts {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no part was acknowledged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The first file changes (same size): the first parts of the rebuilt stream differ.
+    let changed = half_compressible(40 << 20, 99);
+    std::fs::write(tree.join("part-0.bin"), &changed).unwrap();
+    let output = world.command(&args).arg("--json").output().unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    assert!(
+        text(&output).contains("the interrupted upload was aborted"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(world.open_uploads(), 0, "the old upload is not left behind");
+    let archive = format!("{}/changed", world.dest());
+    let verify = world.run(&["verify", &archive, "--deep"]);
+    assert_eq!(code(&verify), 0, "{}", text(&verify));
+    let restored = world.path("restored");
+    let restore = world.run(&["restore", &archive, "--to", restored.to_str().unwrap()]);
+    assert_eq!(code(&restore), 0, "{}", text(&restore));
+    assert!(
+        std::fs::read(restored.join("files/bulk/part-0.bin")).unwrap() == changed,
+        "the new bytes were archived"
+    );
+}

@@ -48,6 +48,7 @@ impl Emulator {
 pub(crate) fn start(root: &Path) -> Result<Emulator> {
     let venv = root.join("moto-venv");
     install(&venv)?;
+    patch_record_values(&venv)?;
     let port = process::free_port()?;
     let log_path = root.join("moto.log");
     let log =
@@ -108,6 +109,28 @@ fn install(venv: &Path) -> Result<()> {
     ]))
     .with_context(|| format!("could not install {MOTO_REQUIREMENT} from PyPI"))?;
     std::fs::write(&marker, MOTO_REQUIREMENT)?;
+    Ok(())
+}
+
+/// moto wraps Route 53 record values in CDATA, which Route 53 itself never sends and
+/// aws-smithy-xml reads as empty strings; an exact record set (needed to delete one) then can't
+/// be read back. The template is changed to send escaped text, as Route 53 does.
+fn patch_record_values(venv: &Path) -> Result<()> {
+    const CDATA: &str = "<Value><![CDATA[{{ resource }}]]></Value>";
+    const TEXT: &str = "<Value>{{ resource | e }}</Value>";
+    let lib = venv.join("lib");
+    for python in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let responses = python?
+            .path()
+            .join("site-packages/moto/route53/responses.py");
+        let Ok(text) = std::fs::read_to_string(&responses) else {
+            continue;
+        };
+        if text.contains(CDATA) {
+            std::fs::write(&responses, text.replace(CDATA, TEXT))
+                .with_context(|| format!("patching {}", responses.display()))?;
+        }
+    }
     Ok(())
 }
 

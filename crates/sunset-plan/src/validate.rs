@@ -4,6 +4,7 @@
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::format::{
     ActionFile, ActionKind, BackfillMode, BackfillPlanFile, FORMAT_VERSION, SequenceFile, Unmapped,
+    ValidationKind,
 };
 use crate::yaml::{PathSegment, diagnostic_at};
 
@@ -281,6 +282,9 @@ fn check_action(
             format!("`records` is only used by `remove_dns`, not `{name}`"),
         );
     }
+    if let Some(problem) = validation_problem(action) {
+        checker.error(&at("validation"), problem);
+    }
     for field in ["timeout", "interval"] {
         let value = if field == "timeout" {
             action.timeout
@@ -291,4 +295,76 @@ fn check_action(
             checker.error(&at(field), "expected a duration above zero");
         }
     }
+}
+
+fn kind_name<T: serde::Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A validation that can not check anything about its action's outcome, or lacks its probe.
+fn validation_problem(action: &ActionFile) -> Option<String> {
+    use ActionKind::*;
+    use ValidationKind::*;
+    let validation = action.validation.as_ref()?;
+    let probe = validation.probe.as_ref();
+    let probes = probe.map_or(0, |p| {
+        usize::from(p.sql.is_some())
+            + usize::from(p.command.is_some())
+            + usize::from(p.url.is_some())
+    });
+    let check = kind_name(validation.check);
+    let acted = kind_name(action.action);
+    if probes > 1 {
+        return Some(format!(
+            "`{check}` takes one probe: `sql`, `command` or `url`, not several"
+        ));
+    }
+    let on_instances = matches!(
+        action.action,
+        StopServices | StopInstances | StartInstances | TerminateInstances
+    ) && !(action.action == StopServices && action.command.is_some());
+    let fits = match validation.check {
+        InstanceStopped | InstanceRunning | InstanceTerminated => {
+            matches!(
+                action.action,
+                StopServices | StopInstances | StartInstances | TerminateInstances | Command
+            )
+        }
+        SnapshotCompleted => action.action == SnapshotVolumes,
+        NoAttachments | NoMountPoints => matches!(
+            action.action,
+            SnapshotVolumes
+                | DetachVolumes
+                | DeleteVolumes
+                | StopServices
+                | StopInstances
+                | TerminateInstances
+        ),
+        NoActiveConnections => probes == 1 || on_instances,
+        RecordAbsent => action.action == RemoveDns,
+        LoadBalancerGone => action.action == DeleteLoadBalancers,
+        SecurityGroupGone => matches!(action.action, DeleteSecurityGroups | CleanSecurityGroups),
+        HttpStatus => probe.is_some_and(|p| p.url.is_some()) || action.url.is_some(),
+        CommandSucceeds => probe.is_some_and(|p| p.command.is_some()) || action.command.is_some(),
+        SqlReturnsZero => probe.is_some_and(|p| p.sql.is_some()) || action.sql.is_some(),
+    };
+    if fits {
+        return None;
+    }
+    Some(match validation.check {
+        NoActiveConnections => format!(
+            "`no_active_connections` after `{acted}` needs a probe: `{{ check: no_active_connections, sql: ... }}` (or `command`, or `url`); without one it can only check that instances are off the network"
+        ),
+        HttpStatus => "`http_status` needs `url` (in the validation or the action)".to_owned(),
+        CommandSucceeds => {
+            "`command_succeeds` needs `command` (in the validation or the action)".to_owned()
+        }
+        SqlReturnsZero => {
+            "`sql_returns_zero` needs `sql` (in the validation or the action)".to_owned()
+        }
+        _ => format!("`{check}` can not check the outcome of `{acted}`"),
+    })
 }

@@ -1,0 +1,280 @@
+//! `sunset-teardown`: argument parsing, confirmations and output over `sunset-teardown-engine`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sunset_cli::{Exit, emit, report_error};
+use sunset_teardown_engine::{ApplyOutcome, Error, Event, Options, Teardown, Ui, target_list};
+
+const EXAMPLES: &str = "Examples:
+  sunset-teardown plan sequences/legacy-metrics/decommission.yaml        # resolve and pin targets; changes nothing
+  sunset-teardown apply sequences/legacy-metrics/decommission.yaml       # confirm each step on the terminal
+  sunset-teardown apply sequences/legacy-metrics/decommission.yaml --yes # automation
+  sunset-teardown status sequences/legacy-metrics/decommission.yaml --json
+  sunset-teardown rollback sequences/legacy-metrics/decommission.yaml --step step_1_collectors
+
+`apply` resumes from the checkpoint: a step's `wait_time` makes it exit 3 with the time the next
+step becomes eligible; run it again then. Targets are resolved and pinned by `plan` (or the
+first `apply`); if they resolve differently later, apply refuses until you run `plan` again.
+AWS settings come from the standard chain (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL). The audit
+log (JSON lines) and the inventory of every changed resource live beside the checkpoint.
+
+Exit codes: 0 done, 1 failed (a step stopped; the checkpoint says where), 2 bad sequence, flags or
+account (nothing was called or changed), 3 stopped early: a wait gate, a declined confirmation or
+Ctrl-C; run the same command again to continue.";
+
+/// Runs a decommission sequence against AWS step by step, validating each step, resumable, with
+/// plan, safety guards, an audit log and rollback.
+#[derive(Debug, Parser)]
+#[command(name = "sunset-teardown", version, after_help = EXAMPLES)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Run without confirmations (automation). Irreversible steps are not asked about either.
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// Only this step (apply: it must be the next one; rollback: undo only it).
+    #[arg(long, global = true)]
+    pub step: Option<String>,
+    /// An AWS account id allowed besides the sequence's `allowed_accounts` (repeatable).
+    #[arg(long = "allow-account", global = true)]
+    pub allow_accounts: Vec<String>,
+    /// Machine-readable output: JSON events and a JSON result on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Where checkpoints, audit logs and inventories live (default: $SUNSET_STATE_DIR, else $XDG_STATE_HOME/sunset, else ~/.local/state/sunset).
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve every target, show its state and what each step will do and check; pins the targets.
+    Plan {
+        sequence: PathBuf,
+        /// Forget earlier progress and pin everything afresh.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Run the steps in order from the checkpoint, validating each before the next.
+    Apply {
+        sequence: PathBuf,
+        /// Forget earlier progress (and pins) and start over.
+        #[arg(long)]
+        restart: bool,
+        /// Cap every wait_time at this (rehearsals and demos), e.g. 5s.
+        #[arg(long, value_parser = parse_duration)]
+        max_wait: Option<Duration>,
+    },
+    /// Each step's state and timestamps, from the checkpoint (no AWS call).
+    Status { sequence: PathBuf },
+    /// Undo the reversible actions that ran, last first; irreversible ones are listed.
+    Rollback { sequence: PathBuf },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    sunset_plan::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Runs the command; errors are reported here, and the exit code says what happened.
+pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
+    match execute(&args, stop).await {
+        Ok(exit) => exit,
+        Err(error) => {
+            let exit = match error.downcast_ref::<Error>().map(Error::exit_code) {
+                Some(2) => Exit::BadInput,
+                Some(3) => Exit::Stopped,
+                _ => Exit::Failed,
+            };
+            if args.json {
+                let code = exit as u8;
+                emit(&serde_json::json!({"event": "error", "exit_code": code, "message": format!("{error:#}")}).to_string());
+            }
+            report_error(&format!("error: {error:#}"));
+            exit
+        }
+    }
+}
+
+struct Terminal {
+    json: bool,
+    yes: bool,
+}
+
+impl Ui for Terminal {
+    fn event(&mut self, event: &Event) {
+        if self.json {
+            emit(&serde_json::to_string(event).unwrap_or_default());
+        } else if event.event == "plan" {
+            emit(&event.message);
+        } else {
+            emit(&format!(
+                "[{}] {}",
+                event.at.format("%H:%M:%S"),
+                event.message
+            ));
+        }
+    }
+
+    fn confirm(&mut self, step: &str, summary: &str, irreversible: bool) -> Result<bool, Error> {
+        if self.yes {
+            return Ok(true);
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::BadInput(format!(
+                "step `{step}` needs a confirmation and stdin is not a terminal: pass --yes to run without asking"
+            )));
+        }
+        let prompt = if irreversible {
+            format!("step `{step}` is IRREVERSIBLE: {summary}\ntype the step name to proceed: ")
+        } else {
+            format!("step `{step}`: {summary}\nproceed? [y/N] ")
+        };
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(prompt.as_bytes());
+        let _ = stderr.flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| Error::BadInput(format!("cannot read the confirmation: {e}")))?;
+        let answer = answer.trim();
+        Ok(if irreversible {
+            answer == step
+        } else {
+            matches!(answer, "y" | "Y" | "yes")
+        })
+    }
+}
+
+async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(sunset_archive_engine::default_state_dir);
+    let (sequence, restart, max_wait) = match &args.command {
+        Command::Plan { sequence, restart } => (sequence, *restart, None),
+        Command::Apply {
+            sequence,
+            restart,
+            max_wait,
+        } => (sequence, *restart, *max_wait),
+        Command::Status { sequence } | Command::Rollback { sequence } => (sequence, false, None),
+    };
+    let teardown = Teardown::load(sequence, &state_dir)?;
+    let options = Options {
+        allow_accounts: args.allow_accounts.clone(),
+        step: args.step.clone(),
+        restart,
+        max_wait,
+        stop,
+    };
+    let mut ui = Terminal {
+        json: args.json,
+        yes: args.yes,
+    };
+    match &args.command {
+        Command::Plan { .. } => {
+            let plan = teardown.plan(&options).await?;
+            if args.json {
+                emit(&serde_json::to_string_pretty(&plan)?);
+            } else {
+                emit(&plan.render());
+                emit(&format!(
+                    "targets pinned in {}; `apply` refuses if they resolve differently later",
+                    plan.paths.checkpoint.display()
+                ));
+            }
+            Ok(Exit::Done)
+        }
+        Command::Apply { .. } => match teardown.apply(&options, &mut ui).await? {
+            ApplyOutcome::Done { .. } => Ok(Exit::Done),
+            ApplyOutcome::Waiting { .. } => Ok(Exit::Stopped),
+        },
+        Command::Status { .. } => {
+            let state = teardown.status()?;
+            if args.json {
+                emit(&serde_json::to_string_pretty(
+                    &serde_json::json!({"run": teardown.run, "paths": teardown.paths(), "state": state}),
+                )?);
+                return Ok(Exit::Done);
+            }
+            let Some(state) = state else {
+                emit(&format!(
+                    "{}: not started (run `sunset-teardown plan` or `apply`)",
+                    sequence.display()
+                ));
+                return Ok(Exit::Done);
+            };
+            emit(&format!(
+                "sequence {} (run {}) in account {} region {}, planned {}",
+                state.sequence,
+                teardown.run,
+                state.account,
+                state.region,
+                state
+                    .planned_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+            for step in &state.steps {
+                let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_else(|| "-".to_owned())
+                };
+                emit(&format!(
+                    "{:<10} {}  started {}  finished {}",
+                    step.state.as_str(),
+                    step.name,
+                    time(step.started_at),
+                    time(step.finished_at)
+                ));
+                if let Some(until) = step.next_eligible_at {
+                    emit(&format!(
+                        "           next step eligible at {}",
+                        time(Some(until))
+                    ));
+                }
+                if let Some(failure) = &step.failure {
+                    emit(&format!("           failed: {failure}"));
+                }
+                for action in &step.actions {
+                    let rolled = if action.rolled_back_at.is_some() {
+                        ", rolled back"
+                    } else {
+                        ""
+                    };
+                    emit(&format!(
+                        "           {} {:?}{rolled}: {}",
+                        sunset_teardown_engine::action_name(action.kind),
+                        action.phase,
+                        target_list(&action.targets)
+                    ));
+                }
+            }
+            emit(&format!(
+                "audit log: {}",
+                teardown.paths().audit_log.display()
+            ));
+            Ok(Exit::Done)
+        }
+        Command::Rollback { .. } => {
+            let report = teardown.rollback(&options, &mut ui).await?;
+            if args.json {
+                emit(&serde_json::to_string_pretty(&report)?);
+            } else if !report.irreversible.is_empty() {
+                emit(&format!(
+                    "not undone (irreversible): {}",
+                    report.irreversible.join("; ")
+                ));
+            }
+            Ok(Exit::Done)
+        }
+    }
+}

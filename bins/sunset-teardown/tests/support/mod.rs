@@ -1,0 +1,632 @@
+//! A test's world for `sunset-teardown`: its own region of the AWS emulator, a small legacy fleet
+//! built through the SDK, sequence files, and the built binary run against them.
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the support"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, Filter, InstanceType, ResourceType, Tag, TagSpecification,
+};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use sunset_teardown_engine::{AuditRecord, read_audit_log};
+use sunset_test_support::{aws_config, service_env, unique_name};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sunset-teardown");
+/// moto's account.
+pub(crate) const ACCOUNT: &str = "123456789012";
+
+pub(crate) struct World {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub ec2: aws_sdk_ec2::Client,
+    pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub(crate) region: String,
+    /// Unique per test: every name in the fleet starts with it.
+    pub(crate) prefix: String,
+    pub(crate) state: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// The fleet of the legacy-metrics example, under a prefix.
+pub(crate) struct Fleet {
+    pub(crate) collectors: Vec<String>,
+    pub(crate) data_volume: String,
+    pub(crate) group_id: String,
+    pub(crate) lb_arn: String,
+    pub(crate) zone_id: String,
+    pub(crate) record: String,
+    pub(crate) address: String,
+    pub(crate) names: Names,
+}
+
+/// The names a fleet is built with (and a sequence refers to).
+#[derive(Clone)]
+pub(crate) struct Names {
+    pub(crate) collectors: Vec<String>,
+    pub(crate) group_tag: String,
+    pub(crate) volume: String,
+    pub(crate) lb: String,
+    pub(crate) zone: String,
+    pub(crate) record: String,
+    pub(crate) security_group: String,
+}
+
+impl Names {
+    pub(crate) fn prefixed(prefix: &str) -> Names {
+        Names {
+            collectors: vec![
+                format!("{prefix}-collector-1"),
+                format!("{prefix}-collector-2"),
+            ],
+            group_tag: format!("{prefix}-collector-instances"),
+            volume: format!("{prefix}-data-vol-1"),
+            // ELB names: at most 32 characters.
+            lb: format!("lb-{}", &prefix[prefix.len().saturating_sub(20)..]).replace('_', "-"),
+            zone: format!("{prefix}.internal").replace('_', "-"),
+            record: format!("metrics.{prefix}.internal").replace('_', "-"),
+            security_group: format!("{prefix}-collectors"),
+        }
+    }
+
+    /// The names `sequences/legacy-metrics/decommission.yaml` uses.
+    pub(crate) fn legacy_metrics() -> Names {
+        Names {
+            collectors: vec!["legacy-collector-1".into(), "legacy-collector-2".into()],
+            group_tag: "legacy-collector-instances".into(),
+            volume: "prometheus-data-vol-1".into(),
+            lb: "legacy-metrics-lb".into(),
+            zone: "internal".into(),
+            record: "legacy-metrics.internal".into(),
+            security_group: "legacy-collectors".into(),
+        }
+    }
+}
+
+const REGIONS: [&str; 10] = [
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "ca-central-1",
+    "sa-east-1",
+];
+
+impl World {
+    pub(crate) fn new(prefix: &str) -> World {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let prefix = unique_name(prefix).replace('_', "-");
+        let region =
+            REGIONS[prefix.bytes().map(usize::from).sum::<usize>() % REGIONS.len()].to_owned();
+        let config = runtime.block_on(aws_config());
+        let config = config
+            .to_builder()
+            .region(aws_config::Region::new(region.clone()))
+            .build();
+        World {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            route53: aws_sdk_route53::Client::new(&config),
+            runtime,
+            region,
+            prefix,
+            state: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Builds the legacy fleet: two collectors (Name tags and a Group tag) in a security group, a
+    /// data volume attached to the first, an Elastic IP on the second, a load balancer in the
+    /// group, and a DNS record in its own hosted zone.
+    pub(crate) fn fleet(&self, names: &Names) -> Fleet {
+        self.runtime.block_on(async {
+            let ec2 = &self.ec2;
+            let vpc = ec2
+                .describe_vpcs()
+                .filters(Filter::builder().name("is-default").values("true").build())
+                .send()
+                .await
+                .unwrap()
+                .vpcs()[0]
+                .vpc_id()
+                .unwrap()
+                .to_owned();
+            let subnets: Vec<(String, String)> = ec2
+                .describe_subnets()
+                .filters(Filter::builder().name("vpc-id").values(&vpc).build())
+                .send()
+                .await
+                .unwrap()
+                .subnets()
+                .iter()
+                .map(|s| {
+                    (
+                        s.subnet_id().unwrap().to_owned(),
+                        s.availability_zone().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            let group_id = ec2
+                .create_security_group()
+                .group_name(&names.security_group)
+                .description("legacy collectors")
+                .vpc_id(&vpc)
+                .send()
+                .await
+                .unwrap()
+                .group_id()
+                .unwrap()
+                .to_owned();
+            let mut collectors = Vec::new();
+            for name in &names.collectors {
+                let tags = TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(tag("Name", name))
+                    .tags(tag("Group", &names.group_tag))
+                    .build();
+                let run = ec2
+                    .run_instances()
+                    .image_id("ami-12c6146b")
+                    .min_count(1)
+                    .max_count(1)
+                    .instance_type(InstanceType::T3Micro)
+                    .security_group_ids(&group_id)
+                    .subnet_id(&subnets[0].0)
+                    .tag_specifications(tags)
+                    .send()
+                    .await
+                    .unwrap();
+                collectors.push(run.instances()[0].instance_id().unwrap().to_owned());
+            }
+            let volume = ec2
+                .create_volume()
+                .availability_zone(&subnets[0].1)
+                .size(20)
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::Volume)
+                        .tags(tag("Name", &names.volume))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .volume_id()
+                .unwrap()
+                .to_owned();
+            ec2.attach_volume()
+                .volume_id(&volume)
+                .instance_id(&collectors[0])
+                .device("/dev/sdf")
+                .send()
+                .await
+                .unwrap();
+            let address = ec2
+                .allocate_address()
+                .domain(aws_sdk_ec2::types::DomainType::Vpc)
+                .send()
+                .await
+                .unwrap()
+                .allocation_id()
+                .unwrap()
+                .to_owned();
+            ec2.associate_address()
+                .allocation_id(&address)
+                .instance_id(&collectors[1])
+                .send()
+                .await
+                .unwrap();
+            let lb = self
+                .elb
+                .create_load_balancer()
+                .name(&names.lb)
+                .subnets(&subnets[0].0)
+                .subnets(&subnets[1].0)
+                .security_groups(&group_id)
+                .send()
+                .await
+                .unwrap();
+            let lb_arn = lb.load_balancers()[0]
+                .load_balancer_arn()
+                .unwrap()
+                .to_owned();
+            let zone_id = self.fresh_zone(&names.zone).await;
+            let record = ResourceRecordSet::builder()
+                .name(&names.record)
+                .r#type(RrType::A)
+                .ttl(300)
+                .resource_records(ResourceRecord::builder().value("10.1.2.3").build().unwrap())
+                .build()
+                .unwrap();
+            self.route53
+                .change_resource_record_sets()
+                .hosted_zone_id(&zone_id)
+                .change_batch(
+                    ChangeBatch::builder()
+                        .changes(
+                            Change::builder()
+                                .action(ChangeAction::Create)
+                                .resource_record_set(record)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+            Fleet {
+                collectors,
+                data_volume: volume,
+                group_id,
+                lb_arn,
+                zone_id,
+                record: names.record.clone(),
+                address,
+                names: names.clone(),
+            }
+        })
+    }
+
+    /// A hosted zone named `name`, after removing leftovers of the same name from earlier runs.
+    async fn fresh_zone(&self, name: &str) -> String {
+        let fqdn = format!("{name}.");
+        for zone in self
+            .route53
+            .list_hosted_zones()
+            .send()
+            .await
+            .unwrap()
+            .hosted_zones()
+        {
+            if zone.name() == fqdn {
+                let id = zone.id().to_owned();
+                let sets = self
+                    .route53
+                    .list_resource_record_sets()
+                    .hosted_zone_id(&id)
+                    .send()
+                    .await
+                    .unwrap();
+                let changes: Vec<Change> = sets
+                    .resource_record_sets()
+                    .iter()
+                    .filter(|s| !matches!(s.r#type(), RrType::Soa | RrType::Ns))
+                    .map(|s| {
+                        Change::builder()
+                            .action(ChangeAction::Delete)
+                            .resource_record_set(s.clone())
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                if !changes.is_empty() {
+                    self.route53
+                        .change_resource_record_sets()
+                        .hosted_zone_id(&id)
+                        .change_batch(
+                            ChangeBatch::builder()
+                                .set_changes(Some(changes))
+                                .build()
+                                .unwrap(),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                }
+                self.route53
+                    .delete_hosted_zone()
+                    .id(&id)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        let created = self
+            .route53
+            .create_hosted_zone()
+            .name(&fqdn)
+            .caller_reference(unique_name("zone"))
+            .send()
+            .await
+            .unwrap();
+        created
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_owned()
+    }
+
+    /// An instance outside any sequence, with extra tags.
+    pub(crate) fn instance(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+        termination_protected: bool,
+    ) -> String {
+        self.runtime.block_on(async {
+            let mut tags = TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(tag("Name", name));
+            for (k, v) in extra {
+                tags = tags.tags(tag(k, v));
+            }
+            let mut run = self
+                .ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .min_count(1)
+                .max_count(1)
+                .instance_type(InstanceType::T3Micro)
+                .tag_specifications(tags.build());
+            if termination_protected {
+                run = run.disable_api_termination(true);
+            }
+            let id = run.send().await.unwrap().instances()[0]
+                .instance_id()
+                .unwrap()
+                .to_owned();
+            if termination_protected {
+                self.ec2
+                    .modify_instance_attribute()
+                    .instance_id(&id)
+                    .disable_api_termination(AttributeBooleanValue::builder().value(true).build())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            id
+        })
+    }
+
+    /// Writes a sequence file; `{region}` and `{account}` are filled in.
+    pub(crate) fn sequence(&self, name: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.yaml"));
+        let text = yaml
+            .replace("{region}", &self.region)
+            .replace("{account}", ACCOUNT);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .envs(service_env())
+            .env("AWS_REGION", &self.region)
+            .env("SUNSET_STATE_DIR", self.state.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the binary to completion.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run sunset-teardown")
+    }
+
+    pub(crate) fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sunset-teardown")
+    }
+
+    /// Every audit log line the runs of this world wrote.
+    pub(crate) fn audit(&self) -> Vec<AuditRecord> {
+        let mut records = Vec::new();
+        for path in audit_logs(self.state.path()) {
+            records.extend(read_audit_log(&path).unwrap());
+        }
+        records.sort_by_key(|r| r.at);
+        records
+    }
+
+    pub(crate) fn instance_state(&self, id: &str) -> String {
+        self.runtime.block_on(async {
+            let out = self
+                .ec2
+                .describe_instances()
+                .instance_ids(id)
+                .send()
+                .await
+                .unwrap();
+            out.reservations()[0].instances()[0]
+                .state()
+                .unwrap()
+                .name()
+                .unwrap()
+                .as_str()
+                .to_owned()
+        })
+    }
+
+    pub(crate) fn volume_attachments(&self, id: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let out = self
+                .ec2
+                .describe_volumes()
+                .volume_ids(id)
+                .send()
+                .await
+                .unwrap();
+            out.volumes()[0]
+                .attachments()
+                .iter()
+                .map(|a| a.instance_id().unwrap_or_default().to_owned())
+                .collect()
+        })
+    }
+
+    pub(crate) fn group_exists(&self, id: &str) -> bool {
+        self.runtime.block_on(async {
+            self.ec2
+                .describe_security_groups()
+                .filters(Filter::builder().name("group-id").values(id).build())
+                .send()
+                .await
+                .unwrap()
+                .security_groups()
+                .len()
+                == 1
+        })
+    }
+
+    pub(crate) fn load_balancer_exists(&self, arn: &str) -> bool {
+        self.runtime.block_on(async {
+            self.elb
+                .describe_load_balancers()
+                .send()
+                .await
+                .unwrap()
+                .load_balancers()
+                .iter()
+                .any(|lb| lb.load_balancer_arn() == Some(arn))
+        })
+    }
+
+    pub(crate) fn record_values(&self, zone_id: &str, name: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let sets = self
+                .route53
+                .list_resource_record_sets()
+                .hosted_zone_id(zone_id)
+                .send()
+                .await
+                .unwrap();
+            sets.resource_record_sets()
+                .iter()
+                .filter(|s| s.name().trim_end_matches('.') == name)
+                .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_owned()))
+                .collect()
+        })
+    }
+
+    pub(crate) fn snapshots_of(&self, volume: &str) -> Vec<String> {
+        self.runtime.block_on(async {
+            let out = self
+                .ec2
+                .describe_snapshots()
+                .owner_ids("self")
+                .filters(Filter::builder().name("volume-id").values(volume).build())
+                .send()
+                .await
+                .unwrap();
+            out.snapshots()
+                .iter()
+                .map(|s| s.snapshot_id().unwrap().to_owned())
+                .collect()
+        })
+    }
+}
+
+fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+fn audit_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(audit_logs(&path));
+            } else if path.file_name().is_some_and(|n| n == "audit.jsonl") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+pub(crate) fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Mutating calls that succeeded, as (operation, id) pairs, in order.
+pub(crate) fn mutations(records: &[AuditRecord]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .filter(|r| r.mutating && r.result == "ok")
+        .flat_map(|r| {
+            r.ids
+                .iter()
+                .map(move |id| (r.operation.clone(), id.clone()))
+        })
+        .collect()
+}
+
+/// Waits until `done` holds, panicking with `what` after `timeout`.
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The legacy-metrics sequence for a prefixed fleet, with waits short enough for tests.
+pub(crate) fn metrics_sequence(names: &Names, wait: &str) -> String {
+    format!(
+        r#"allowed_accounts: ["{{account}}"]
+region: {{region}}
+decommission_sequence:
+  step_1_collectors:
+    - action: stop_services
+      targets: [{c1}, {c2}]
+      validation: no_active_connections
+      wait_time: {wait}
+  step_2_storage:
+    - action: snapshot_volumes
+      targets: [{volume}]
+      validation: snapshot_completed
+    - action: detach_volumes
+      validation: no_mount_points
+  step_3_compute:
+    - action: terminate_instances
+      targets: [{group}]
+      validation: instance_terminated
+      wait_time: {wait}
+    - action: release_addresses
+  step_4_networking:
+    - action: remove_dns
+      records: [{record}]
+    - action: delete_load_balancers
+      targets: [{lb}]
+    - action: clean_security_groups
+"#,
+        c1 = names.collectors[0],
+        c2 = names.collectors[1],
+        volume = names.volume,
+        group = names.group_tag,
+        record = names.record,
+        lb = names.lb,
+    )
+}

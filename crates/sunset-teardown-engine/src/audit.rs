@@ -1,0 +1,162 @@
+//! The audit log: one JSON line per AWS call (and per local command, query or HTTP request),
+//! written as the call returns. Mutating lines are fsynced before the runner moves on, so after
+//! a crash the log still shows every change that the checkpoint may not yet know about.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    /// `plan`, `apply` or `rollback`.
+    pub command: String,
+    pub step: Option<String>,
+    pub action: Option<String>,
+    /// `ec2`, `route53`, `elbv2`, `sts`, `command`, `sql`, `http`, `archive`.
+    pub service: String,
+    pub operation: String,
+    pub mutating: bool,
+    /// The resources the call named.
+    pub ids: Vec<String>,
+    /// `ok` or `error`.
+    pub result: String,
+    pub error: Option<String>,
+}
+
+/// Where the current calls belong: set by the runner as it moves through steps.
+#[derive(Debug, Clone, Default)]
+struct Scope {
+    command: String,
+    step: Option<String>,
+    action: Option<String>,
+}
+
+/// Calls counted per action and operation, for `bench` and the end-of-run summary.
+pub type CallCounts = BTreeMap<(String, String), u64>;
+
+pub struct AuditLog {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    file: File,
+    scope: Scope,
+    counts: CallCounts,
+}
+
+impl AuditLog {
+    /// Opens (appending) the audit log at `path`.
+    pub fn open(path: &Path, command: &str) -> Result<AuditLog, Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io("create audit directory", dir))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(Error::io("open audit log", path))?;
+        Ok(AuditLog {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner {
+                file,
+                scope: Scope {
+                    command: command.to_owned(),
+                    ..Scope::default()
+                },
+                counts: CallCounts::new(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Attributes the following calls to `step` and `action` (both `None` outside any step).
+    pub fn set_scope(&self, step: Option<&str>, action: Option<&str>) {
+        let mut inner = self.lock();
+        inner.scope.step = step.map(str::to_owned);
+        inner.scope.action = action.map(str::to_owned);
+    }
+
+    /// Appends one call. A mutating call's line is on disk when this returns.
+    pub fn record(
+        &self,
+        service: &str,
+        operation: &str,
+        mutating: bool,
+        ids: &[String],
+        outcome: Result<(), &str>,
+    ) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let record = AuditRecord {
+            at: Utc::now(),
+            command: inner.scope.command.clone(),
+            step: inner.scope.step.clone(),
+            action: inner.scope.action.clone(),
+            service: service.to_owned(),
+            operation: operation.to_owned(),
+            mutating,
+            ids: ids.to_vec(),
+            result: if outcome.is_ok() { "ok" } else { "error" }.to_owned(),
+            error: outcome.err().map(str::to_owned),
+        };
+        let key = (
+            record.action.clone().unwrap_or_else(|| "-".to_owned()),
+            operation.to_owned(),
+        );
+        *inner.counts.entry(key).or_default() += 1;
+        let mut line = serde_json::to_vec(&record).expect("an audit record serializes");
+        line.push(b'\n');
+        let path = self.path.clone();
+        inner
+            .file
+            .write_all(&line)
+            .map_err(Error::io("append to audit log", &path))?;
+        if mutating {
+            inner
+                .file
+                .sync_data()
+                .map_err(Error::io("fsync audit log", &path))?;
+        }
+        Ok(())
+    }
+
+    pub fn counts(&self) -> CallCounts {
+        self.lock().counts.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Reads an audit log back (for `status`, tests and reviews).
+pub fn read_audit_log(path: &Path) -> Result<Vec<AuditRecord>, Error> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("read audit log", path))?;
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .enumerate()
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                Error::BadInput(format!(
+                    "{}:{}: not an audit record: {e}",
+                    path.display(),
+                    index + 1
+                ))
+            })
+        })
+        .collect()
+}

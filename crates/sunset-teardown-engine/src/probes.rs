@@ -1,0 +1,144 @@
+//! Local probes and steps: a shell command, an SQL statement, an HTTP request. Each is audited
+//! like an AWS call, and none of them ever prints a secret (database URLs are not logged).
+
+use std::time::Duration;
+
+use crate::Error;
+use crate::audit::AuditLog;
+use crate::resources::InstanceInfo;
+
+/// Runs `command` with `sh -c`; for a target instance its id, Name and private IP are in
+/// `SUNSET_TARGET_ID`, `SUNSET_TARGET_NAME` and `SUNSET_TARGET_IP`. Returns the exit status and
+/// the last line of output (for messages).
+pub(crate) async fn run_command(
+    audit: &AuditLog,
+    command: &str,
+    target: Option<&InstanceInfo>,
+    timeout: Duration,
+    mutating: bool,
+) -> Result<(bool, String), Error> {
+    let mut child = tokio::process::Command::new("sh");
+    child.arg("-c").arg(command).kill_on_drop(true);
+    if let Some(target) = target {
+        child
+            .env("SUNSET_TARGET_ID", &target.id)
+            .env(
+                "SUNSET_TARGET_NAME",
+                target.name.as_deref().unwrap_or_default(),
+            )
+            .env(
+                "SUNSET_TARGET_IP",
+                target.private_ip.as_deref().unwrap_or_default(),
+            );
+    }
+    let ids: Vec<String> = target.map(|t| vec![t.id.clone()]).unwrap_or_default();
+    let output = match tokio::time::timeout(timeout, child.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => {
+            let message = format!("cannot run `{command}`: {error}");
+            audit.record("command", command, mutating, &ids, Err(&message))?;
+            return Err(Error::Probe(message));
+        }
+        Err(_) => {
+            let message = format!(
+                "`{command}` did not finish within {}",
+                sunset_plan::format_duration(timeout)
+            );
+            audit.record("command", command, mutating, &ids, Err(&message))?;
+            return Err(Error::Probe(message));
+        }
+    };
+    let text = String::from_utf8_lossy(if output.stderr.is_empty() {
+        &output.stdout
+    } else {
+        &output.stderr
+    });
+    let last = text.lines().last().unwrap_or_default().trim().to_owned();
+    let ok = output.status.success();
+    let outcome = format!("{}: {last}", output.status);
+    audit.record(
+        "command",
+        command,
+        mutating,
+        &ids,
+        if ok { Ok(()) } else { Err(&outcome) },
+    )?;
+    Ok((ok, outcome))
+}
+
+/// Runs `sql` and returns the first column of the first row as text (`None` for no rows).
+pub(crate) async fn run_sql(
+    audit: &AuditLog,
+    database_url: &str,
+    sql: &str,
+    mutating: bool,
+) -> Result<Option<String>, Error> {
+    let result = query_first(database_url, sql).await;
+    audit.record(
+        "sql",
+        sql,
+        mutating,
+        &[],
+        result.as_ref().map(|_| ()).map_err(String::as_str),
+    )?;
+    result.map_err(Error::Probe)
+}
+
+async fn query_first(database_url: &str, sql: &str) -> Result<Option<String>, String> {
+    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot connect to the database of the `sql` step: {}",
+                describe_pg(&e)
+            )
+        })?;
+    let connection = tokio::spawn(connection);
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| format!("`{sql}` failed: {}", describe_pg(&e)));
+    drop(client);
+    let _ = connection.await;
+    let first = messages?.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+        _ => None,
+    });
+    Ok(first.flatten())
+}
+
+fn describe_pg(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}
+
+/// Sends one HTTP request and returns its status code.
+pub(crate) async fn http_status(
+    audit: &AuditLog,
+    method: &str,
+    url: &str,
+    timeout: Duration,
+    mutating: bool,
+) -> Result<u16, Error> {
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Error::BadInput(format!("`{method}` is not an HTTP method")))?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| Error::Probe(format!("cannot build an HTTP client: {e}")))?;
+    let operation = format!("{method} {url}");
+    match client.request(method, url).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            audit.record("http", &operation, mutating, &[], Ok(()))?;
+            Ok(status)
+        }
+        Err(error) => {
+            let message = format!("{operation}: {error}");
+            audit.record("http", &operation, mutating, &[], Err(&message))?;
+            Err(Error::Probe(message))
+        }
+    }
+}

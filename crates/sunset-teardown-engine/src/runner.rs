@@ -1,0 +1,1321 @@
+//! `plan`, `apply`, `status` and `rollback` of one sequence: the checkpoint (pinned targets and
+//! per-action progress), the safety rules, confirmations, validations and wait gates.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::InstanceAttributeName;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sunset_checkpoint::FileStore;
+use sunset_plan::format::{ActionFile, ActionKind, SequenceFile};
+use sunset_plan::{Fingerprint, StepState, StepView, format_duration};
+
+use crate::Error;
+use crate::actions::{self, Context};
+use crate::audit::AuditLog;
+use crate::checks::{self, Polled};
+use crate::cloud::Cloud;
+use crate::inventory::Inventory;
+use crate::model::{ActionPhase, ActionRecord, ResourceKind, RunState, StepRecord, Target};
+use crate::resolve::{Resolver, action_name, difference, resolve_sequence};
+
+/// Tag keys that protect a resource from every action, besides the sequence's `protect_tag`.
+pub const PROTECT_TAG: &str = "sunset:protect";
+
+/// A loaded, validated sequence and where its run keeps its state.
+pub struct Teardown {
+    pub path: PathBuf,
+    pub sequence: SequenceFile,
+    pub fingerprint: Fingerprint,
+    /// The run's name: the sequence file's stem and a hash of its absolute path.
+    pub run: String,
+    pub state_dir: PathBuf,
+    store: FileStore,
+}
+
+/// What the caller decides for every run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Accounts allowed besides the sequence's `allowed_accounts`.
+    pub allow_accounts: Vec<String>,
+    /// Only this step.
+    pub step: Option<String>,
+    /// Discard the checkpoint and start over (re-resolving every target).
+    pub restart: bool,
+    /// Caps every `wait_time` (rehearsals and demos).
+    pub max_wait: Option<Duration>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What the binary shows or asks on the runner's behalf.
+pub trait Ui {
+    /// Progress: one human line, and the same as a JSON event.
+    fn event(&mut self, event: &Event);
+    /// Asks before a step changes anything; `irreversible` steps need the step's name typed.
+    fn confirm(&mut self, step: &str, summary: &str, irreversible: bool) -> Result<bool, Error>;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: &'static str,
+    pub at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub message: String,
+}
+
+fn event(event: &'static str, step: Option<&str>, action: Option<&str>, message: String) -> Event {
+    Event {
+        event,
+        at: Utc::now(),
+        step: step.map(str::to_owned),
+        action: action.map(str::to_owned),
+        message,
+    }
+}
+
+/// The files of a run, for operators and reviewers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPaths {
+    pub checkpoint: PathBuf,
+    pub audit_log: PathBuf,
+    pub inventory: PathBuf,
+}
+
+/// A plan: every step, its resolved targets with their current state, and what will be checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub run: String,
+    pub sequence: String,
+    pub account: String,
+    pub region: String,
+    pub paths: RunPaths,
+    pub steps: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    pub name: String,
+    pub state: String,
+    pub irreversible: bool,
+    pub wait_time: Option<String>,
+    pub next_eligible_at: Option<DateTime<Utc>>,
+    pub actions: Vec<PlanAction>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanAction {
+    pub action: String,
+    pub summary: String,
+    pub phase: ActionPhase,
+    pub irreversible: bool,
+    pub derived_from: Option<String>,
+    pub targets: Vec<PlanTarget>,
+    pub checks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanTarget {
+    pub id: String,
+    pub label: Option<String>,
+    pub via: String,
+    pub state: String,
+}
+
+impl PlanReport {
+    /// The aligned text of `plan` and `apply`.
+    pub fn render(&self) -> String {
+        let views: Vec<StepView> = self
+            .steps
+            .iter()
+            .map(|step| {
+                let mut details = Vec::new();
+                for action in &step.actions {
+                    details.push(format!("{}: {}", action.action, action.summary));
+                    if let Some(derived) = &action.derived_from {
+                        details.push(format!("  targets: {derived}"));
+                    }
+                    for target in &action.targets {
+                        let label = target
+                            .label
+                            .as_deref()
+                            .filter(|l| *l != target.id)
+                            .map(|l| format!(" ({l})"))
+                            .unwrap_or_default();
+                        details.push(format!(
+                            "  {}{label}: {} [via {}]",
+                            target.id, target.state, target.via
+                        ));
+                    }
+                    for check in &action.checks {
+                        details.push(format!("  then: {check}"));
+                    }
+                }
+                if let Some(wait) = &step.wait_time {
+                    details.push(format!("then wait {wait} before the next step"));
+                }
+                let summary = step
+                    .actions
+                    .iter()
+                    .map(|a| a.summary.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                StepView {
+                    name: step.name.clone(),
+                    state: step.state.parse().unwrap_or(StepState::Pending),
+                    summary,
+                    validation: None,
+                    irreversible: step.irreversible,
+                    details,
+                }
+            })
+            .collect();
+        format!(
+            "sequence {} (run {}) in account {} region {}\n{}",
+            self.sequence,
+            self.run,
+            self.account,
+            self.region,
+            sunset_plan::render_steps(&views)
+        )
+    }
+}
+
+/// How `apply` ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ApplyOutcome {
+    /// Every step (or the one asked for) is validated.
+    Done { steps_run: usize },
+    /// A `wait_time` gate: run `apply` again at or after `until`.
+    Waiting {
+        next_step: String,
+        until: DateTime<Utc>,
+    },
+}
+
+/// Whether an action destroys what `rollback` can not bring back.
+pub fn irreversible(action: &ActionFile) -> bool {
+    use ActionKind::*;
+    match action.action {
+        StopServices => action.command.is_some(),
+        StopInstances | StartInstances | DetachVolumes | RemoveDns | SnapshotVolumes | Archive => {
+            false
+        }
+        TerminateInstances | DeleteVolumes | ReleaseAddresses | DeleteSecurityGroups
+        | CleanSecurityGroups | DeleteLoadBalancers | Command | Sql | Http => true,
+    }
+}
+
+fn summary(action: &ActionFile, record: &ActionRecord) -> String {
+    let count = record.targets.len();
+    let noun = record
+        .targets
+        .first()
+        .map(|t| t.kind.noun(count))
+        .unwrap_or_default();
+    let text = |s: &Option<sunset_plan::Text>| {
+        s.as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    match action.action {
+        ActionKind::StopServices if action.command.is_some() => {
+            format!("run `{}` for {noun}", text(&action.command))
+        }
+        ActionKind::StopServices | ActionKind::StopInstances => format!("stop {noun}"),
+        ActionKind::StartInstances => format!("start {noun}"),
+        ActionKind::TerminateInstances => format!("terminate {noun}"),
+        ActionKind::SnapshotVolumes => format!("snapshot {noun}"),
+        ActionKind::DetachVolumes => format!("detach {noun}"),
+        ActionKind::DeleteVolumes => format!("delete {noun}"),
+        ActionKind::ReleaseAddresses => format!("release {noun}"),
+        ActionKind::DeleteSecurityGroups => format!("delete {noun}"),
+        ActionKind::CleanSecurityGroups => format!("delete {noun} once unused"),
+        ActionKind::RemoveDns => format!("remove {noun}"),
+        ActionKind::DeleteLoadBalancers => format!("delete {noun}"),
+        ActionKind::Archive => format!(
+            "archive {} dirs and {} tables",
+            action.dirs.len(),
+            action.tables.len()
+        ),
+        ActionKind::Command if count > 0 => format!("run `{}` for {noun}", text(&action.command)),
+        ActionKind::Command => format!("run `{}`", text(&action.command)),
+        ActionKind::Sql => format!("run SQL `{}`", text(&action.sql)),
+        ActionKind::Http => format!(
+            "{} {}",
+            action.method.as_ref().map_or("POST", |m| m.as_str()),
+            text(&action.url)
+        ),
+    }
+}
+
+impl Teardown {
+    /// Reads and validates a sequence; nothing is called.
+    pub fn load(path: &Path, state_dir: &Path) -> Result<Teardown, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::BadInput(format!("cannot read sequence {}: {e}", path.display()))
+        })?;
+        let loaded = sunset_plan::load_sequence(
+            &path.display().to_string(),
+            &text,
+            &sunset_plan::process_env,
+        )?;
+        let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sequence".to_owned());
+        let parent = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| format!("{}-", s.to_string_lossy()))
+            .unwrap_or_default();
+        let hash = Fingerprint::of(&absolute.display().to_string()).to_string();
+        let run = format!("{parent}{stem}-{}", &hash[..8]);
+        let dir = state_dir.join("teardown");
+        Ok(Teardown {
+            path: path.to_owned(),
+            sequence: loaded.plan,
+            fingerprint: loaded.fingerprint,
+            store: FileStore::in_dir(&dir, &run),
+            run,
+            state_dir: state_dir.to_owned(),
+        })
+    }
+
+    pub fn paths(&self) -> RunPaths {
+        let dir = self.state_dir.join("teardown").join(&self.run);
+        RunPaths {
+            checkpoint: self.store.path().to_owned(),
+            audit_log: dir.join("audit.jsonl"),
+            inventory: dir.join("inventory"),
+        }
+    }
+
+    /// The checkpoint, read without touching AWS.
+    pub fn status(&self) -> Result<Option<RunState>, Error> {
+        Ok(self.store.load::<RunState>()?.map(|c| c.state))
+    }
+
+    fn check_step_option(&self, options: &Options) -> Result<(), Error> {
+        if let Some(step) = &options.step
+            && !self
+                .sequence
+                .decommission_sequence
+                .iter()
+                .any(|(name, _)| name.as_str() == step)
+        {
+            let names: Vec<&str> = self
+                .sequence
+                .decommission_sequence
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let hint = sunset_plan::closest(step, &names)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(Error::BadInput(format!(
+                "--step `{step}` is not a step of {}{hint}; its steps are {}",
+                self.path.display(),
+                names.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Connects, writes the audit log from here on, and refuses an account that is not allowed.
+    async fn connect(&self, command: &str, options: &Options) -> Result<(Cloud, String), Error> {
+        self.check_step_option(options)?;
+        let audit = Arc::new(AuditLog::open(&self.paths().audit_log, command)?);
+        let cloud =
+            Cloud::connect(self.sequence.region.as_ref().map(|r| r.as_str()), audit).await?;
+        let account = cloud.account().await?;
+        let allowed: Vec<String> = self
+            .sequence
+            .allowed_accounts
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .chain(options.allow_accounts.iter().cloned())
+            .collect();
+        if !allowed.contains(&account) {
+            return Err(Error::AccountNotAllowed {
+                account,
+                allowed: if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                },
+            });
+        }
+        Ok((cloud, account))
+    }
+
+    /// Resolves every target and pins the resolution in the checkpoint; makes no mutating call.
+    pub async fn plan(&self, options: &Options) -> Result<PlanReport, Error> {
+        let (cloud, account) = self.connect("plan", options).await?;
+        let _lock = self.store.lock()?;
+        let mut resolver = Resolver::new(&cloud);
+        let fresh = resolve_sequence(&cloud, &self.sequence, &mut resolver).await?;
+        let previous = self
+            .store
+            .resume::<RunState>(&self.fingerprint.to_string(), options.restart)?;
+        let state = match previous {
+            // Re-planning keeps the progress of started steps and re-pins the rest.
+            Some(checkpoint) => {
+                let mut state = checkpoint.state;
+                self.check_same_account(&state, &account)?;
+                for (pinned, fresh) in state.steps.iter_mut().zip(fresh) {
+                    if pinned.state == StepState::Pending {
+                        *pinned = fresh;
+                    }
+                }
+                state.planned_at = Utc::now();
+                state
+            }
+            None => RunState {
+                sequence: self.path.display().to_string(),
+                account: account.clone(),
+                region: cloud.region().to_owned(),
+                planned_at: Utc::now(),
+                steps: fresh,
+            },
+        };
+        self.store.save(&self.fingerprint.to_string(), &state)?;
+        self.report(&cloud, &state, options).await
+    }
+
+    fn check_same_account(&self, state: &RunState, account: &str) -> Result<(), Error> {
+        if state.account != account {
+            return Err(Error::BadInput(format!(
+                "the checkpoint of this sequence was made in account {}, but the credentials are for {account}; use the same account, or --restart",
+                state.account
+            )));
+        }
+        Ok(())
+    }
+
+    async fn report(
+        &self,
+        cloud: &Cloud,
+        state: &RunState,
+        options: &Options,
+    ) -> Result<PlanReport, Error> {
+        let states = current_states(cloud, state).await?;
+        let steps = self
+            .sequence
+            .decommission_sequence
+            .iter()
+            .zip(&state.steps)
+            .filter(|((name, _), _)| options.step.as_deref().is_none_or(|s| s == name.as_str()))
+            .map(|((_, actions), step)| PlanStep {
+                name: step.name.clone(),
+                state: step.state.as_str().to_owned(),
+                irreversible: actions.iter().any(irreversible),
+                wait_time: actions
+                    .iter()
+                    .filter_map(|a| a.wait_time)
+                    .max_by_key(|w| w.0)
+                    .map(|w| format_duration(w.0).to_string()),
+                next_eligible_at: step.next_eligible_at,
+                actions: actions
+                    .iter()
+                    .zip(&step.actions)
+                    .map(|(action, record)| PlanAction {
+                        action: action_name(action.action),
+                        summary: summary(action, record),
+                        phase: record.phase,
+                        irreversible: irreversible(action),
+                        derived_from: record.derived_from.clone(),
+                        targets: record
+                            .targets
+                            .iter()
+                            .map(|t| PlanTarget {
+                                id: t.id.clone(),
+                                label: t.label.clone(),
+                                via: t.via.clone(),
+                                state: states
+                                    .get(&t.id)
+                                    .cloned()
+                                    .unwrap_or_else(|| "gone".to_owned()),
+                            })
+                            .collect(),
+                        checks: checks::conditions(action)
+                            .into_iter()
+                            .map(|c| checks::describe(c, action))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(PlanReport {
+            run: self.run.clone(),
+            sequence: self.path.display().to_string(),
+            account: state.account.clone(),
+            region: state.region.clone(),
+            paths: self.paths(),
+            steps,
+        })
+    }
+
+    /// Runs the steps in order from the checkpoint; see [`ApplyOutcome`].
+    pub async fn apply(&self, options: &Options, ui: &mut dyn Ui) -> Result<ApplyOutcome, Error> {
+        let (cloud, account) = self.connect("apply", options).await?;
+        let _lock = self.store.lock()?;
+        let fingerprint = self.fingerprint.to_string();
+        let mut state = match self
+            .store
+            .resume::<RunState>(&fingerprint, options.restart)?
+        {
+            Some(checkpoint) => {
+                let state = checkpoint.state;
+                self.check_same_account(&state, &account)?;
+                self.check_pins(&cloud, &state).await?;
+                state
+            }
+            None => {
+                let mut resolver = Resolver::new(&cloud);
+                let steps = resolve_sequence(&cloud, &self.sequence, &mut resolver).await?;
+                let state = RunState {
+                    sequence: self.path.display().to_string(),
+                    account: account.clone(),
+                    region: cloud.region().to_owned(),
+                    planned_at: Utc::now(),
+                    steps,
+                };
+                self.store.save(&fingerprint, &state)?;
+                state
+            }
+        };
+        if state
+            .steps
+            .iter()
+            .any(|s| s.actions.iter().any(|a| a.rolled_back_at.is_some()))
+        {
+            return Err(Error::BadInput("this run was rolled back; start it over with `apply --restart` (targets are resolved again)".to_owned()));
+        }
+        let plan = self.report(&cloud, &state, options).await?;
+        ui.event(&event("plan", None, None, plan.render()));
+        let inventory = Inventory::new(&self.paths().inventory);
+        let mut steps_run = 0;
+        let step_count = state.steps.len();
+        for index in 0..step_count {
+            let (name, done) = (
+                state.steps[index].name.clone(),
+                state.steps[index].state.is_done(),
+            );
+            if let Some(only) = &options.step
+                && only != &name
+            {
+                if !done && self.position(only) > index {
+                    return Err(Error::BadInput(format!(
+                        "--step `{only}` can not run before step `{name}`, which is {}",
+                        state.steps[index].state
+                    )));
+                }
+                continue;
+            }
+            if done {
+                continue;
+            }
+            if index > 0
+                && let Some(until) = state.steps[index - 1].next_eligible_at
+                && until > Utc::now()
+            {
+                return Ok(self.wait_gate(ui, &name, until));
+            }
+            let actions = self.actions_of(&name);
+            let step_summary = plan
+                .steps
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| {
+                    s.actions
+                        .iter()
+                        .map(|a| a.summary.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default();
+            if !ui.confirm(&name, &step_summary, actions.iter().any(irreversible))? {
+                return Err(Error::Stopped(format!(
+                    "step `{name}` was not confirmed; nothing in it was changed. Run apply again to continue"
+                )));
+            }
+            self.run_step(&cloud, &inventory, &mut state, index, options, ui)
+                .await?;
+            steps_run += 1;
+            let step = &state.steps[index];
+            if let Some(until) = step.next_eligible_at
+                && index + 1 < step_count
+                && options.step.is_none()
+                && until > Utc::now()
+            {
+                let next = state.steps[index + 1].name.clone();
+                return Ok(self.wait_gate(ui, &next, until));
+            }
+        }
+        cloud.audit.set_scope(None, None);
+        ui.event(&event(
+            "done",
+            None,
+            None,
+            format!("{steps_run} step(s) run; every step is validated"),
+        ));
+        Ok(ApplyOutcome::Done { steps_run })
+    }
+
+    fn wait_gate(&self, ui: &mut dyn Ui, next: &str, until: DateTime<Utc>) -> ApplyOutcome {
+        let remaining = (until - Utc::now()).to_std().unwrap_or_default();
+        ui.event(&event("waiting", Some(next), None, format!(
+            "step `{next}` becomes eligible at {} (in {}); run `sunset-teardown apply` again then",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            format_duration(Duration::from_secs(remaining.as_secs().max(1)))
+        )));
+        ApplyOutcome::Waiting {
+            next_step: next.to_owned(),
+            until,
+        }
+    }
+
+    fn position(&self, step: &str) -> usize {
+        self.sequence
+            .decommission_sequence
+            .iter()
+            .position(|(n, _)| n.as_str() == step)
+            .unwrap_or(usize::MAX)
+    }
+
+    fn actions_of(&self, step: &str) -> &[ActionFile] {
+        self.sequence
+            .decommission_sequence
+            .iter()
+            .find(|(n, _)| n.as_str() == step)
+            .map(|(_, a)| a.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Explicit targets of steps not yet started must still resolve to what the plan pinned.
+    async fn check_pins(&self, cloud: &Cloud, state: &RunState) -> Result<(), Error> {
+        let mut resolver = Resolver::new(cloud);
+        for ((_, actions), step) in self.sequence.decommission_sequence.iter().zip(&state.steps) {
+            if step.state != StepState::Pending {
+                continue;
+            }
+            for (action, record) in actions.iter().zip(&step.actions) {
+                let explicit = if action.action == ActionKind::RemoveDns {
+                    &action.records
+                } else {
+                    &action.targets
+                };
+                let Some(kind) =
+                    crate::resolve::target_kind(action.action).filter(|_| !explicit.is_empty())
+                else {
+                    continue;
+                };
+                let fresh = resolver
+                    .resolve(kind, explicit, action.zone.as_ref().map(|z| z.as_str()))
+                    .await
+                    .map_err(|message| Error::TargetsChanged {
+                        step: step.name.clone(),
+                        detail: message,
+                    })?;
+                if let Some(detail) = difference(&record.targets, &fresh) {
+                    return Err(Error::TargetsChanged {
+                        step: step.name.clone(),
+                        detail: format!("`{}` {detail}", action_name(action.action)),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&self, state: &RunState) -> Result<(), Error> {
+        self.store
+            .save(&self.fingerprint.to_string(), state)
+            .map_err(Error::from)
+    }
+
+    async fn run_step(
+        &self,
+        cloud: &Cloud,
+        inventory: &Inventory,
+        state: &mut RunState,
+        index: usize,
+        options: &Options,
+        ui: &mut dyn Ui,
+    ) -> Result<(), Error> {
+        let name = state.steps[index].name.clone();
+        let actions = self.actions_of(&name).to_vec();
+        cloud.audit.set_scope(Some(&name), None);
+        self.check_safety(cloud, &name, &actions, &state.steps[index])
+            .await?;
+        {
+            let step = &mut state.steps[index];
+            if matches!(step.state, StepState::Pending | StepState::Failed) {
+                step.state = step
+                    .state
+                    .transition(StepState::Running)
+                    .map_err(|e| Error::BadInput(e.to_string()))?;
+                step.started_at.get_or_insert_with(Utc::now);
+                step.failure = None;
+                self.save(state)?;
+            }
+        }
+        ui.event(&event(
+            "step_started",
+            Some(&name),
+            None,
+            format!("step `{name}`"),
+        ));
+        let ctx = Context {
+            cloud,
+            sequence: &self.sequence,
+            run: &self.run,
+            step: &name,
+            inventory,
+            state_dir: &self.state_dir,
+            stop: &options.stop,
+        };
+        for (position, action) in actions.iter().enumerate() {
+            if let Err(error) = self
+                .run_action(&ctx, state, index, position, action, options, ui)
+                .await
+            {
+                if !matches!(error, Error::Stopped(_)) {
+                    let step = &mut state.steps[index];
+                    step.failure = Some(error.to_string());
+                    if let Ok(failed) = step.state.transition(StepState::Failed) {
+                        step.state = failed;
+                    }
+                    self.save(state)?;
+                }
+                return Err(error);
+            }
+        }
+        let step = &mut state.steps[index];
+        for next in [StepState::Applied, StepState::Validated] {
+            step.state = step
+                .state
+                .transition(next)
+                .map_err(|e| Error::BadInput(e.to_string()))?;
+        }
+        let now = Utc::now();
+        step.finished_at = Some(now);
+        let wait = actions
+            .iter()
+            .filter_map(|a| a.wait_time)
+            .map(|w| w.0)
+            .max()
+            .unwrap_or_default();
+        let wait = options.max_wait.map_or(wait, |cap| wait.min(cap));
+        step.next_eligible_at =
+            (!wait.is_zero()).then(|| now + chrono::Duration::from_std(wait).unwrap_or_default());
+        self.save(state)?;
+        ui.event(&event(
+            "step_validated",
+            Some(&name),
+            None,
+            format!("step `{name}` validated"),
+        ));
+        Ok(())
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the runner's whole context, passed down once"
+    )]
+    async fn run_action(
+        &self,
+        ctx: &Context<'_>,
+        state: &mut RunState,
+        index: usize,
+        position: usize,
+        action: &ActionFile,
+        options: &Options,
+        ui: &mut dyn Ui,
+    ) -> Result<(), Error> {
+        let name = action_name(action.action);
+        let step = ctx.step;
+        ctx.cloud.audit.set_scope(Some(step), Some(&name));
+        if options.stop.load(Ordering::Relaxed) {
+            return Err(Error::Stopped(
+                "interrupted; run apply again to continue".to_owned(),
+            ));
+        }
+        let phase = state.steps[index].actions[position].phase;
+        if phase == ActionPhase::Validated {
+            return Ok(());
+        }
+        if matches!(phase, ActionPhase::Pending | ActionPhase::Started) {
+            actions::save_inventory(ctx, &state.steps[index].actions[position]).await?;
+            let record = &mut state.steps[index].actions[position];
+            record.phase = ActionPhase::Started;
+            record.started_at.get_or_insert_with(Utc::now);
+            self.save(state)?;
+            ui.event(&event(
+                "action_started",
+                Some(step),
+                Some(&name),
+                format!(
+                    "{step}: {}",
+                    summary(action, &state.steps[index].actions[position])
+                ),
+            ));
+            let outputs =
+                actions::execute(ctx, action, &state.steps[index].actions[position]).await?;
+            let record = &mut state.steps[index].actions[position];
+            record.outputs.extend(outputs);
+            record.phase = ActionPhase::Applied;
+            record.applied_at = Some(Utc::now());
+            let outcome: Vec<String> = record
+                .outputs
+                .iter()
+                .map(|(id, what)| format!("{id}: {what}"))
+                .collect();
+            self.save(state)?;
+            ui.event(&event(
+                "action_applied",
+                Some(step),
+                Some(&name),
+                format!("{step}: {name} applied ({})", outcome.join(", ")),
+            ));
+        }
+        let (interval, timeout) = checks::timing(action, &self.sequence);
+        for condition in checks::conditions(action) {
+            let described = checks::describe(condition, action);
+            let record = state.steps[index].actions[position].clone();
+            let mut waiting = |last: &str| {
+                ui.event(&event(
+                    "validating",
+                    Some(step),
+                    Some(&name),
+                    format!("{step}: waiting until {described}: {last}"),
+                ))
+            };
+            let polled = checks::poll(
+                interval,
+                timeout,
+                &options.stop,
+                || checks::evaluate(ctx, condition, action, &record),
+                &mut waiting,
+            )
+            .await?;
+            match polled {
+                Polled::Held { detail, .. } => ui.event(&event(
+                    "validated",
+                    Some(step),
+                    Some(&name),
+                    format!("{step}: {} ({detail})", checks::describe(condition, action)),
+                )),
+                Polled::TimedOut { last, .. } => {
+                    return Err(Error::ValidationTimedOut {
+                        step: step.to_owned(),
+                        check: checks::describe(condition, action),
+                        timeout: format_duration(timeout).to_string(),
+                        last,
+                    });
+                }
+                Polled::Stopped => {
+                    return Err(Error::Stopped(
+                        "interrupted while validating; run apply again to re-validate and continue"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+        let record = &mut state.steps[index].actions[position];
+        record.phase = ActionPhase::Validated;
+        record.validated_at = Some(Utc::now());
+        self.save(state)
+    }
+
+    /// Protection tags, termination/stop protection and deletion protection, for every action of
+    /// the step that has not yet run: checked before the step changes anything.
+    async fn check_safety(
+        &self,
+        cloud: &Cloud,
+        step: &str,
+        actions: &[ActionFile],
+        record: &StepRecord,
+    ) -> Result<(), Error> {
+        let protect_keys = [PROTECT_TAG, self.sequence.protect_tag.as_str()];
+        let mut problems = Vec::new();
+        let mut resolver = Resolver::new(cloud);
+        for (action, pinned) in actions.iter().zip(&record.actions) {
+            if matches!(pinned.phase, ActionPhase::Applied | ActionPhase::Validated)
+                || pinned.targets.is_empty()
+            {
+                continue;
+            }
+            let ids = pinned.target_ids();
+            let tagged: Vec<(String, crate::resources::Tags)> = match pinned.targets[0].kind {
+                ResourceKind::Instance => cloud
+                    .instances_by_id(&ids)
+                    .await?
+                    .into_iter()
+                    .map(|i| (i.id, i.tags))
+                    .collect(),
+                ResourceKind::Volume => cloud
+                    .volumes_by_id(&ids)
+                    .await?
+                    .into_iter()
+                    .map(|v| (v.id, v.tags))
+                    .collect(),
+                ResourceKind::Address => resolver
+                    .all_addresses()
+                    .await?
+                    .iter()
+                    .filter(|a| ids.contains(&a.allocation_id))
+                    .map(|a| (a.allocation_id.clone(), a.tags.clone()))
+                    .collect(),
+                ResourceKind::SecurityGroup => resolver
+                    .all_groups()
+                    .await?
+                    .iter()
+                    .filter(|g| ids.contains(&g.id))
+                    .map(|g| (g.id.clone(), g.tags.clone()))
+                    .collect(),
+                ResourceKind::LoadBalancer => {
+                    resolver.all_load_balancers().await?;
+                    let mut lbs: Vec<_> = cloud
+                        .load_balancers()
+                        .await?
+                        .into_iter()
+                        .filter(|lb| ids.contains(&lb.arn))
+                        .collect();
+                    cloud.tag_load_balancers(&mut lbs).await?;
+                    for lb in &lbs {
+                        if cloud.deletion_protected(&lb.arn).await? {
+                            problems.push(format!(
+                                "load balancer {} has deletion protection on",
+                                lb.name
+                            ));
+                        }
+                    }
+                    lbs.into_iter().map(|lb| (lb.arn, lb.tags)).collect()
+                }
+                ResourceKind::Record => Vec::new(),
+            };
+            for (id, tags) in tagged {
+                if let Some(key) = protect_keys.iter().find(|k| tags.contains_key(**k)) {
+                    problems.push(format!("{id} carries the protection tag `{key}`; remove the tag (or the target) to proceed"));
+                }
+            }
+            let attribute = match action.action {
+                ActionKind::TerminateInstances => Some((
+                    InstanceAttributeName::DisableApiTermination,
+                    "termination protection",
+                )),
+                ActionKind::StopInstances => {
+                    Some((InstanceAttributeName::DisableApiStop, "stop protection"))
+                }
+                ActionKind::StopServices if action.command.is_none() => {
+                    Some((InstanceAttributeName::DisableApiStop, "stop protection"))
+                }
+                _ => None,
+            };
+            if let Some((attribute, what)) = attribute {
+                for id in cloud.protected_instances(&ids, attribute).await? {
+                    problems.push(format!("instance {id} has {what} on"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Refused {
+                step: step.to_owned(),
+                message: problems.join("; "),
+            })
+        }
+    }
+
+    /// Undoes the reversible actions that ran, last first; lists the irreversible ones.
+    pub async fn rollback(
+        &self,
+        options: &Options,
+        ui: &mut dyn Ui,
+    ) -> Result<RollbackReport, Error> {
+        let (cloud, account) = self.connect("rollback", options).await?;
+        let _lock = self.store.lock()?;
+        let mut state = self
+            .store
+            .resume::<RunState>(&self.fingerprint.to_string(), false)?
+            .ok_or_else(|| {
+                Error::BadInput(format!(
+                    "nothing to roll back: {} was never applied",
+                    self.path.display()
+                ))
+            })?
+            .state;
+        self.check_same_account(&state, &account)?;
+        let mut report = RollbackReport::default();
+        let mut work: Vec<(usize, usize)> = Vec::new();
+        for (index, step) in state.steps.iter().enumerate().rev() {
+            if options.step.as_deref().is_some_and(|s| s != step.name) {
+                continue;
+            }
+            for (position, record) in step.actions.iter().enumerate().rev() {
+                if record.phase == ActionPhase::Pending || record.rolled_back_at.is_some() {
+                    continue;
+                }
+                let action = &self.actions_of(&step.name)[position];
+                let label = format!("{}: {}", step.name, action_name(action.action));
+                match rollback_kind(action) {
+                    Undo::Reverse => work.push((index, position)),
+                    Undo::Kept(why) => report.kept.push(format!("{label}: {why}")),
+                    Undo::Irreversible => report.irreversible.push(format!(
+                        "{label} ({} — not undone)",
+                        summary(action, record)
+                    )),
+                }
+            }
+        }
+        for line in report.irreversible.iter().chain(&report.kept) {
+            ui.event(&event("rollback_skipped", None, None, line.clone()));
+        }
+        if work.is_empty() {
+            ui.event(&event(
+                "done",
+                None,
+                None,
+                "nothing reversible to roll back".to_owned(),
+            ));
+            return Ok(report);
+        }
+        let listing: Vec<String> = work
+            .iter()
+            .map(|&(i, p)| {
+                format!(
+                    "{}: undo {}",
+                    state.steps[i].name,
+                    action_name(state.steps[i].actions[p].kind)
+                )
+            })
+            .collect();
+        if !ui.confirm("rollback", &listing.join("; "), false)? {
+            return Err(Error::Stopped(
+                "rollback was not confirmed; nothing was changed".to_owned(),
+            ));
+        }
+        let inventory = Inventory::new(&self.paths().inventory);
+        for (index, position) in work {
+            let step_name = state.steps[index].name.clone();
+            let action = self.actions_of(&step_name)[position].clone();
+            let record = state.steps[index].actions[position].clone();
+            cloud.audit.set_scope(
+                Some(&step_name),
+                Some(&format!("rollback {}", action_name(action.action))),
+            );
+            let ctx = Context {
+                cloud: &cloud,
+                sequence: &self.sequence,
+                run: &self.run,
+                step: &step_name,
+                inventory: &inventory,
+                state_dir: &self.state_dir,
+                stop: &options.stop,
+            };
+            let done = undo(&ctx, &action, &record).await?;
+            state.steps[index].actions[position].rolled_back_at = Some(Utc::now());
+            self.save(&state)?;
+            let line = format!(
+                "{step_name}: undid {} ({})",
+                action_name(action.action),
+                done.iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ui.event(&event("rolled_back", Some(&step_name), None, line.clone()));
+            report.undone.push(line);
+        }
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RollbackReport {
+    pub undone: Vec<String>,
+    pub kept: Vec<String>,
+    pub irreversible: Vec<String>,
+}
+
+enum Undo {
+    Reverse,
+    Kept(&'static str),
+    Irreversible,
+}
+
+fn rollback_kind(action: &ActionFile) -> Undo {
+    use ActionKind::*;
+    match action.action {
+        StopServices if action.command.is_some() => Undo::Irreversible,
+        StopServices | StopInstances => Undo::Reverse,
+        StartInstances => Undo::Reverse,
+        DetachVolumes => Undo::Reverse,
+        RemoveDns => Undo::Reverse,
+        SnapshotVolumes => Undo::Kept("snapshots are kept (they change nothing)"),
+        Archive => Undo::Kept("the archive is kept"),
+        _ => Undo::Irreversible,
+    }
+}
+
+/// Undoes one reversible action from the inventory, waiting until the undo took effect.
+async fn undo(
+    ctx: &Context<'_>,
+    action: &ActionFile,
+    record: &ActionRecord,
+) -> Result<BTreeMap<String, String>, Error> {
+    let ids = record.target_ids();
+    let cloud = ctx.cloud;
+    let mut done = BTreeMap::new();
+    match action.action {
+        ActionKind::StopServices | ActionKind::StopInstances => {
+            let instances = cloud.instances_by_id(&ids).await?;
+            let startable: Vec<String> = instances
+                .iter()
+                .filter(|i| i.state == "stopped")
+                .map(|i| i.id.clone())
+                .collect();
+            for i in instances.iter().filter(|i| i.state != "stopped") {
+                done.insert(i.id.clone(), format!("left {} (not stopped)", i.state));
+            }
+            if !startable.is_empty() {
+                cloud
+                    .call(
+                        "ec2",
+                        "StartInstances",
+                        true,
+                        &startable,
+                        cloud
+                            .ec2
+                            .start_instances()
+                            .set_instance_ids(Some(startable.clone()))
+                            .send(),
+                    )
+                    .await?;
+                for id in startable {
+                    done.insert(id, "started".to_owned());
+                }
+            }
+        }
+        ActionKind::StartInstances => {
+            let running: Vec<String> = cloud
+                .instances_by_id(&ids)
+                .await?
+                .into_iter()
+                .filter(|i| i.state == "running")
+                .map(|i| i.id)
+                .collect();
+            if !running.is_empty() {
+                cloud
+                    .call(
+                        "ec2",
+                        "StopInstances",
+                        true,
+                        &running,
+                        cloud
+                            .ec2
+                            .stop_instances()
+                            .set_instance_ids(Some(running.clone()))
+                            .send(),
+                    )
+                    .await?;
+                for id in running {
+                    done.insert(id, "stopped".to_owned());
+                }
+            }
+        }
+        ActionKind::DetachVolumes => {
+            #[derive(serde::Deserialize)]
+            struct SavedVolume {
+                attachments: Vec<crate::resources::Attachment>,
+            }
+            let volumes = cloud.volumes_by_id(&ids).await?;
+            for id in &ids {
+                let Some(saved) = ctx
+                    .inventory
+                    .load::<SavedVolume>(ResourceKind::Volume, id)?
+                else {
+                    done.insert(id.clone(), "no saved attachment".to_owned());
+                    continue;
+                };
+                let Some(volume) = volumes.iter().find(|v| &v.id == id) else {
+                    done.insert(id.clone(), "volume no longer exists".to_owned());
+                    continue;
+                };
+                for attachment in saved.attachments {
+                    if volume
+                        .attachments
+                        .iter()
+                        .any(|a| a.instance_id == attachment.instance_id)
+                    {
+                        done.insert(
+                            id.clone(),
+                            format!("already attached to {}", attachment.instance_id),
+                        );
+                        continue;
+                    }
+                    let live = cloud
+                        .instances_by_id(std::slice::from_ref(&attachment.instance_id))
+                        .await?;
+                    if live
+                        .iter()
+                        .all(|i| matches!(i.state.as_str(), "terminated" | "shutting-down"))
+                    {
+                        done.insert(
+                            id.clone(),
+                            format!("not re-attached: {} is terminated", attachment.instance_id),
+                        );
+                        continue;
+                    }
+                    let request = cloud
+                        .ec2
+                        .attach_volume()
+                        .volume_id(id)
+                        .instance_id(&attachment.instance_id)
+                        .device(&attachment.device);
+                    cloud
+                        .call(
+                            "ec2",
+                            "AttachVolume",
+                            true,
+                            &[id.clone(), attachment.instance_id.clone()],
+                            request.send(),
+                        )
+                        .await?;
+                    done.insert(
+                        id.clone(),
+                        format!(
+                            "attached to {} as {}",
+                            attachment.instance_id, attachment.device
+                        ),
+                    );
+                }
+            }
+        }
+        ActionKind::RemoveDns => {
+            let mut saved = Vec::new();
+            for id in &ids {
+                if let Some(record) = ctx
+                    .inventory
+                    .load::<crate::resources::RecordInfo>(ResourceKind::Record, id)?
+                {
+                    saved.push(record);
+                }
+            }
+            done.extend(
+                actions::change_records(
+                    cloud,
+                    &ids,
+                    aws_sdk_route53::types::ChangeAction::Upsert,
+                    &saved,
+                )
+                .await?,
+            );
+        }
+        _ => {}
+    }
+    Ok(done)
+}
+
+/// The current state of every pinned target, read in one batch per kind.
+async fn current_states(
+    cloud: &Cloud,
+    state: &RunState,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut by_kind: BTreeMap<ResourceKind, Vec<String>> = BTreeMap::new();
+    for target in state
+        .steps
+        .iter()
+        .flat_map(|s| &s.actions)
+        .flat_map(|a| &a.targets)
+    {
+        let ids = by_kind.entry(target.kind).or_default();
+        if !ids.contains(&target.id) {
+            ids.push(target.id.clone());
+        }
+    }
+    let mut states = BTreeMap::new();
+    for (kind, ids) in by_kind {
+        match kind {
+            ResourceKind::Instance => {
+                for i in cloud.instances_by_id(&ids).await? {
+                    states.insert(i.id, i.state);
+                }
+            }
+            ResourceKind::Volume => {
+                for v in cloud.volumes_by_id(&ids).await? {
+                    let attached = v
+                        .attachments
+                        .iter()
+                        .map(|a| format!(", attached to {} as {}", a.instance_id, a.device))
+                        .collect::<String>();
+                    states.insert(v.id, format!("{}{attached}", v.state));
+                }
+            }
+            ResourceKind::Address => {
+                for a in cloud
+                    .addresses()
+                    .await?
+                    .into_iter()
+                    .filter(|a| ids.contains(&a.allocation_id))
+                {
+                    let state = a.instance_id.map_or_else(
+                        || "unassociated".to_owned(),
+                        |i| format!("associated with {i}"),
+                    );
+                    states.insert(a.allocation_id, state);
+                }
+            }
+            ResourceKind::SecurityGroup => {
+                for g in cloud
+                    .security_groups()
+                    .await?
+                    .into_iter()
+                    .filter(|g| ids.contains(&g.id))
+                {
+                    states.insert(g.id, format!("exists ({})", g.group_name));
+                }
+            }
+            ResourceKind::LoadBalancer => {
+                for lb in cloud
+                    .load_balancers()
+                    .await?
+                    .into_iter()
+                    .filter(|lb| ids.contains(&lb.arn))
+                {
+                    states.insert(lb.arn, lb.state);
+                }
+            }
+            ResourceKind::Record => {
+                for r in actions::current_records(cloud, &ids).await? {
+                    let values = match &r.alias {
+                        Some(alias) => format!("alias {}", alias.dns_name),
+                        None => r.values.join(" "),
+                    };
+                    states.insert(crate::resolve::record_id(&r), format!("present: {values}"));
+                }
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// A human summary of a step's targets, for `status`.
+pub fn target_list(targets: &[Target]) -> String {
+    targets
+        .iter()
+        .map(Target::display)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

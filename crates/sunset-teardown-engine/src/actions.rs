@@ -862,6 +862,9 @@ pub(crate) fn archive_ref(
 
 async fn archive(ctx: &Context<'_>, action: &ActionFile) -> Result<Outputs, Error> {
     let archive = archive_ref(ctx, action)?;
+    if let sunset_archive_engine::Destination::Local(dir) = &archive.dest {
+        std::fs::create_dir_all(dir).map_err(Error::io("create archive directory", dir))?;
+    }
     let listed = sunset_archive_engine::list(&archive.dest).await?;
     if listed.iter().any(|l| l.name == archive.name) {
         ctx.cloud

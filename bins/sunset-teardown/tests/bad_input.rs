@@ -9,27 +9,127 @@ const HEAD: &str = "allowed_accounts: [\"123456789012\"]\ndecommission_sequence:
 
 /// (what is wrong, the sequence, `line:col` of the error, a fragment of its message)
 const CASES: &[(&str, &str, &str, &str)] = &[
-    ("unknown action", "  s1:\n    - action: terminate_instance\n      targets: [i-1]\n", "4:15", "did you mean `terminate_instances`?"),
-    ("duration without unit", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      wait_time: 24\n", "6:18", "missing a unit"),
-    ("unknown duration unit", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      wait_time: 2w\n", "6:18", "unknown unit `w`"),
-    ("missing targets", "  s1:\n    - action: stop_instances\n", "4:7", "`stop_instances` needs `targets`"),
-    ("duplicate step names", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n  s1:\n    - action: start_instances\n      targets: [i-1]\n", "6:3", "duplicate"),
-    ("unknown validation", "  s1:\n    - action: snapshot_volumes\n      targets: [v]\n      validation: snapshot_complete\n", "6:19", "did you mean `snapshot_completed`?"),
-    ("misspelt field", "  s1:\n    - action: stop_instances\n      targts: [i-1]\n", "5:7", "did you mean `targets`?"),
+    (
+        "unknown action",
+        "  s1:\n    - action: terminate_instance\n      targets: [i-1]\n",
+        "4:15",
+        "did you mean `terminate_instances`?",
+    ),
+    (
+        "duration without unit",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      wait_time: 24\n",
+        "6:18",
+        "missing a unit",
+    ),
+    (
+        "unknown duration unit",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      wait_time: 2w\n",
+        "6:18",
+        "unknown unit `w`",
+    ),
+    (
+        "missing targets",
+        "  s1:\n    - action: stop_instances\n",
+        "4:7",
+        "`stop_instances` needs `targets`",
+    ),
+    (
+        "duplicate step names",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n  s1:\n    - action: start_instances\n      targets: [i-1]\n",
+        "6:3",
+        "duplicate",
+    ),
+    (
+        "unknown validation",
+        "  s1:\n    - action: snapshot_volumes\n      targets: [v]\n      validation: snapshot_complete\n",
+        "6:19",
+        "did you mean `snapshot_completed`?",
+    ),
+    (
+        "misspelt field",
+        "  s1:\n    - action: stop_instances\n      targts: [i-1]\n",
+        "5:7",
+        "did you mean `targets`?",
+    ),
     ("no steps", "  {}\n", "3:3", "expected at least one step"),
-    ("a step without actions", "  s1: []\n", "3:7", "expected at least one action"),
-    ("detach first without targets", "  s1:\n    - action: detach_volumes\n", "4:7", "but it is the first action"),
-    ("malformed tag selector", "  s1:\n    - action: stop_instances\n      targets: [\"tag:Role\"]\n", "5:16", "expected a tag selector like `tag:Role=collector`"),
-    ("remove_dns without records", "  s1:\n    - action: remove_dns\n", "4:7", "`remove_dns` needs `records`"),
-    ("a validation that can not check its action", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      validation: snapshot_completed\n", "6:19", "`snapshot_completed` can not check the outcome of `stop_instances`"),
-    ("command without command", "  s1:\n    - action: command\n", "4:7", "`command` needs `command`"),
-    ("zero timeout", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      timeout: 0s\n", "6:16", "expected a duration above zero"),
-    ("two probes", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      validation: { check: no_active_connections, sql: \"select 0\", command: \"true\" }\n", "6:19", "takes one probe"),
-    ("records on the wrong action", "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      records: [a.example.com]\n", "6:16", "`records` is only used by `remove_dns`"),
-    ("a probe-less connection check after a command", "  s1:\n    - action: stop_services\n      targets: [i-1]\n      command: \"systemctl stop collector\"\n      validation: no_active_connections\n", "7:19", "needs a probe"),
-    ("sql without sql", "  s1:\n    - action: sql\n", "4:7", "`sql` needs `sql`"),
-    ("http without url", "  s1:\n    - action: http\n", "4:7", "`http` needs `url`"),
-    ("expect_status not a number", "  s1:\n    - action: http\n      url: http://x\n      expect_status: ok\n", "6:22", "expected u16"),
+    (
+        "a step without actions",
+        "  s1: []\n",
+        "3:7",
+        "expected at least one action",
+    ),
+    (
+        "detach first without targets",
+        "  s1:\n    - action: detach_volumes\n",
+        "4:7",
+        "but it is the first action",
+    ),
+    (
+        "malformed tag selector",
+        "  s1:\n    - action: stop_instances\n      targets: [\"tag:Role\"]\n",
+        "5:16",
+        "expected a tag selector like `tag:Role=collector`",
+    ),
+    (
+        "remove_dns without records",
+        "  s1:\n    - action: remove_dns\n",
+        "4:7",
+        "`remove_dns` needs `records`",
+    ),
+    (
+        "a validation that can not check its action",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      validation: snapshot_completed\n",
+        "6:19",
+        "`snapshot_completed` can not check the outcome of `stop_instances`",
+    ),
+    (
+        "command without command",
+        "  s1:\n    - action: command\n",
+        "4:7",
+        "`command` needs `command`",
+    ),
+    (
+        "zero timeout",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      timeout: 0s\n",
+        "6:16",
+        "expected a duration above zero",
+    ),
+    (
+        "two probes",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      validation: { check: no_active_connections, sql: \"select 0\", command: \"true\" }\n",
+        "6:19",
+        "takes one probe",
+    ),
+    (
+        "records on the wrong action",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      records: [a.example.com]\n",
+        "6:16",
+        "`records` is only used by `remove_dns`",
+    ),
+    (
+        "a probe-less connection check after a command",
+        "  s1:\n    - action: stop_services\n      targets: [i-1]\n      command: \"systemctl stop collector\"\n      validation: no_active_connections\n",
+        "7:19",
+        "needs a probe",
+    ),
+    (
+        "sql without sql",
+        "  s1:\n    - action: sql\n",
+        "4:7",
+        "`sql` needs `sql`",
+    ),
+    (
+        "http without url",
+        "  s1:\n    - action: http\n",
+        "4:7",
+        "`http` needs `url`",
+    ),
+    (
+        "expect_status not a number",
+        "  s1:\n    - action: http\n      url: http://x\n      expect_status: ok\n",
+        "6:22",
+        "expected u16",
+    ),
 ];
 
 #[test]
@@ -42,8 +142,14 @@ fn every_malformed_sequence_is_a_located_error_and_calls_nothing() {
             let out = world.run(&[command, path.to_str().unwrap(), "--yes"]);
             let stderr = String::from_utf8_lossy(&out.stderr);
             let location = format!("{}:{at}: ", path.display());
-            if out.status.code() != Some(2) || !stderr.contains(&location) || !stderr.contains(fragment) {
-                failures.push(format!("{what} ({command}): expected exit 2 at {at} with `{fragment}`\n{}", text(&out)));
+            if out.status.code() != Some(2)
+                || !stderr.contains(&location)
+                || !stderr.contains(fragment)
+            {
+                failures.push(format!(
+                    "{what} ({command}): expected exit 2 at {at} with `{fragment}`\n{}",
+                    text(&out)
+                ));
             }
         }
     }
@@ -58,17 +164,33 @@ fn other_bad_input_is_refused_before_any_call() {
     let good = world.sequence("good", &format!("region: {{region}}\n{HEAD}  step_one:\n    - action: stop_instances\n      targets: [{id}]\n"));
     let good = good.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["plan", good, "--step", "step_onee"], "did you mean `step_one`?"),
-        (vec!["apply", good, "--max-wait", "soon"], "expected a duration"),
-        (vec!["plan", "/nonexistent/sequence.yaml"], "cannot read sequence /nonexistent/sequence.yaml"),
+        (
+            vec!["plan", good, "--step", "step_onee"],
+            "did you mean `step_one`?",
+        ),
+        (
+            vec!["apply", good, "--max-wait", "soon"],
+            "expected a duration",
+        ),
+        (
+            vec!["plan", "/nonexistent/sequence.yaml"],
+            "cannot read sequence /nonexistent/sequence.yaml",
+        ),
         (vec!["apply", good], "stdin is not a terminal: pass --yes"),
     ];
     for (args, fragment) in cases {
         let out = world.run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        assert!(stderr.contains(fragment), "{args:?}: expected `{fragment}`: {}", text(&out));
+        assert!(
+            stderr.contains(fragment),
+            "{args:?}: expected `{fragment}`: {}",
+            text(&out)
+        );
     }
-    assert!(world.audit().iter().all(|r| !r.mutating), "nothing but reads");
+    assert!(
+        world.audit().iter().all(|r| !r.mutating),
+        "nothing but reads"
+    );
     assert_eq!(world.instance_state(&id), "running");
 }

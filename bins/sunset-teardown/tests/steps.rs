@@ -37,7 +37,10 @@ fn legacy_service() -> (String, Arc<AtomicUsize>) {
             } else {
                 "503 Service Unavailable"
             };
-            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
         }
     });
     (url, health_checks)
@@ -83,24 +86,66 @@ decommission_sequence:
     let seq = sequence.to_str().unwrap();
     let plan = world.run(&["plan", seq]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
-    assert!(String::from_utf8_lossy(&plan.stdout).contains(&format!("then: {url}/health answers 503")), "{}", text(&plan));
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains(&format!("then: {url}/health answers 503")),
+        "{}",
+        text(&plan)
+    );
 
     let out = world.run(&["apply", seq, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(health_checks.load(Ordering::SeqCst) >= 3, "the health check was polled until it answered 503");
-    assert_eq!(std::fs::read_to_string(scratch.join("marker")).unwrap(), "retired\n");
-    let archived: Vec<String> = std::fs::read_dir(scratch.join("archives")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(
+        health_checks.load(Ordering::SeqCst) >= 3,
+        "the health check was polled until it answered 503"
+    );
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("marker")).unwrap(),
+        "retired\n"
+    );
+    let archived: Vec<String> = std::fs::read_dir(scratch.join("archives"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(archived.len(), 1, "{archived:?}");
-    assert!(archived[0].ends_with("-keep"), "named after the run and step: {archived:?}");
-    assert!(scratch.join("archives").join(&archived[0]).join("manifest.json").exists());
+    assert!(
+        archived[0].ends_with("-keep"),
+        "named after the run and step: {archived:?}"
+    );
+    assert!(
+        scratch
+            .join("archives")
+            .join(&archived[0])
+            .join("manifest.json")
+            .exists()
+    );
 
     let audit = world.audit();
-    let local: Vec<(&str, bool)> = audit.iter().filter(|r| ["http", "sql", "command", "archive"].contains(&r.service.as_str())).map(|r| (r.service.as_str(), r.mutating)).collect();
-    for expected in [("http", true), ("http", false), ("sql", true), ("sql", false), ("command", true), ("command", false), ("archive", true)] {
-        assert!(local.contains(&expected), "audit lacks {expected:?}: {local:?}");
+    let local: Vec<(&str, bool)> = audit
+        .iter()
+        .filter(|r| ["http", "sql", "command", "archive"].contains(&r.service.as_str()))
+        .map(|r| (r.service.as_str(), r.mutating))
+        .collect();
+    for expected in [
+        ("http", true),
+        ("http", false),
+        ("sql", true),
+        ("sql", false),
+        ("command", true),
+        ("command", false),
+        ("archive", true),
+    ] {
+        assert!(
+            local.contains(&expected),
+            "audit lacks {expected:?}: {local:?}"
+        );
     }
     let again = world.run(&["apply", seq, "--yes", "--restart"]);
-    assert_eq!(again.status.code(), Some(1), "the sql step is not idempotent and says so: {}", text(&again));
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "the sql step is not idempotent and says so: {}",
+        text(&again)
+    );
 }
 
 #[test]
@@ -109,10 +154,22 @@ fn volumes_addresses_and_groups_are_removed_and_instances_started() {
     let names = Names::prefixed(&world.prefix);
     let fleet = world.fleet(&names);
     let spare_group = world.runtime.block_on(async {
-        world.ec2.create_security_group().group_name(format!("{}-spare", world.prefix)).description("unused").send().await.unwrap().group_id().unwrap().to_owned()
+        world
+            .ec2
+            .create_security_group()
+            .group_name(format!("{}-spare", world.prefix))
+            .description("unused")
+            .send()
+            .await
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_owned()
     });
-    let sequence = world.sequence("delete", &format!(
-        r#"allowed_accounts: ["{{account}}"]
+    let sequence = world.sequence(
+        "delete",
+        &format!(
+            r#"allowed_accounts: ["{{account}}"]
 region: {{region}}
 decommission_sequence:
   retire_second:
@@ -132,12 +189,27 @@ decommission_sequence:
     - action: delete_security_groups
       targets: ["{spare}"]
       validation: security_group_gone
-"#, c1 = names.collectors[0], c2 = names.collectors[1], spare = format!("{}-spare", world.prefix)));
+"#,
+            c1 = names.collectors[0],
+            c2 = names.collectors[1],
+            spare = format!("{}-spare", world.prefix)
+        ),
+    );
     let seq = sequence.to_str().unwrap();
     let plan = world.run(&["plan", seq]);
     let shown = String::from_utf8_lossy(&plan.stdout);
-    assert!(shown.contains(&fleet.address) && shown.contains("the Elastic IPs of the instances of `terminate_instances`"), "{}", text(&plan));
-    assert!(shown.contains("the data volumes (not the root volume)") && shown.contains(&fleet.data_volume), "{}", text(&plan));
+    assert!(
+        shown.contains(&fleet.address)
+            && shown.contains("the Elastic IPs of the instances of `terminate_instances`"),
+        "{}",
+        text(&plan)
+    );
+    assert!(
+        shown.contains("the data volumes (not the root volume)")
+            && shown.contains(&fleet.data_volume),
+        "{}",
+        text(&plan)
+    );
 
     let out = world.run(&["apply", seq, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -145,14 +217,51 @@ decommission_sequence:
     assert_eq!(world.instance_state(&fleet.collectors[1]), "terminated");
     assert!(!world.group_exists(&spare_group));
     let (volumes, addresses) = world.runtime.block_on(async {
-        let volumes = world.ec2.describe_volumes().filters(aws_sdk_ec2::types::Filter::builder().name("volume-id").values(&fleet.data_volume).build()).send().await.unwrap().volumes().len();
-        let addresses = world.ec2.describe_addresses().send().await.unwrap().addresses().iter().filter(|a| a.allocation_id() == Some(fleet.address.as_str())).count();
+        let volumes = world
+            .ec2
+            .describe_volumes()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("volume-id")
+                    .values(&fleet.data_volume)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .volumes()
+            .len();
+        let addresses = world
+            .ec2
+            .describe_addresses()
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .iter()
+            .filter(|a| a.allocation_id() == Some(fleet.address.as_str()))
+            .count();
         (volumes, addresses)
     });
-    assert_eq!((volumes, addresses), (0, 0), "the volume is deleted and the address released");
+    assert_eq!(
+        (volumes, addresses),
+        (0, 0),
+        "the volume is deleted and the address released"
+    );
     let audit = world.audit();
-    for operation in ["TerminateInstances", "ReleaseAddress", "StopInstances", "DetachVolume", "DeleteVolume", "StartInstances", "DeleteSecurityGroup"] {
-        let calls = audit.iter().filter(|r| r.mutating && r.result == "ok" && r.operation == operation).count();
+    for operation in [
+        "TerminateInstances",
+        "ReleaseAddress",
+        "StopInstances",
+        "DetachVolume",
+        "DeleteVolume",
+        "StartInstances",
+        "DeleteSecurityGroup",
+    ] {
+        let calls = audit
+            .iter()
+            .filter(|r| r.mutating && r.result == "ok" && r.operation == operation)
+            .count();
         assert_eq!(calls, 1, "{operation} once: {:?}", mutations(&audit));
     }
 }

@@ -484,3 +484,79 @@ decommission_sequence:
     assert_eq!(world.instance_state(&fleet.collectors[0]), "terminated");
     assert!(!world.group_exists(&fleet.group_id));
 }
+
+#[test]
+fn the_example_sequences_plan_against_their_fleets() {
+    let world = World::new("td-examples");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sequences");
+    let queue = Names {
+        collectors: vec![
+            "legacy-queue-worker-1".into(),
+            "legacy-queue-worker-2".into(),
+        ],
+        group_tag: "legacy-queue-workers".into(),
+        volume: "legacy-queue-spool-1".into(),
+        lb: "legacy-queue-lb".into(),
+        zone: "internal".into(),
+        record: "legacy-queue.internal".into(),
+        security_group: "legacy-queue-workers".into(),
+    };
+    // One hosted zone `internal.` at a time: each fleet replaces the previous one's zone.
+    for (names, file, expected) in [
+        (
+            Names::legacy_metrics(),
+            "legacy-metrics/decommission.yaml",
+            vec![
+                "stop 2 instances",
+                "snapshot 1 volume",
+                "detach 1 volume",
+                "terminate 2 instances",
+                "remove 1 DNS record set",
+                "delete 1 load balancer",
+                "delete 1 security group once unused",
+            ],
+        ),
+        (
+            queue,
+            "legacy-queue/decommission.yaml",
+            vec![
+                "POST http://legacy-queue.internal:8080/admin/drain",
+                "archive",
+                "stop 2 instances",
+                "snapshot 1 volume",
+                "terminate 2 instances",
+                "release 1 address",
+                "remove 1 DNS record set",
+                "delete 1 security group once unused",
+            ],
+        ),
+    ] {
+        let fleet = world.fleet(&names);
+        let path = repo.join(file);
+        let out = world.run(&["plan", path.to_str().unwrap(), "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summaries: Vec<&str> = plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["actions"].as_array().unwrap())
+            .map(|a| a["summary"].as_str().unwrap())
+            .collect();
+        for want in expected {
+            assert!(
+                summaries.iter().any(|s| s.starts_with(want)),
+                "{file}: no `{want}` in {summaries:?}"
+            );
+        }
+        let ids = plan.to_string();
+        assert!(
+            fleet.collectors.iter().all(|c| ids.contains(c.as_str())),
+            "{file}: both instances resolved"
+        );
+        assert!(
+            world.audit().iter().all(|r| !r.mutating),
+            "{file}: plan changed nothing"
+        );
+    }
+}

@@ -176,6 +176,7 @@ fn may_inherit_targets(kind: ActionKind) -> bool {
         kind,
         ActionKind::DetachVolumes
             | ActionKind::DeleteVolumes
+            | ActionKind::SnapshotVolumes
             | ActionKind::CleanSecurityGroups
             | ActionKind::ReleaseAddresses
             | ActionKind::Archive
@@ -207,6 +208,10 @@ pub(crate) fn sequence(file: &str, text: &str, sequence: &SequenceFile) -> Resul
             );
         }
     }
+    let archive_defaults = sequence
+        .archive
+        .as_ref()
+        .is_some_and(|a| !a.dirs.is_empty() || !a.tables.is_empty());
     for (step_name, actions) in sequence.decommission_sequence.iter() {
         let step_path = [key("decommission_sequence"), key(step_name.as_str())];
         if actions.is_empty() {
@@ -215,7 +220,7 @@ pub(crate) fn sequence(file: &str, text: &str, sequence: &SequenceFile) -> Resul
         for (index, action) in actions.iter().enumerate() {
             let mut path = step_path.to_vec();
             path.push(PathSegment::Index(index));
-            check_action(&mut checker, &path, index, action);
+            check_action(&mut checker, &path, index, action, archive_defaults);
         }
     }
     checker.finish()
@@ -226,6 +231,7 @@ fn check_action(
     path: &[PathSegment],
     index: usize,
     action: &ActionFile,
+    archive_defaults: bool,
 ) {
     let at = |field: &str| {
         let mut p = path.to_vec();
@@ -246,7 +252,7 @@ fn check_action(
         && index == 0
         && matches!(
             action.action,
-            ActionKind::DetachVolumes | ActionKind::DeleteVolumes
+            ActionKind::DetachVolumes | ActionKind::DeleteVolumes | ActionKind::SnapshotVolumes
         )
     {
         checker.error(path, format!("`{name}` without `targets` acts on the volumes of the action before it in the step, but it is the first action"));
@@ -268,8 +274,13 @@ fn check_action(
         ActionKind::Command if action.command.is_none() => Some(("command", "the command to run")),
         ActionKind::Sql if action.sql.is_none() => Some(("sql", "the statement to run")),
         ActionKind::Http if action.url.is_none() => Some(("url", "the URL to call")),
-        ActionKind::Archive if action.dirs.is_empty() && action.tables.is_empty() => {
-            Some(("dirs", "the directories or `tables` to archive"))
+        ActionKind::Archive
+            if action.dirs.is_empty() && action.tables.is_empty() && !archive_defaults =>
+        {
+            Some((
+                "dirs",
+                "the directories or `tables` to archive (or a top-level `archive` with them)",
+            ))
         }
         _ => None,
     };

@@ -5,7 +5,7 @@ use sunset_plan::Diagnostics;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The sequence file is malformed: nothing was called.
-    #[error("{0}")]
+    #[error(transparent)]
     Sequence(#[from] Diagnostics),
     /// Flags or files that make no sense together: nothing was called.
     #[error("{0}")]
@@ -48,8 +48,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Probe(String),
+    /// Not a `source`: the message already says it all, and `{:#}` would repeat it.
     #[error("archive: {0}")]
-    Archive(#[from] sunset_archive_engine::Error),
+    Archive(sunset_archive_engine::Error),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
     #[error("{what} {path}: {source}")]
@@ -61,6 +62,12 @@ pub enum Error {
     /// Stopped on purpose (declined confirmation, Ctrl-C, a wait gate): run again to continue.
     #[error("{0}")]
     Stopped(String),
+}
+
+impl From<sunset_archive_engine::Error> for Error {
+    fn from(error: sunset_archive_engine::Error) -> Self {
+        Error::Archive(error)
+    }
 }
 
 impl Error {

@@ -122,7 +122,25 @@ fn workspace_root() -> PathBuf {
 
 /// Builds one of the workspace's binaries (debug, or release for benchmarks) and returns its path.
 fn build_binary(package: &str, release: bool) -> anyhow::Result<PathBuf> {
-    let mut args = vec!["build", "--quiet", "--package", package];
+    cargo_build(&["--package", package], release)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root().join("target").join(profile).join(package))
+}
+
+/// Builds one of a package's examples (demo and bench helpers) and returns its path.
+fn build_example(package: &str, example: &str, release: bool) -> anyhow::Result<PathBuf> {
+    cargo_build(&["--package", package, "--example", example], release)?;
+    let profile = if release { "release" } else { "debug" };
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("examples")
+        .join(example))
+}
+
+fn cargo_build(what: &[&str], release: bool) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--quiet"];
+    args.extend(what);
     if release {
         args.push("--release");
     }
@@ -131,10 +149,9 @@ fn build_binary(package: &str, release: bool) -> anyhow::Result<PathBuf> {
             .args(&args)
             .current_dir(workspace_root())
             .status()
-            .with_context(|| format!("building {package}"))?;
-    anyhow::ensure!(status.success(), "building {package} failed");
-    let profile = if release { "release" } else { "debug" };
-    Ok(workspace_root().join("target").join(profile).join(package))
+            .with_context(|| format!("cargo {}", args.join(" ")))?;
+    anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
+    Ok(())
 }
 
 /// Where services keep their state, data and logs: inside `target/`, so `cargo clean` resets them.

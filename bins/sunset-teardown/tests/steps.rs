@@ -153,6 +153,7 @@ fn volumes_addresses_and_groups_are_removed_and_instances_started() {
     let world = World::new("td-delete");
     let names = Names::prefixed(&world.prefix);
     let fleet = world.fleet(&names);
+    let spare_name = format!("{}-spare", world.prefix);
     let spare_group = world.runtime.block_on(async {
         world
             .ec2
@@ -192,7 +193,7 @@ decommission_sequence:
 "#,
             c1 = names.collectors[0],
             c2 = names.collectors[1],
-            spare = format!("{}-spare", world.prefix)
+            spare = spare_name
         ),
     );
     let seq = sequence.to_str().unwrap();

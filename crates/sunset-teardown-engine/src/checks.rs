@@ -52,7 +52,12 @@ pub(crate) fn implied(action: &ActionFile) -> Option<Condition> {
 pub(crate) fn conditions(action: &ActionFile) -> Vec<Condition> {
     let mut all: Vec<Condition> = implied(action).into_iter().collect();
     if let Some(validation) = &action.validation {
-        let named = Condition::Validation(validation.check);
+        // `no_mount_points` is checked as `no_attachments`: EBS can not see inside the guest.
+        let check = match validation.check {
+            ValidationKind::NoMountPoints => ValidationKind::NoAttachments,
+            other => other,
+        };
+        let named = Condition::Validation(check);
         if !all.contains(&named) {
             all.push(named);
         }

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_archive;
+mod bench_teardown;
 mod demo;
 mod moto;
 mod postgres;
@@ -65,6 +66,8 @@ enum BenchTarget {
     },
     /// sunset-archive vs `tar | pigz` and `tar -czf` (local) and `tar -czf - | aws s3 cp -` (S3) on 1 GiB.
     Archive,
+    /// sunset-teardown plan and apply over 1,000 instances vs a per-instance loop, with API calls per action.
+    Teardown,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +102,9 @@ fn main() -> ExitCode {
         Task::Bench {
             what: BenchTarget::Archive,
         } => bench_archive::archive().map(|()| ExitCode::SUCCESS),
+        Task::Bench {
+            what: BenchTarget::Teardown,
+        } => bench_teardown::teardown().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -97,6 +97,23 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// The states of the instances and volumes read so far, by id.
+    pub(crate) fn known_states(&self) -> BTreeMap<String, String> {
+        let instances = self
+            .instances
+            .values()
+            .map(|i| (i.id.clone(), i.state.clone()));
+        let volumes = self.volumes.values().map(|v| {
+            let attached: String = v
+                .attachments
+                .iter()
+                .map(|a| format!(", attached to {} as {}", a.instance_id, a.device))
+                .collect();
+            (v.id.clone(), format!("{}{attached}", v.state))
+        });
+        instances.chain(volumes).collect()
+    }
+
     /// Resolves explicit targets of `kind`; the error message names the target that failed.
     pub(crate) async fn resolve(
         &mut self,

@@ -426,48 +426,29 @@ impl Cloud {
         Ok(found)
     }
 
-    /// Instances with termination (or, for `stop`, stop) protection on, asked a few at a time.
-    pub async fn protected_instances(
-        &self,
-        ids: &[String],
-        attribute: InstanceAttributeName,
-    ) -> Result<Vec<String>, Error> {
+    /// Instances with termination protection on, asked a few at a time (the attribute has no
+    /// batch form).
+    pub async fn termination_protected(&self, ids: &[String]) -> Result<Vec<String>, Error> {
         let checks = stream::iter(ids.iter().cloned())
-            .map(|id| {
-                let attribute = attribute.clone();
-                async move {
-                    let output = self
-                        .call(
-                            "ec2",
-                            "DescribeInstanceAttribute",
-                            false,
-                            std::slice::from_ref(&id),
-                            self.ec2
-                                .describe_instance_attribute()
-                                .instance_id(&id)
-                                .attribute(attribute.clone())
-                                .send(),
-                        )
-                        .await;
-                    match output {
-                        Ok(output) => {
-                            let value = match attribute {
-                                InstanceAttributeName::DisableApiStop => output.disable_api_stop(),
-                                _ => output.disable_api_termination(),
-                            };
-                            Ok(value.and_then(|v| v.value()).unwrap_or(false).then_some(id))
-                        }
-                        // Older endpoints (and the emulator) may not know the stop attribute.
-                        Err(Error::Aws {
-                            code: Some(code), ..
-                        }) if code.contains("InvalidParameter")
-                            && attribute == InstanceAttributeName::DisableApiStop =>
-                        {
-                            Ok(None)
-                        }
-                        Err(error) => Err(error),
-                    }
-                }
+            .map(|id| async move {
+                let output = self
+                    .call(
+                        "ec2",
+                        "DescribeInstanceAttribute",
+                        false,
+                        std::slice::from_ref(&id),
+                        self.ec2
+                            .describe_instance_attribute()
+                            .instance_id(&id)
+                            .attribute(InstanceAttributeName::DisableApiTermination)
+                            .send(),
+                    )
+                    .await?;
+                let protected = output
+                    .disable_api_termination()
+                    .and_then(|v| v.value())
+                    .unwrap_or(false);
+                Ok::<_, Error>(protected.then_some(id))
             })
             .buffer_unordered(16)
             .try_collect::<Vec<_>>()

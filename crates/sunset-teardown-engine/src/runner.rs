@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::InstanceAttributeName;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sunset_checkpoint::FileStore;
@@ -388,7 +387,8 @@ impl Teardown {
             },
         };
         self.store.save(&self.fingerprint.to_string(), &state)?;
-        self.report(&cloud, &state, options).await
+        self.report(&cloud, &state, options, resolver.known_states())
+            .await
     }
 
     fn check_same_account(&self, state: &RunState, account: &str) -> Result<(), Error> {
@@ -406,8 +406,9 @@ impl Teardown {
         cloud: &Cloud,
         state: &RunState,
         options: &Options,
+        known: BTreeMap<String, String>,
     ) -> Result<PlanReport, Error> {
-        let states = current_states(cloud, state).await?;
+        let states = current_states(cloud, state, known).await?;
         let steps = self
             .sequence
             .decommission_sequence
@@ -500,7 +501,9 @@ impl Teardown {
         {
             return Err(Error::BadInput("this run was rolled back; start it over with `apply --restart` (targets are resolved again)".to_owned()));
         }
-        let plan = self.report(&cloud, &state, options).await?;
+        let plan = self
+            .report(&cloud, &state, options, BTreeMap::new())
+            .await?;
         ui.event(&event("plan", None, None, plan.render()));
         let inventory = Inventory::new(&self.paths().inventory);
         let mut steps_run = 0;
@@ -837,7 +840,7 @@ impl Teardown {
         self.save(state)
     }
 
-    /// Protection tags, termination/stop protection and deletion protection, for every action of
+    /// Protection tags, termination protection and deletion protection, for every action of
     /// the step that has not yet run: checked before the step changes anything.
     async fn check_safety(
         &self,
@@ -850,6 +853,10 @@ impl Teardown {
         let mut problems = Vec::new();
         let mut resolver = Resolver::new(cloud);
         for (action, pinned) in actions.iter().zip(&record.actions) {
+            cloud.audit.set_scope(
+                Some(step),
+                Some(&format!("{} safety checks", action_name(action.action))),
+            );
             if matches!(pinned.phase, ActionPhase::Applied | ActionPhase::Validated)
                 || pinned.targets.is_empty()
             {
@@ -909,22 +916,14 @@ impl Teardown {
                     problems.push(format!("{id} carries the protection tag `{key}`; remove the tag (or the target) to proceed"));
                 }
             }
-            let attribute = match action.action {
-                ActionKind::TerminateInstances => Some((
-                    InstanceAttributeName::DisableApiTermination,
-                    "termination protection",
-                )),
-                ActionKind::StopInstances => {
-                    Some((InstanceAttributeName::DisableApiStop, "stop protection"))
-                }
-                ActionKind::StopServices if action.command.is_none() => {
-                    Some((InstanceAttributeName::DisableApiStop, "stop protection"))
-                }
-                _ => None,
-            };
-            if let Some((attribute, what)) = attribute {
-                for id in cloud.protected_instances(&ids, attribute).await? {
-                    problems.push(format!("instance {id} has {what} on"));
+            // Stop protection is enforced by EC2 itself on the whole StopInstances call, so only
+            // termination protection (which sunset reports before the step starts) is read: it
+            // costs one call per instance, as the API has no batch form.
+            // Stop protection is enforced by EC2 itself on the whole StopInstances call; only
+            // termination protection is read here (one call per instance: no batch form).
+            if action.action == ActionKind::TerminateInstances {
+                for id in cloud.termination_protected(&ids).await? {
+                    problems.push(format!("instance {id} has termination protection on"));
                 }
             }
         }
@@ -1228,10 +1227,12 @@ async fn undo(
     Ok(done)
 }
 
-/// The current state of every pinned target, read in one batch per kind.
+/// The current state of every pinned target, read in one batch per kind (`known` states, just
+/// read by the resolver, are not read again).
 async fn current_states(
     cloud: &Cloud,
     state: &RunState,
+    known: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, Error> {
     let mut by_kind: BTreeMap<ResourceKind, Vec<String>> = BTreeMap::new();
     for target in state
@@ -1239,13 +1240,14 @@ async fn current_states(
         .iter()
         .flat_map(|s| &s.actions)
         .flat_map(|a| &a.targets)
+        .filter(|t| !known.contains_key(&t.id))
     {
         let ids = by_kind.entry(target.kind).or_default();
         if !ids.contains(&target.id) {
             ids.push(target.id.clone());
         }
     }
-    let mut states = BTreeMap::new();
+    let mut states = known;
     for (kind, ids) in by_kind {
         match kind {
             ResourceKind::Instance => {

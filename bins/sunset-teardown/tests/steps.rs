@@ -55,6 +55,7 @@ fn http_sql_command_and_archive_steps_run_with_their_probes() {
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(config.join("collector.toml"), "interval = \"15s\"\n").unwrap();
     let schema = world.prefix.replace('-', "_");
+    let host = world.instance(&format!("{}-host", world.prefix), &[], false);
     let sequence = world.sequence("local", &format!(
         r#"allowed_accounts: ["{{account}}"]
 region: {{region}}
@@ -70,6 +71,11 @@ decommission_sequence:
       sql: "CREATE SCHEMA {schema}; CREATE TABLE {schema}.retired (name text); INSERT INTO {schema}.retired VALUES ('legacy-metrics')"
       database_url: ${{DATABASE_URL}}
       validation: {{ check: no_active_connections, sql: "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'legacy-collector'", database_url: "${{DATABASE_URL}}" }}
+  services:
+    - action: stop_services
+      targets: [{host}]
+      command: "echo $SUNSET_TARGET_ID $SUNSET_TARGET_NAME >> {stopped}"
+      validation: {{ check: sql_returns_zero, sql: "SELECT count(*) FROM {schema}.retired WHERE name <> 'legacy-metrics'", database_url: "${{DATABASE_URL}}" }}
   note:
     - action: command
       command: "echo retired > {marker}"
@@ -80,6 +86,7 @@ decommission_sequence:
       dest: {archives}
 "#,
         marker = scratch.join("marker").display(),
+        stopped = scratch.join("stopped").display(),
         config = config.display(),
         archives = scratch.join("archives").display(),
     ));

@@ -560,3 +560,48 @@ fn the_example_sequences_plan_against_their_fleets() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_while_validating_exits_3_and_the_next_apply_revalidates() {
+    let world = World::new("td-sigint");
+    let id = world.instance(&format!("{}-draining", world.prefix), &[], false);
+    let gate = world.dir.path().join("drained");
+    let sequence = world.sequence("sigint", &format!(
+        "allowed_accounts: [\"{{account}}\"]\nregion: {{region}}\ndecommission_sequence:\n  drain:\n    - action: stop_instances\n      targets: [{id}]\n      validation: {{ check: no_active_connections, command: \"test -f {}\", interval: 100ms, timeout: 10m }}\n",
+        gate.display()
+    ));
+    let seq = sequence.to_str().unwrap();
+    let child = world.spawn(&["apply", seq, "--yes"]);
+    wait_until("the validation polls", Duration::from_secs(60), || {
+        world
+            .audit()
+            .iter()
+            .filter(|r| r.service == "command")
+            .count()
+            >= 2
+    });
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted while validating"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&gate, "").unwrap();
+    let resumed = world.run(&["apply", seq, "--yes"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let stops = world
+        .audit()
+        .iter()
+        .filter(|r| r.operation == "StopInstances")
+        .count();
+    assert_eq!(
+        stops, 1,
+        "the resumed run re-validated without stopping again"
+    );
+}

@@ -130,3 +130,50 @@ pub fn report_error(text: &str) {
         eprintln!("{text}");
     }
 }
+
+/// Runs `command` on a two-thread runtime. The first Ctrl-C or SIGTERM sets the flag `command`
+/// polls (`stopping` tells the operator what happens next: the unit of work in flight finishes
+/// and is checkpointed); a second one exits 130 at once.
+pub fn run_with_interrupts<Fut>(
+    stopping: &'static str,
+    command: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Fut,
+) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = Exit>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report_error(&format!("error: cannot start the async runtime: {error}"));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            match term.as_mut() {
+                Some(term) => {
+                    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                }
+                None => drop(tokio::signal::ctrl_c().await),
+            }
+            tracing::warn!("{stopping} (interrupt again to abort now)");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::signal::ctrl_c().await;
+            #[allow(
+                clippy::exit,
+                clippy::disallowed_methods,
+                reason = "a second interrupt aborts at once; the checkpoint holds what finished"
+            )]
+            std::process::exit(130);
+        });
+        command(stop).await.into()
+    })
+}

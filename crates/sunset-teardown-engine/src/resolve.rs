@@ -347,40 +347,19 @@ impl<'a> Resolver<'a> {
 
     async fn addresses_for(&mut self, targets: &[Text]) -> Result<Vec<Target>, Found> {
         let all = self.all_addresses().await?.to_vec();
-        let mut found = Vec::new();
-        for target in targets {
-            let before = found.len();
-            for address in &all {
-                let via = match spec(target.as_str()) {
-                    Spec::Id(id) if address.allocation_id == id => Some("id".to_owned()),
-                    Spec::Name(name) if address.public_ip.as_deref() == Some(name) => {
-                        Some("public IP".to_owned())
-                    }
-                    Spec::Name(name)
-                        if address.tags.get("Name").map(String::as_str) == Some(name) =>
-                    {
-                        Some(format!("Name tag `{name}`"))
-                    }
-                    Spec::Selector(key, value)
-                        if address.tags.get(key).map(String::as_str) == Some(value) =>
-                    {
-                        Some(format!("tag:{key}={value}"))
-                    }
-                    _ => None,
-                };
-                if let Some(via) = via {
-                    push_unique(&mut found, address_target(address, via));
+        match_listed(
+            targets,
+            &all,
+            "Elastic IP (allocation id, public IP)",
+            |address, spec| match spec {
+                Spec::Id(id) if address.allocation_id == *id => Some("id".to_owned()),
+                Spec::Name(name) if address.public_ip.as_deref() == Some(*name) => {
+                    Some("public IP".to_owned())
                 }
-            }
-            if found.len() == before && !targets_overlap(&found, target) {
-                return Err(Found::Missing(missing_message(
-                    target.as_str(),
-                    "Elastic IP (allocation id, public IP)",
-                    &[],
-                )));
-            }
-        }
-        Ok(found)
+                _ => tag_match(&address.tags, spec),
+            },
+            address_target,
+        )
     }
 
     /// The Elastic IPs associated with `instance_ids`.
@@ -409,38 +388,17 @@ impl<'a> Resolver<'a> {
 
     async fn groups_for(&mut self, targets: &[Text]) -> Result<Vec<Target>, Found> {
         let all = self.all_groups().await?.to_vec();
-        let mut found = Vec::new();
-        for target in targets {
-            let before = found.len();
-            for group in &all {
-                let via = match spec(target.as_str()) {
-                    Spec::Id(id) if group.id == id => Some("id".to_owned()),
-                    Spec::Name(name) if group.group_name == name => Some("group name".to_owned()),
-                    Spec::Name(name)
-                        if group.tags.get("Name").map(String::as_str) == Some(name) =>
-                    {
-                        Some(format!("Name tag `{name}`"))
-                    }
-                    Spec::Selector(key, value)
-                        if group.tags.get(key).map(String::as_str) == Some(value) =>
-                    {
-                        Some(format!("tag:{key}={value}"))
-                    }
-                    _ => None,
-                };
-                if let Some(via) = via {
-                    push_unique(&mut found, group_target(group, via));
-                }
-            }
-            if found.len() == before && !targets_overlap(&found, target) {
-                return Err(Found::Missing(missing_message(
-                    target.as_str(),
-                    "security group (id, group name)",
-                    &[],
-                )));
-            }
-        }
-        Ok(found)
+        match_listed(
+            targets,
+            &all,
+            "security group (id, group name)",
+            |group, spec| match spec {
+                Spec::Id(id) if group.id == *id => Some("id".to_owned()),
+                Spec::Name(name) if group.group_name == *name => Some("group name".to_owned()),
+                _ => tag_match(&group.tags, spec),
+            },
+            group_target,
+        )
     }
 
     pub(crate) async fn all_groups(&mut self) -> Result<&[SecurityGroupInfo], Error> {
@@ -507,41 +465,23 @@ impl<'a> Resolver<'a> {
             self.load_balancer_tags = true;
         }
         let all = self.all_load_balancers().await?.to_vec();
-        let mut found = Vec::new();
-        for target in targets {
-            let before = found.len();
-            for lb in &all {
-                let via = match spec(target.as_str()) {
-                    Spec::Id(arn) if lb.arn == arn => Some("ARN".to_owned()),
-                    Spec::Name(name) if lb.name == name => Some("name".to_owned()),
-                    Spec::Selector(key, value)
-                        if lb.tags.get(key).map(String::as_str) == Some(value) =>
-                    {
-                        Some(format!("tag:{key}={value}"))
-                    }
-                    _ => None,
-                };
-                if let Some(via) = via {
-                    push_unique(
-                        &mut found,
-                        Target {
-                            kind: ResourceKind::LoadBalancer,
-                            id: lb.arn.clone(),
-                            label: Some(lb.name.clone()),
-                            via,
-                        },
-                    );
-                }
-            }
-            if found.len() == before && !targets_overlap(&found, target) {
-                return Err(Found::Missing(missing_message(
-                    target.as_str(),
-                    "load balancer (name, ARN)",
-                    &[],
-                )));
-            }
-        }
-        Ok(found)
+        match_listed(
+            targets,
+            &all,
+            "load balancer (name, ARN)",
+            |lb, spec| match spec {
+                Spec::Id(arn) if lb.arn == *arn => Some("ARN".to_owned()),
+                Spec::Name(name) if lb.name == *name => Some("name".to_owned()),
+                Spec::Selector(..) => tag_match(&lb.tags, spec),
+                _ => None,
+            },
+            |lb, via| Target {
+                kind: ResourceKind::LoadBalancer,
+                id: lb.arn.clone(),
+                label: Some(lb.name.clone()),
+                via,
+            },
+        )
     }
 
     pub(crate) async fn all_load_balancers(&mut self) -> Result<&[LoadBalancerInfo], Error> {
@@ -626,6 +566,43 @@ impl<'a> Resolver<'a> {
         }
         Ok(found)
     }
+}
+
+/// A Name tag or selector matching `tags`: how it matched.
+fn tag_match(tags: &crate::resources::Tags, spec: &Spec<'_>) -> Option<String> {
+    match spec {
+        Spec::Name(name) if tags.get("Name").map(String::as_str) == Some(name) => {
+            Some(format!("Name tag `{name}`"))
+        }
+        Spec::Selector(key, value) if tags.get(*key).map(String::as_str) == Some(value) => {
+            Some(format!("tag:{key}={value}"))
+        }
+        _ => None,
+    }
+}
+
+/// Matches every target against a listed kind of resource; each target must match something.
+fn match_listed<T>(
+    targets: &[Text],
+    all: &[T],
+    what: &str,
+    matches: impl Fn(&T, &Spec<'_>) -> Option<String>,
+    to_target: impl Fn(&T, String) -> Target,
+) -> Result<Vec<Target>, Found> {
+    let mut found = Vec::new();
+    for target in targets {
+        let before = found.len();
+        let target_spec = spec(target.as_str());
+        for item in all {
+            if let Some(via) = matches(item, &target_spec) {
+                push_unique(&mut found, to_target(item, via));
+            }
+        }
+        if found.len() == before && !targets_overlap(&found, target) {
+            return Err(Found::Missing(missing_message(target.as_str(), what, &[])));
+        }
+    }
+    Ok(found)
 }
 
 /// The id a DNS record set is pinned by.

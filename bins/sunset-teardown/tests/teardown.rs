@@ -605,3 +605,49 @@ fn ctrl_c_while_validating_exits_3_and_the_next_apply_revalidates() {
         "the resumed run re-validated without stopping again"
     );
 }
+
+/// On a terminal (a pty from util-linux's `script`), each step is confirmed; an irreversible one
+/// only by typing its name.
+#[test]
+fn a_terminal_confirms_each_step_and_types_the_name_of_an_irreversible_one() {
+    let world = World::new("td-tty");
+    let id = world.instance(&format!("{}-confirmed", world.prefix), &[], false);
+    let sequence = world.sequence("tty", &format!(
+        "allowed_accounts: [\"{{account}}\"]\nregion: {{region}}\ndecommission_sequence:\n  quiet:\n    - action: stop_instances\n      targets: [{id}]\n  gone:\n    - action: terminate_instances\n      targets: [{id}]\n"
+    ));
+    let on_terminal = |answers: &str| {
+        let command = world.command(&[]);
+        let shell = format!("{} apply {}", support::BIN, sequence.display());
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qec", &shell, "/dev/null"])
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = script.spawn().expect("util-linux `script` makes a pty");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answers.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = on_terminal("y\ngone-please\n");
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("type the step name to proceed"),
+        "{}",
+        text(&first)
+    );
+    assert_eq!(
+        world.instance_state(&id),
+        "stopped",
+        "the first step was confirmed with y"
+    );
+    let second = on_terminal("gone\n");
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert_eq!(world.instance_state(&id), "terminated");
+}

@@ -365,3 +365,25 @@ fn bad_copy_plans_exit_2_with_a_clear_error_and_change_nothing() {
         "no trigger was installed"
     );
 }
+
+#[test]
+fn copying_explicit_keys_moves_the_sti_tables_sequence_past_them() {
+    let db = Db::new("bf-copy-serial");
+    db.exec(
+        "CREATE TABLE vehicles (id bigserial PRIMARY KEY, name text, kind text);
+         CREATE TABLE vans (id bigint PRIMARY KEY, name text);
+         INSERT INTO vans SELECT g * 10, 'van ' || g FROM generate_series(1, 500) g;",
+    );
+    let plan = db.plan(
+        "vehicles.yaml",
+        "backfill: vehicles-copy\nmode: copy\ntable: vehicles\nkey: id\ndiscriminator: kind\ncoverage: application\n\
+         sources:\n  - { table: vans, type: Van }\n",
+    );
+    let run = db.backfill(&["run", plan.to_str().unwrap()]);
+    assert_eq!(code(&run), 0, "{}", stderr(&run));
+    db.exec("INSERT INTO vehicles (name, kind) VALUES ('new car', 'Car')");
+    assert_eq!(
+        db.int("SELECT max(id) FROM vehicles WHERE kind = 'Car'"),
+        5001
+    );
+}

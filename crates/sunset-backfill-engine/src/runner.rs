@@ -174,6 +174,9 @@ pub async fn run(
         lock.release().await?;
     }
     if remaining == 0 {
+        if matches!(backfill.mode, crate::catalog::Mode::Copy(_)) {
+            advance_sequences(&client, &backfill.table).await?;
+        }
         client
             .execute("UPDATE sunset.backfill_runs SET state = 'done', throttle = NULL, updated_at = now() WHERE run = $1", &[&backfill.run])
             .await
@@ -185,6 +188,33 @@ pub async fn run(
         // Only other processes' leases remain (joined workers): they will finish those ranges.
         Ok(Outcome::Stopped)
     }
+}
+
+/// Copied rows carry their own keys; the STI table's serial and identity sequences must then
+/// move past them, or the application's next insert collides with a copied row.
+async fn advance_sequences(client: &Client, table: &crate::catalog::TableRef) -> Result<(), Error> {
+    let statements = client
+        .query(
+            "SELECT format('SELECT setval(%L, GREATEST((SELECT max(%I) FROM %s), (SELECT last_value FROM %s)))',
+                           s.oid::regclass, a.attname, t.oid::regclass, s.oid::regclass)
+             FROM pg_class t
+             JOIN pg_depend d ON d.refobjid = t.oid AND d.refclassid = 'pg_class'::regclass
+                             AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+             WHERE t.oid = $1",
+            &[&table.oid],
+        )
+        .await
+        .map_err(Error::db("finding the sequences of the STI table"))?;
+    for row in statements {
+        let statement: String = row.get(0);
+        client
+            .batch_execute(&statement)
+            .await
+            .map_err(Error::db("moving a sequence past the copied keys"))?;
+    }
+    Ok(())
 }
 
 fn gethost() -> String {

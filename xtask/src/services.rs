@@ -53,7 +53,12 @@ fn save_state(state: &State) -> Result<()> {
     std::fs::create_dir_all(services_dir())?;
     std::fs::write(state_path(), serde_json::to_vec_pretty(state)?)
         .context("writing the services state")?;
-    let lines: String = env_vars(state)?
+    // With one service stopped (or gone), there is no complete environment to offer.
+    let Ok(vars) = env_vars(state) else {
+        let _ = std::fs::remove_file(env_file_path());
+        return Ok(());
+    };
+    let lines: String = vars
         .into_iter()
         .map(|(key, value)| format!("{key}={value}\n"))
         .collect();

@@ -899,3 +899,73 @@ fn a_resume_after_the_sources_changed_aborts_the_old_upload_and_archives_the_new
         "the new bytes were archived"
     );
 }
+
+#[test]
+fn a_local_destination_sigkilled_mid_write_resumes_to_the_exact_archive() {
+    let world = World::new("arc-local-chaos");
+    let tree = world.path("bulk");
+    std::fs::create_dir_all(&tree).unwrap();
+    for n in 0..3u64 {
+        std::fs::write(
+            tree.join(format!("segment-{n}.bin")),
+            half_compressible(40 << 20, n + 7),
+        )
+        .unwrap();
+    }
+    let dest = world.path("local-archives");
+    std::fs::create_dir_all(&dest).unwrap();
+    let args = [
+        "create",
+        "--dest",
+        dest.to_str().unwrap(),
+        "--name",
+        "bulk",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--part-size",
+        "5MiB",
+        "--concurrency",
+        "3",
+    ];
+    let mut last_parts = 0;
+    for kill in 0..3 {
+        let mut child = world
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before kill {}",
+                kill + 1
+            );
+            let parts = acknowledged_parts(world.state.path());
+            if parts >= last_parts + 2 {
+                last_parts = parts;
+                break;
+            }
+            assert!(Instant::now() < deadline, "no progress after kill {kill}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            !dest.join("bulk/manifest.json").exists(),
+            "no manifest before the archive is whole"
+        );
+    }
+    let output = world.command(&args).args(["--json"]).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    let object = std::fs::read(dest.join("bulk/archive.tar.gz")).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("bulk/manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["archive"]["sha256"],
+        format!("{:x}", Sha256::digest(&object))
+    );
+    let verify = world.run(&["verify", &format!("{}/bulk", dest.display()), "--deep"]);
+    assert_eq!(code(&verify), 0, "{}", text(&verify));
+}

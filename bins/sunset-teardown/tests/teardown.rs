@@ -651,3 +651,26 @@ fn a_terminal_confirms_each_step_and_types_the_name_of_an_irreversible_one() {
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     assert_eq!(world.instance_state(&id), "terminated");
 }
+
+#[test]
+fn a_terminated_namesake_is_not_a_target_but_an_id_still_is() {
+    let world = World::new("td-namesake");
+    let name = format!("{}-web", world.prefix);
+    let old = world.instance(&name, &[], false);
+    world
+        .runtime
+        .block_on(world.ec2.terminate_instances().instance_ids(&old).send())
+        .unwrap();
+    let replacement = world.instance(&name, &[], false);
+    let sequence = world.sequence("namesake", &format!(
+        "allowed_accounts: [\"{{account}}\"]\nregion: {{region}}\ndecommission_sequence:\n  stop:\n    - action: stop_instances\n      targets: [{name}]\n"
+    ));
+    let out = world.run(&["apply", sequence.to_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&old),
+        "the terminated namesake is not planned: {}",
+        text(&out)
+    );
+    assert_eq!(world.instance_state(&replacement), "stopped");
+}

@@ -231,9 +231,18 @@ impl<'a> Resolver<'a> {
         if values.is_empty() {
             return Ok(Vec::new());
         }
+        // Names outlive instances (a replaced host keeps its Name), and EC2 lists terminated
+        // instances for an hour: by name or tag, only instances that still exist are meant.
+        let alive = ["pending", "running", "stopping", "stopped"].map(str::to_owned);
         let found = self
             .cloud
-            .instances_where(vec![filter(&format!("tag:{key}"), values)], values)
+            .instances_where(
+                vec![
+                    filter(&format!("tag:{key}"), values),
+                    filter("instance-state-name", &alive),
+                ],
+                values,
+            )
             .await?;
         for instance in &found {
             self.instances.insert(instance.id.clone(), instance.clone());

@@ -6,7 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{ACCOUNT, Names, World, metrics_sequence, mutations, text, wait_until};
+use support::{
+    ACCOUNT, Names, World, assert_each_once, metrics_sequence, mutations, text, wait_until,
+};
 
 #[test]
 fn the_whole_sequence_runs_step_by_step_through_wait_gates_and_a_second_apply_does_nothing() {
@@ -86,14 +88,7 @@ fn the_whole_sequence_runs_step_by_step_through_wait_gates_and_a_second_apply_do
 
     // Each resource was changed exactly once; a second apply changes nothing.
     let before = mutations(&world.audit());
-    let mut unique = before.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        before.len(),
-        "a mutating call was repeated: {before:?}"
-    );
+    assert_each_once(&before);
     let again = world.run(&["apply", seq, "--yes"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(
@@ -453,14 +448,7 @@ decommission_sequence:
     assert_eq!(last.status.code(), Some(0), "{}", text(&last));
 
     let done = mutations(&world.audit());
-    let mut unique = done.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        done.len(),
-        "a mutating call was sent twice: {done:?}"
-    );
+    assert_each_once(&done);
     let operations: Vec<&str> = done.iter().map(|(op, _)| op.as_str()).collect();
     for expected in [
         "StopInstances",

@@ -15,12 +15,12 @@ use aws_sdk_route53::types::{
 use sunset_plan::format::{ActionFile, ActionKind, SequenceFile};
 
 use crate::Error;
-use crate::cloud::{Cloud, IDS_PER_CALL, is_not_found};
+use crate::cloud::{Cloud, IDS_PER_CALL, already_gone_is_done};
 use crate::inventory::Inventory;
 use crate::model::{ActionRecord, ResourceKind};
 use crate::probes;
 use crate::resolve::action_name;
-use crate::resources::{RecordInfo, filter};
+use crate::resources::{RecordInfo, SecurityGroupInfo, filter};
 
 /// Everything an action needs besides its own record.
 pub(crate) struct Context<'a> {
@@ -43,78 +43,55 @@ const LOCAL_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub(crate) async fn save_inventory(ctx: &Context<'_>, record: &ActionRecord) -> Result<(), Error> {
     let ids = record.target_ids();
     let action = action_name(record.kind);
-    let save = |kind, id: &str, description: &dyn erased::Describe| {
-        description.save(ctx.inventory, kind, id, ctx.step, &action)
-    };
+    let inventory = ctx.inventory;
     let Some(kind) = record.targets.first().map(|t| t.kind) else {
         return Ok(());
     };
     match kind {
         ResourceKind::Instance => {
             for instance in ctx.cloud.instances_by_id(&ids).await? {
-                save(kind, &instance.id, &instance)?;
+                inventory.save(kind, &instance.id, ctx.step, &action, &instance)?;
             }
         }
         ResourceKind::Volume => {
             for volume in ctx.cloud.volumes_by_id(&ids).await? {
-                save(kind, &volume.id, &volume)?;
+                inventory.save(kind, &volume.id, ctx.step, &action, &volume)?;
             }
         }
         ResourceKind::Address => {
             for address in ctx.cloud.addresses().await? {
                 if ids.contains(&address.allocation_id) {
-                    save(kind, &address.allocation_id, &address)?;
+                    inventory.save(kind, &address.allocation_id, ctx.step, &action, &address)?;
                 }
             }
         }
         ResourceKind::SecurityGroup => {
             for group in ctx.cloud.security_groups().await? {
                 if ids.contains(&group.id) {
-                    save(kind, &group.id, &group)?;
+                    inventory.save(kind, &group.id, ctx.step, &action, &group)?;
                 }
             }
         }
         ResourceKind::LoadBalancer => {
             for lb in ctx.cloud.load_balancers().await? {
                 if ids.contains(&lb.arn) {
-                    save(kind, &lb.arn, &lb)?;
+                    inventory.save(kind, &lb.arn, ctx.step, &action, &lb)?;
                 }
             }
         }
         ResourceKind::Record => {
             for record in current_records(ctx.cloud, &ids).await? {
-                save(kind, &crate::resolve::record_id(&record), &record)?;
+                inventory.save(
+                    kind,
+                    &crate::resolve::record_id(&record),
+                    ctx.step,
+                    &action,
+                    &record,
+                )?;
             }
         }
     }
     Ok(())
-}
-
-/// A tiny object-safe wrapper so one closure saves any description type.
-mod erased {
-    pub(crate) trait Describe {
-        fn save(
-            &self,
-            inventory: &crate::inventory::Inventory,
-            kind: crate::model::ResourceKind,
-            id: &str,
-            step: &str,
-            action: &str,
-        ) -> Result<(), crate::Error>;
-    }
-
-    impl<T: serde::Serialize> Describe for T {
-        fn save(
-            &self,
-            inventory: &crate::inventory::Inventory,
-            kind: crate::model::ResourceKind,
-            id: &str,
-            step: &str,
-            action: &str,
-        ) -> Result<(), crate::Error> {
-            inventory.save(kind, id, step, action, self)
-        }
-    }
 }
 
 /// Runs one action to completion (its calls, not its validation).
@@ -463,7 +440,7 @@ async fn delete_volumes(ctx: &Context<'_>, ids: &[String]) -> Result<Outputs, Er
         }
     }
     for id in to_delete {
-        match ctx
+        let deleted = ctx
             .cloud
             .call(
                 "ec2",
@@ -472,13 +449,9 @@ async fn delete_volumes(ctx: &Context<'_>, ids: &[String]) -> Result<Outputs, Er
                 std::slice::from_ref(&id),
                 ctx.cloud.ec2.delete_volume().volume_id(&id).send(),
             )
-            .await
-        {
-            Err(error) if !is_not_found(&error) => return Err(error),
-            _ => {
-                outputs.insert(id, "deleted".to_owned());
-            }
-        }
+            .await;
+        already_gone_is_done(deleted)?;
+        outputs.insert(id, "deleted".to_owned());
     }
     Ok(outputs)
 }
@@ -545,9 +518,11 @@ async fn release_addresses(ctx: &Context<'_>, ids: &[String]) -> Result<Outputs,
 }
 
 /// What still uses each of `ids`: interfaces, live instances, other groups' rules, load balancers.
+/// `all_groups` is the region's group listing, already read by the caller.
 pub(crate) async fn group_users(
     cloud: &Cloud,
     ids: &[String],
+    all_groups: &[SecurityGroupInfo],
 ) -> Result<BTreeMap<String, Vec<String>>, Error> {
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let live = cloud
@@ -590,7 +565,7 @@ pub(crate) async fn group_users(
             );
         }
     }
-    for group in cloud.security_groups().await? {
+    for group in all_groups {
         for referenced in group.references.iter().filter(|r| ids.contains(r)) {
             if !ids.contains(&group.id) {
                 users.entry(referenced.clone()).or_default().push(format!(
@@ -626,7 +601,7 @@ async fn delete_groups(
         .filter(|id| existing.iter().any(|g| &g.id == *id))
         .cloned()
         .collect();
-    let users = group_users(ctx.cloud, &present).await?;
+    let users = group_users(ctx.cloud, &present, &existing).await?;
     let mut outputs = Outputs::new();
     for id in ids.iter().filter(|id| !present.contains(id)) {
         outputs.insert(id.clone(), "already deleted".to_owned());
@@ -648,7 +623,7 @@ async fn delete_groups(
             outputs.insert(id.clone(), format!("kept: still used by {}", by.join(", ")));
             continue;
         }
-        match ctx
+        let deleted = ctx
             .cloud
             .call(
                 "ec2",
@@ -657,13 +632,9 @@ async fn delete_groups(
                 std::slice::from_ref(&id),
                 ctx.cloud.ec2.delete_security_group().group_id(&id).send(),
             )
-            .await
-        {
-            Err(error) if !is_not_found(&error) => return Err(error),
-            _ => {
-                outputs.insert(id, "deleted".to_owned());
-            }
-        }
+            .await;
+        already_gone_is_done(deleted)?;
+        outputs.insert(id, "deleted".to_owned());
     }
     Ok(outputs)
 }
@@ -816,7 +787,7 @@ async fn delete_load_balancers(ctx: &Context<'_>, arns: &[String]) -> Result<Out
             outputs.insert(arn.clone(), "already deleted".to_owned());
             continue;
         }
-        match ctx
+        let deleted = ctx
             .cloud
             .call(
                 "elbv2",
@@ -829,13 +800,9 @@ async fn delete_load_balancers(ctx: &Context<'_>, arns: &[String]) -> Result<Out
                     .load_balancer_arn(arn)
                     .send(),
             )
-            .await
-        {
-            Err(error) if !is_not_found(&error) => return Err(error),
-            _ => {
-                outputs.insert(arn.clone(), "deleted".to_owned());
-            }
-        }
+            .await;
+        already_gone_is_done(deleted)?;
+        outputs.insert(arn.clone(), "deleted".to_owned());
     }
     Ok(outputs)
 }

@@ -105,8 +105,16 @@ impl Cloud {
     }
 }
 
+/// A delete whose resource is already gone has done its work: `Ok` for that error too.
+pub(crate) fn already_gone_is_done<T>(result: Result<T, Error>) -> Result<(), Error> {
+    match result {
+        Err(error) if !is_not_found(&error) => Err(error),
+        _ => Ok(()),
+    }
+}
+
 /// Whether an AWS error says the resource does not exist (so a delete already happened).
-pub(crate) fn is_not_found(error: &Error) -> bool {
+fn is_not_found(error: &Error) -> bool {
     matches!(error, Error::Aws { code: Some(code), .. }
         if code.ends_with(".NotFound") || code.ends_with("NotFound") || code == "NoSuchHostedZone")
 }

@@ -685,7 +685,6 @@ impl From<Error> for Found {
 
 /// Resolves every action of `sequence` (or re-resolves them to compare with pinned ones).
 pub(crate) async fn resolve_sequence(
-    cloud: &Cloud,
     sequence: &SequenceFile,
     resolver: &mut Resolver<'_>,
 ) -> Result<Vec<StepRecord>, Error> {
@@ -724,7 +723,6 @@ pub(crate) async fn resolve_sequence(
             failure: None,
         });
     }
-    let _ = cloud;
     Ok(steps)
 }
 

@@ -361,7 +361,7 @@ impl Teardown {
         let (cloud, account) = self.connect("plan", options).await?;
         let _lock = self.store.lock()?;
         let mut resolver = Resolver::new(&cloud);
-        let fresh = resolve_sequence(&cloud, &self.sequence, &mut resolver).await?;
+        let fresh = resolve_sequence(&self.sequence, &mut resolver).await?;
         let previous = self
             .store
             .resume::<RunState>(&self.fingerprint.to_string(), options.restart)?;
@@ -482,7 +482,7 @@ impl Teardown {
             }
             None => {
                 let mut resolver = Resolver::new(&cloud);
-                let steps = resolve_sequence(&cloud, &self.sequence, &mut resolver).await?;
+                let steps = resolve_sequence(&self.sequence, &mut resolver).await?;
                 let state = RunState {
                     sequence: self.path.display().to_string(),
                     account: account.clone(),
@@ -891,12 +891,12 @@ impl Teardown {
                     .map(|g| (g.id.clone(), g.tags.clone()))
                     .collect(),
                 ResourceKind::LoadBalancer => {
-                    resolver.all_load_balancers().await?;
-                    let mut lbs: Vec<_> = cloud
-                        .load_balancers()
+                    let mut lbs: Vec<_> = resolver
+                        .all_load_balancers()
                         .await?
-                        .into_iter()
+                        .iter()
                         .filter(|lb| ids.contains(&lb.arn))
+                        .cloned()
                         .collect();
                     cloud.tag_load_balancers(&mut lbs).await?;
                     for lb in &lbs {

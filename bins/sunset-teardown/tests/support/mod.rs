@@ -305,6 +305,18 @@ pub(crate) fn mutations(records: &[AuditRecord]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// No mutating call was sent twice for the same resource.
+pub(crate) fn assert_each_once(done: &[(String, String)]) {
+    let mut unique = done.to_vec();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        done.len(),
+        "a mutating call was repeated: {done:?}"
+    );
+}
+
 /// Waits until `done` holds, panicking with `what` after `timeout`.
 pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();

@@ -406,3 +406,27 @@ impl<'de> Deserialize<'de> for ValidationFile {
         deserializer.deserialize_any(ValidationVisitor)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// sunset-drop-column acknowledgements
+
+/// `.sunset-drop-column.yaml`: blocking findings a team has reviewed and accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropColumnConfigFile {
+    #[serde(default = "format_version")]
+    pub version: u32,
+    #[serde(default)]
+    pub allow: Vec<AllowFile>,
+}
+
+/// One acknowledged finding: every finding with `code`, or only the one about `object`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowFile {
+    pub code: Text,
+    #[serde(default)]
+    pub object: Option<Text>,
+    /// Why it is safe: reviewers read this in the pull request.
+    pub reason: Text,
+}

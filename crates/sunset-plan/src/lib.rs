@@ -48,6 +48,18 @@ pub fn load_backfill_plan(
     Ok(Loaded { plan, fingerprint })
 }
 
+/// Loads a sunset-drop-column config; `known_codes` are the finding codes `allow` may name.
+pub fn load_drop_column_config(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    known_codes: &[&str],
+) -> Result<format::DropColumnConfigFile, Diagnostics> {
+    let config: format::DropColumnConfigFile = yaml::load(file, text, env)?;
+    validate::drop_column_config(file, text, &config, known_codes)?;
+    Ok(config)
+}
+
 /// Loads a decommission sequence; `file` is only used to name the file in diagnostics.
 pub fn load_sequence(
     file: &str,

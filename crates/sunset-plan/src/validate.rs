@@ -379,3 +379,36 @@ fn validation_problem(action: &ActionFile) -> Option<String> {
         _ => format!("`{check}` can not check the outcome of `{acted}`"),
     })
 }
+
+pub(crate) fn drop_column_config(
+    file: &str,
+    text: &str,
+    config: &crate::format::DropColumnConfigFile,
+    known_codes: &[&str],
+) -> Result<(), Diagnostics> {
+    let mut checker = Checker {
+        file,
+        text,
+        found: Vec::new(),
+    };
+    check_version(&mut checker, config.version);
+    for (n, allow) in config.allow.iter().enumerate() {
+        let code = allow.code.as_str();
+        if !known_codes.contains(&code) {
+            let hint = crate::yaml::closest(code, known_codes)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            checker.error(
+                &[key("allow"), PathSegment::Index(n), key("code")],
+                format!("unknown finding code `{code}`{hint} (`sunset-drop-column codes` lists them)"),
+            );
+        }
+        if allow.reason.as_str().trim().is_empty() {
+            checker.error(
+                &[key("allow"), PathSegment::Index(n), key("reason")],
+                "expected why this finding is acceptable, found an empty string",
+            );
+        }
+    }
+    checker.finish()
+}

@@ -1,0 +1,60 @@
+//! The drop-column engine's error type. Bad input is kept apart from failures because operators
+//! script on the difference (exit 2 versus exit 1), and in both cases nothing was written.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request does not fit the database or the flags are wrong (unknown table or column,
+    /// a primary or partition key column, a directory that is not a git repository, ...).
+    #[error("{0}")]
+    BadInput(String),
+    /// A config or backfill plan file is malformed.
+    #[error("{0}")]
+    File(#[from] sunset_plan::Diagnostics),
+    #[error(transparent)]
+    Backfill(#[from] sunset_backfill_engine::Error),
+    /// The generated migration did not survive up, down, up on the scratch database.
+    #[error("{0}")]
+    Verification(String),
+    /// An outside program (pg_dump, psql, git, gh) is missing or failed.
+    #[error("{0}")]
+    Tool(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// The server's message is interpolated (tokio-postgres alone says only "db error").
+    #[error("{context}: {}", describe(cause))]
+    Database {
+        context: String,
+        cause: tokio_postgres::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn db(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |cause| Error::Database { context, cause }
+    }
+
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    /// Whether the error is the user's input rather than a failure.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Error::BadInput(_) | Error::File(_) => true,
+            Error::Backfill(inner) => inner.is_bad_input(),
+            _ => false,
+        }
+    }
+}
+
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
+}

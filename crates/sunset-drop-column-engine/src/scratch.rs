@@ -1,0 +1,308 @@
+//! Up, down, up on a scratch database: a temporary database on the same server, loaded with the
+//! real database's schema by `pg_dump --schema-only | psql`, then the runner's own units applied
+//! and the catalog compared. Nothing is written to the project before this passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::Error;
+use crate::formats::Unit;
+use crate::snapshot;
+
+/// The application_name of every drop-column session.
+pub const APPLICATION_NAME: &str = "sunset-drop-column";
+
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    let mut config = parse(url)?;
+    config.application_name(APPLICATION_NAME);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(Error::db("connecting to PostgreSQL"))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "connection ended");
+        }
+    });
+    Ok(client)
+}
+
+fn parse(url: &str) -> Result<Config, Error> {
+    url.parse()
+        .map_err(|e| Error::BadInput(format!("invalid database URL: {e}")))
+}
+
+/// What the verification proved, for the report and the pull request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub scratch_database: String,
+    /// Catalog facts compared before up and after down (all equal).
+    pub facts_compared: usize,
+    /// Facts that differ between the schema before and after up (what the up changes).
+    pub facts_changed_by_up: usize,
+    pub units_up: usize,
+    pub units_down: usize,
+    pub seconds: f64,
+}
+
+/// libpq keyword/value connection string for `pg_dump` and `psql`; the password goes through
+/// `PGPASSWORD` instead, so it never shows in `ps`.
+fn conninfo(config: &Config, dbname: &str) -> String {
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut parts = vec![format!("dbname={}", quote(dbname))];
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        parts.push(format!("host={}", quote(&hosts.join(","))));
+    }
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    if !ports.is_empty() {
+        parts.push(format!("port={}", quote(&ports.join(","))));
+    }
+    if let Some(user) = config.get_user() {
+        parts.push(format!("user={}", quote(user)));
+    }
+    parts.push(format!("application_name={}", quote(APPLICATION_NAME)));
+    parts.join(" ")
+}
+
+/// A PostgreSQL client program of the server's major version (or newer): `SUNSET_PG_BIN_DIR`,
+/// the distributions' versioned directories, then PATH.
+fn pg_tool(tool: &str, server_major: u32) -> Result<PathBuf, Error> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = std::env::var_os("SUNSET_PG_BIN_DIR") {
+        candidates.push(Path::new(&dir).join(tool));
+    }
+    for major in (server_major..server_major + 4).rev() {
+        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/{tool}")));
+        candidates.push(PathBuf::from(format!("/usr/pgsql-{major}/bin/{tool}")));
+        candidates.push(PathBuf::from(format!("/opt/homebrew/opt/postgresql@{major}/bin/{tool}")));
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        candidates.push(dir.join(tool));
+    }
+    for candidate in candidates.into_iter().filter(|c| c.is_file()) {
+        let Ok(output) = Command::new(&candidate).arg("--version").output() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        let major = text
+            .split_whitespace()
+            .find_map(|w| w.split('.').next()?.parse::<u32>().ok());
+        if major.is_some_and(|m| m >= server_major) {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Tool(format!(
+        "no {tool} of PostgreSQL {server_major} or newer (looked in SUNSET_PG_BIN_DIR, /usr/lib/postgresql/*/bin and PATH): \
+         install the PostgreSQL {server_major} client programs; they build the scratch database the migration is verified on"
+    )))
+}
+
+/// Builds the scratch database, runs `up`, `down`, `up`, compares the catalog, and drops it.
+pub async fn verify(
+    admin: &Client,
+    url: &str,
+    up: &[Unit],
+    down: &[Unit],
+    column_gone: &(dyn Fn(&[String]) -> bool + Sync),
+) -> Result<Verification, Error> {
+    let started = Instant::now();
+    let config = parse(url)?;
+    let row = admin
+        .query_one(
+            "SELECT current_database()::text, current_setting('server_version_num')::int4",
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading the server version"))?;
+    let source: String = row.get(0);
+    let major = u32::try_from(row.get::<_, i32>(1) / 10000).unwrap_or(0);
+    let pg_dump = pg_tool("pg_dump", major)?;
+    let psql = pg_tool("psql", major)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let scratch = format!("sunset_scratch_{}_{nanos:x}", std::process::id());
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{scratch}\""))
+        .await
+        .map_err(Error::db(
+            "creating the scratch database (the role needs CREATEDB)",
+        ))?;
+    let outcome = run_in_scratch(&config, &source, &scratch, &pg_dump, &psql, up, down, column_gone).await;
+    let dropped = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"))
+        .await;
+    let (facts_compared, facts_changed_by_up) = outcome?;
+    dropped.map_err(Error::db(format!("dropping the scratch database {scratch}")))?;
+    Ok(Verification {
+        scratch_database: scratch,
+        facts_compared,
+        facts_changed_by_up,
+        units_up: up.len(),
+        units_down: down.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+async fn run_in_scratch(
+    config: &Config,
+    source: &str,
+    scratch: &str,
+    pg_dump: &Path,
+    psql: &Path,
+    up: &[Unit],
+    down: &[Unit],
+    column_gone: &(dyn Fn(&[String]) -> bool + Sync),
+) -> Result<(usize, usize), Error> {
+    load_schema(config, source, scratch, pg_dump, psql)?;
+    let mut scratch_config = config.clone();
+    scratch_config.dbname(scratch);
+    scratch_config.application_name(APPLICATION_NAME);
+    let (client, connection) = scratch_config
+        .connect(NoTls)
+        .await
+        .map_err(Error::db("connecting to the scratch database"))?;
+    tokio::spawn(connection);
+    let before = snapshot::catalog(&client).await?;
+    apply(&client, up, "up").await?;
+    let after_up = snapshot::catalog(&client).await?;
+    if !column_gone(&after_up) {
+        return Err(Error::Verification(
+            "the up migration ran but the column is still there".to_owned(),
+        ));
+    }
+    apply(&client, down, "down").await?;
+    let after_down = snapshot::catalog(&client).await?;
+    let difference = snapshot::difference(&before, &after_down);
+    if !difference.is_empty() {
+        let shown: Vec<&String> = difference.iter().take(40).collect();
+        return Err(Error::Verification(format!(
+            "the down migration does not restore the schema: {} catalog facts differ (- before up, + after down):\n{}",
+            difference.len(),
+            shown.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+        )));
+    }
+    apply(&client, up, "second up").await?;
+    Ok((before.len(), snapshot::difference(&before, &after_up).len()))
+}
+
+fn load_schema(
+    config: &Config,
+    source: &str,
+    scratch: &str,
+    pg_dump: &Path,
+    psql: &Path,
+) -> Result<(), Error> {
+    let dir = tempfile_dir()?;
+    let dump = dir.join("schema.sql");
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let with_password = |command: &mut Command| {
+        if let Some(password) = &password {
+            command.env("PGPASSWORD", password);
+        }
+    };
+    let mut dump_command = Command::new(pg_dump);
+    dump_command
+        .args(["--schema-only", "--no-subscriptions", "--file"])
+        .arg(&dump)
+        .arg(conninfo(config, source));
+    with_password(&mut dump_command);
+    run_tool(&mut dump_command, "pg_dump --schema-only")?;
+    let mut load = Command::new(psql);
+    load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f"])
+        .arg(&dump)
+        .arg("-d")
+        .arg(conninfo(config, scratch));
+    with_password(&mut load);
+    let loaded = run_tool(&mut load, "loading the schema into the scratch database");
+    let _ = std::fs::remove_dir_all(&dir);
+    loaded
+}
+
+fn tempfile_dir() -> Result<PathBuf, Error> {
+    let dir = std::env::temp_dir().join(format!(
+        "sunset-drop-column-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+fn run_tool(command: &mut Command, what: &str) -> Result<(), Error> {
+    let output = command
+        .output()
+        .map_err(|e| Error::Tool(format!("{what}: cannot start {:?}: {e}", command.get_program())))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Tool(format!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// Sends each unit as the runner would: transactional ones inside BEGIN/COMMIT, the others as
+/// they are (a CONCURRENTLY statement alone).
+pub async fn apply(client: &Client, units: &[Unit], direction: &str) -> Result<(), Error> {
+    for (n, unit) in units.iter().enumerate() {
+        let result = if unit.transactional {
+            client
+                .batch_execute(&format!("BEGIN;\n{}COMMIT;", unit.sql))
+                .await
+        } else {
+            client.batch_execute(&unit.sql).await
+        };
+        if let Err(error) = result {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let message = error
+                .as_db_error()
+                .map_or_else(|| error.to_string(), |d| d.message().to_owned());
+            return Err(Error::Verification(format!(
+                "the {direction} migration failed on the scratch database (statement group {} of {}): {message}\n{}",
+                n + 1,
+                units.len(),
+                unit.sql.trim_end()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_quotes_values_and_leaves_out_the_password() {
+        let config: Config = "postgres://app:s3cret@db.example:6432/prod"
+            .parse()
+            .expect("a URL");
+        let info = conninfo(&config, "it's");
+        assert_eq!(
+            info,
+            "dbname='it\\'s' host='db.example' port='6432' user='app' application_name='sunset-drop-column'"
+        );
+        assert!(!info.contains("s3cret"));
+    }
+}

@@ -244,8 +244,7 @@ pub async fn generate(
                     std::fs::create_dir_all(parent)
                         .map_err(Error::io(format!("creating {}", parent.display())))?;
                 }
-                std::fs::write(&path, &file.contents)
-                    .map_err(Error::io(format!("writing {}", path.display())))?;
+                write_atomically(&path, &file.contents)?;
             }
             None
         }
@@ -257,6 +256,15 @@ pub async fn generate(
         description,
     };
     Ok(GenerateOutcome::Generated(Box::new(report), Box::new(generated)))
+}
+
+/// A file is either absent, the old one, or complete: a killed run never leaves half a migration.
+fn write_atomically(path: &Path, contents: &str) -> Result<(), Error> {
+    let temporary = path.with_extension(format!("sunset-{}.tmp", std::process::id()));
+    std::fs::write(&temporary, contents)
+        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(Error::io(format!("writing {}", path.display())))
 }
 
 fn absolute(path: &Path) -> PathBuf {

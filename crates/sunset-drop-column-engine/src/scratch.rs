@@ -127,6 +127,7 @@ pub async fn verify(
         .map_err(Error::db("reading the server version"))?;
     let source: String = row.get(0);
     let major = u32::try_from(row.get::<_, i32>(1) / 10000).unwrap_or(0);
+    drop_orphans(admin).await?;
     let pg_dump = pg_tool("pg_dump", major)?;
     let psql = pg_tool("psql", major)?;
     let nanos = std::time::SystemTime::now()
@@ -154,6 +155,33 @@ pub async fn verify(
         units_down: down.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Drops scratch databases left by runs that were killed: their process is gone (on this
+/// host) and nobody is connected to them.
+async fn drop_orphans(admin: &Client) -> Result<(), Error> {
+    let rows = admin
+        .query(
+            "SELECT d.datname::text FROM pg_database d
+             WHERE d.datname LIKE 'sunset\\_scratch\\_%'
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+            &[],
+        )
+        .await
+        .map_err(Error::db("looking for abandoned scratch databases"))?;
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            tracing::info!(database = %name, "dropping a scratch database a killed run left behind");
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await
+                .map_err(Error::db(format!("dropping the abandoned scratch database {name}")))?;
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]

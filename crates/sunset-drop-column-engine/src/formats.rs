@@ -161,7 +161,7 @@ fn header(migration: &Migration, direction: &str, part: &Part) -> String {
             ", no transaction: CONCURRENTLY statements run alone"
         }
     );
-    if direction == "down" && part.transactional {
+    if direction.contains("down") && part.transactional {
         let _ = writeln!(text, "-- {}", migration.down_label());
         for note in &migration.notes {
             let _ = writeln!(text, "-- {note}");

@@ -1,0 +1,318 @@
+//! Every format's files, applied the way its runner applies them (a file as one string, a
+//! section per transaction, statements split, ...) up, down, up against PostgreSQL, with the
+//! catalog compared after the down. Ruby and Python files are checked for the runner's structure
+//! (and compiled by python3 when it is there).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{BASE, Db, text};
+
+const DEPENDENTS: &str = "
+    CREATE INDEX kind_idx ON accounts (legacy_kind);
+    CREATE INDEX tenant_kind_idx ON accounts (tenant_id, legacy_kind);
+    CREATE INDEX commented_kind_idx ON accounts (legacy_kind, type);
+    COMMENT ON INDEX commented_kind_idx IS 'for the kind report';
+    CREATE VIEW account_kinds AS SELECT id, legacy_kind FROM accounts;
+    ALTER TABLE accounts ADD CONSTRAINT kind_known CHECK (legacy_kind IN ('personal', 'business'));
+    COMMENT ON COLUMN accounts.legacy_kind IS 'the old kind';
+    DO $$ BEGIN CREATE ROLE sunset_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+    GRANT SELECT (legacy_kind) ON accounts TO sunset_test_reader;
+";
+
+const ALLOW: [&str; 8] = [
+    "--allow", "composite_index", "--allow", "view", "--allow", "check_constraint", "--allow", "partial_index",
+];
+
+fn generate(db: &Db, format: &str, dir: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "generate", "--table", "accounts", "--column", "legacy_kind", "--format", format,
+        "--migrations-dir", dir.to_str().unwrap(), "--timestamp", "20261123100000",
+    ];
+    args.extend_from_slice(&ALLOW);
+    args.extend_from_slice(extra);
+    let output = db.run(&args, Path::new("."));
+    assert!(output.status.success(), "generate --format {format}: {}", text(&output));
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(files(&path));
+        } else {
+            all.push(path);
+        }
+    }
+    all.sort();
+    all
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// psql and Flyway send statements one by one; ours end with `;` at the end of a line.
+fn statements(sql: &str) -> Vec<String> {
+    sql.split(";\n")
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+        .collect()
+}
+
+fn in_transaction(db: &Db, sql: &str) {
+    if let Err(error) = db.try_exec(&format!("BEGIN;\n{sql}\nCOMMIT;")) {
+        let _ = db.try_exec("ROLLBACK");
+        panic!("{error}\n{sql}");
+    }
+}
+
+fn alone(db: &Db, sql: &str) {
+    db.try_exec(sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
+}
+
+/// Applies the migrations in `dir` one way, as `format`'s runner would.
+fn apply(db: &Db, format: &str, dir: &Path, up: bool) {
+    let all = files(dir);
+    let pick = |suffix: &str| -> Vec<PathBuf> {
+        let mut chosen: Vec<PathBuf> = all
+            .iter()
+            .filter(|p| p.to_str().unwrap().ends_with(suffix))
+            .cloned()
+            .collect();
+        if !up {
+            chosen.reverse();
+        }
+        chosen
+    };
+    let direction = if up { "up" } else { "down" };
+    match format {
+        "sql" => {
+            for statement in statements(&read(&pick(&format!(".{direction}.sql"))[0])) {
+                alone(db, &statement);
+            }
+        }
+        "sqlx" => {
+            for file in pick(&format!(".{direction}.sql")) {
+                let sql = read(&file);
+                if sql.starts_with("-- no-transaction") { alone(db, &sql) } else { in_transaction(db, &sql) }
+            }
+        }
+        "golang-migrate" => {
+            for file in pick(&format!(".{direction}.sql")) {
+                alone(db, &read(&file));
+            }
+        }
+        "diesel" => {
+            for file in pick(&format!("/{direction}.sql")) {
+                let metadata = file.with_file_name("metadata.toml");
+                let sql = read(&file);
+                if metadata.exists() && read(&metadata).contains("run_in_transaction = false") {
+                    alone(db, &sql)
+                } else {
+                    in_transaction(db, &sql)
+                }
+            }
+        }
+        "goose" => {
+            for file in pick(".sql") {
+                let sql = read(&file);
+                let (ups, downs) = sql.split_once("-- +goose Down").unwrap();
+                let section = if up { ups } else { downs };
+                let blocks: Vec<String> = section
+                    .split("-- +goose StatementBegin\n")
+                    .skip(1)
+                    .map(|b| b.split("-- +goose StatementEnd").next().unwrap().to_owned())
+                    .collect();
+                if sql.starts_with("-- +goose NO TRANSACTION") {
+                    blocks.iter().for_each(|b| alone(db, b));
+                } else {
+                    in_transaction(db, &blocks.concat());
+                }
+            }
+        }
+        "dbmate" => {
+            for file in pick(".sql") {
+                let sql = read(&file);
+                let (ups, downs) = sql.split_once("-- migrate:down").unwrap();
+                let section = if up { ups.split_once("-- migrate:up").unwrap().1 } else { downs };
+                let (options, body) = section.split_once('\n').unwrap();
+                if options.contains("transaction:false") { alone(db, body) } else { in_transaction(db, body) }
+            }
+        }
+        "flyway" => {
+            let prefix = if up { "/V" } else { "/U" };
+            let mut chosen: Vec<PathBuf> = all.iter().filter(|p| p.to_str().unwrap().contains(prefix)).cloned().collect();
+            if !up {
+                chosen.reverse();
+            }
+            for file in chosen {
+                let parts = statements(&read(&file));
+                if parts.iter().any(|s| s.contains("CONCURRENTLY")) {
+                    parts.iter().for_each(|s| alone(db, s));
+                } else {
+                    in_transaction(db, &parts.iter().map(|s| format!("{s};\n")).collect::<String>());
+                }
+            }
+        }
+        other => panic!("no runner for {other}"),
+    }
+}
+
+fn kind_values(db: &Db) -> Vec<String> {
+    db.strings("SELECT id::text || '=' || coalesce(legacy_kind, 'NULL') FROM accounts ORDER BY id")
+}
+
+fn up_down_up(format: &str, restore_data: bool) {
+    let db = Db::new(&format!("format_{}", format.replace('-', "_")));
+    db.exec(BASE);
+    db.exec(DEPENDENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    generate(&db, format, &migrations, if restore_data { &["--restore-data"] } else { &[] });
+    let before = db.catalog();
+    let values = kind_values(&db);
+    apply(&db, format, &migrations, true);
+    assert!(
+        db.strings("SELECT attname::text FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'legacy_kind' AND NOT attisdropped").is_empty(),
+        "{format}: the up drops the column"
+    );
+    apply(&db, format, &migrations, false);
+    let after = db.catalog();
+    let difference = sunset_drop_column_engine::snapshot::difference(&before, &after);
+    assert!(difference.is_empty(), "{format}: down does not restore the catalog:\n{}", difference.join("\n"));
+    if restore_data {
+        assert_eq!(kind_values(&db), values, "{format}: the data-restoring down restores every value");
+    } else {
+        assert!(kind_values(&db).iter().all(|v| v.ends_with("=NULL")), "{format}: schema-only down");
+    }
+    apply(&db, format, &migrations, true);
+    let label = files(&migrations).iter().map(|p| read(p)).collect::<String>();
+    let expected = if restore_data { "DATA-RESTORING" } else { "SCHEMA-ONLY" };
+    assert!(label.contains(expected), "{format}: the down is labelled {expected}");
+}
+
+#[test]
+fn plain_sql_up_down_up() {
+    up_down_up("sql", false);
+}
+
+#[test]
+fn plain_sql_restores_data() {
+    up_down_up("sql", true);
+}
+
+#[test]
+fn sqlx_up_down_up() {
+    up_down_up("sqlx", false);
+}
+
+#[test]
+fn sqlx_restores_data() {
+    up_down_up("sqlx", true);
+}
+
+#[test]
+fn diesel_up_down_up() {
+    up_down_up("diesel", true);
+}
+
+#[test]
+fn golang_migrate_up_down_up() {
+    up_down_up("golang-migrate", false);
+}
+
+#[test]
+fn goose_up_down_up() {
+    up_down_up("goose", true);
+}
+
+#[test]
+fn dbmate_up_down_up() {
+    up_down_up("dbmate", false);
+}
+
+#[test]
+fn flyway_up_down_up() {
+    up_down_up("flyway", true);
+}
+
+#[test]
+fn rails_files_have_the_runners_structure() {
+    let db = Db::new("format_rails");
+    db.exec(BASE);
+    db.exec(DEPENDENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let migrate = dir.path().join("db/migrate");
+    generate(&db, "rails", &migrate, &[]);
+    let names: Vec<String> = files(&migrate).iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        names,
+        ["20261123100000_drop_accounts_legacy_kind_indexes.rb", "20261123100001_drop_accounts_legacy_kind.rb"]
+    );
+    let indexes = read(&migrate.join(&names[0]));
+    assert!(indexes.contains("class DropAccountsLegacyKindIndexes < ActiveRecord::Migration[7.1]"));
+    assert!(indexes.contains("  disable_ddl_transaction!\n"));
+    assert!(indexes.contains("DROP INDEX CONCURRENTLY IF EXISTS public.kind_idx"));
+    let main = read(&migrate.join(&names[1]));
+    assert!(main.contains("class DropAccountsLegacyKind < ActiveRecord::Migration[7.1]"));
+    assert!(!main.contains("disable_ddl_transaction!"));
+    assert!(main.contains("  def up\n") && main.contains("  def down\n"));
+    assert!(main.contains("ALTER TABLE public.accounts DROP COLUMN legacy_kind"));
+    assert_eq!(main.matches("execute <<~'SQL'").count(), main.matches("\n    SQL\n").count());
+    assert_eq!(main.matches("def ").count() + main.matches("class ").count(), main.matches("\nend\n").count() + main.matches("  end\n").count());
+}
+
+fn python_compiles(path: &Path) {
+    let Ok(output) = std::process::Command::new("python3").arg("-m").arg("py_compile").arg(path).output() else {
+        return; // python3 is not everywhere; the structure assertions still ran
+    };
+    assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn django_files_have_the_runners_structure() {
+    let db = Db::new("format_django");
+    db.exec(BASE);
+    db.exec(DEPENDENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("billing/migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(migrations.join("0001_initial.py"), "").unwrap();
+    std::fs::write(migrations.join("__init__.py"), "").unwrap();
+    generate(&db, "django", &migrations, &[]);
+    let first = migrations.join("0002_drop_accounts_legacy_kind_indexes.py");
+    let second = migrations.join("0003_drop_accounts_legacy_kind.py");
+    assert!(read(&first).contains("atomic = False"));
+    assert!(read(&first).contains("dependencies = [(\"billing\", \"0001_initial\")]"));
+    assert!(read(&second).contains("dependencies = [(\"billing\", \"0002_drop_accounts_legacy_kind_indexes\")]"));
+    assert!(read(&second).contains("migrations.RunSQL(") && read(&second).contains("reverse_sql="));
+    python_compiles(&first);
+    python_compiles(&second);
+}
+
+#[test]
+fn alembic_files_have_the_runners_structure() {
+    let db = Db::new("format_alembic");
+    db.exec(BASE);
+    db.exec(DEPENDENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let versions = dir.path().join("alembic/versions");
+    std::fs::create_dir_all(&versions).unwrap();
+    std::fs::write(versions.join("1a2b_create_accounts.py"), "revision = \"1a2b\"\ndown_revision = None\n").unwrap();
+    generate(&db, "alembic", &versions, &[]);
+    let generated: Vec<PathBuf> = files(&versions).into_iter().filter(|p| p.to_str().unwrap().contains("drop_accounts")).collect();
+    assert_eq!(generated.len(), 1);
+    let source = read(&generated[0]);
+    assert!(source.contains("down_revision = \"1a2b\""), "{source}");
+    assert!(source.contains("def upgrade():") && source.contains("def downgrade():"));
+    assert!(source.contains("with op.get_context().autocommit_block():"));
+    python_compiles(&generated[0]);
+}

@@ -140,6 +140,7 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
             }
         }
     }
+    remove_abandoned_worktrees(&root);
     let ours = existing.as_ref().is_some_and(|_| {
         previous_version(&root, branch, &request.subject).is_some()
     });
@@ -227,6 +228,27 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
         unchanged: false,
         pull_request: open_draft(&root, request)?,
     })
+}
+
+/// Worktrees a killed run left behind (their process is gone): removed before making a new one.
+fn remove_abandoned_worktrees(root: &Path) {
+    let Ok(list) = git(root, &["worktree", "list", "--porcelain"]) else {
+        return;
+    };
+    for path in list.lines().filter_map(|l| l.strip_prefix("worktree ")) {
+        let name = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(pid) = name
+            .strip_prefix("sunset-pr-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = git(root, &["worktree", "remove", "--force", path]);
+        }
+    }
+    let _ = git(root, &["worktree", "prune"]);
 }
 
 fn gh_installed() -> bool {

@@ -81,13 +81,13 @@ pub(crate) fn backfill(rows: u64) -> Result<()> {
     })
 }
 
-async fn connect(url: &str) -> Result<Client> {
+pub(crate) async fn connect(url: &str) -> Result<Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
 }
 
-async fn fresh_database(admin_url: &str) -> Result<String> {
+pub(crate) async fn fresh_database(admin_url: &str) -> Result<String> {
     let admin = connect(admin_url).await?;
     admin
         .batch_execute("DROP DATABASE IF EXISTS sunset_bench WITH (FORCE)")

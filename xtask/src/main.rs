@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_archive;
+mod bench_drop_column;
 mod bench_teardown;
 mod demo;
 mod moto;
@@ -68,6 +69,8 @@ enum BenchTarget {
     Archive,
     /// sunset-teardown plan and apply over 1,000 instances vs a per-instance loop, with API calls per action.
     Teardown,
+    /// sunset-drop-column check on 2,000 tables and 500 views vs `pg_dump --schema-only | grep`.
+    DropColumn,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +108,9 @@ fn main() -> ExitCode {
         Task::Bench {
             what: BenchTarget::Teardown,
         } => bench_teardown::teardown().map(|()| ExitCode::SUCCESS),
+        Task::Bench {
+            what: BenchTarget::DropColumn,
+        } => bench_drop_column::drop_column().map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -115,7 +115,7 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
 }
 
 /// The server binaries: from PATH, else the newest under `/usr/lib/postgresql/*/bin`.
-fn find_bin_dir() -> Result<PathBuf> {
+pub(crate) fn find_bin_dir() -> Result<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
         .unwrap_or_default()

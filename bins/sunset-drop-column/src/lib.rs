@@ -109,7 +109,10 @@ pub enum Output {
 fn parse_format(text: &str) -> Result<Format, String> {
     Format::parse(text).ok_or_else(|| {
         let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
-        format!("unknown migration format `{text}`; expected one of: {}", names.join(", "))
+        format!(
+            "unknown migration format `{text}`; expected one of: {}",
+            names.join(", ")
+        )
     })
 }
 
@@ -131,7 +134,11 @@ pub async fn run(args: Args) -> Exit {
                 .downcast_ref::<Error>()
                 .is_some_and(Error::is_bad_input);
             report_error(&format!("error: {error:#}"));
-            if bad_input { Exit::BadInput } else { Exit::Failed }
+            if bad_input {
+                Exit::BadInput
+            } else {
+                Exit::Failed
+            }
         }
     }
 }
@@ -178,10 +185,9 @@ async fn execute(args: Args) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Done);
     }
-    let url = args
-        .database_url
-        .clone()
-        .ok_or_else(|| Error::BadInput("no database: pass --database-url or set DATABASE_URL".to_owned()))?;
+    let url = args.database_url.clone().ok_or_else(|| {
+        Error::BadInput("no database: pass --database-url or set DATABASE_URL".to_owned())
+    })?;
     match args.command {
         Command::Codes => Ok(Exit::Done),
         Command::Check { subject, format } => {
@@ -199,7 +205,11 @@ async fn execute(args: Args) -> anyhow::Result<Exit> {
                 }))?),
                 Output::Text => emit(report::text(&report).trim_end()),
             }
-            Ok(if report.passed() { Exit::Done } else { Exit::Failed })
+            Ok(if report.passed() {
+                Exit::Done
+            } else {
+                Exit::Failed
+            })
         }
         Command::Generate {
             subject,

@@ -28,40 +28,173 @@ fn bad_input_is_exit_2_and_writes_nothing() {
     );
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("drop-column.yaml");
-    std::fs::write(&config, "allow:\n  - code: composite_indx\n    reason: reviewed\n").unwrap();
+    std::fs::write(
+        &config,
+        "allow:\n  - code: composite_indx\n    reason: reviewed\n",
+    )
+    .unwrap();
     let config = config.to_str().unwrap().to_owned();
     let dir = work.path().join("migrations");
     let dir = dir.to_str().unwrap().to_owned();
     let before = db.catalog();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--table", "nope", "--column", "legacy_kind"], "unknown table `nope`"),
-        (vec!["--table", "accounts", "--column", "nope"], "has no column `nope`; its columns are: id, tenant_id, type, legacy_kind"),
-        (vec!["--table", "accounts", "--column", "id"], "part of the primary key"),
-        (vec!["--table", "events", "--column", "at"], "part of the partition key"),
-        (vec!["--table", "accounts; drop table accounts", "--column", "legacy_kind"], "is not a table name"),
-        (vec!["--table", "\"accounts; drop table accounts\"", "--column", "legacy_kind"], "unknown table"),
-        (vec!["--table", "accounts", "--column", "legacy_kind; drop table accounts"], "is not a column name"),
-        (vec!["--table", "public.accounts.extra.part", "--column", "legacy_kind"], "dotted parts"),
-        (vec!["--table", "accounts", "--column", "legacy_kind", "--allow", "composite_indx"], "did you mean `composite_index`"),
-        (vec!["--table", "accounts", "--column", "legacy_kind", "--config", &config], "drop-column.yaml:2:11: allow[0].code: unknown finding code `composite_indx`"),
-        (vec!["--table", "accounts", "--column", "legacy_kind", "--backfill-plan", "/nonexistent/plan.yaml"], "cannot read it"),
-        (vec!["--table", "no_key", "--column", "legacy", "--restore-data"], "--restore-data needs a primary key"),
-        (vec!["--table", "accounts", "--column", "legacy_kind", "--pr"], "not a git repository"),
-        (vec!["--table", "accounts", "--column", "legacy_kind", "--timestamp", "yesterday"], "expected YYYYMMDDHHMMSS"),
-        (vec!["--table", "accounts", "--column", "legacy_kind", "--lock-timeout", "5 parsecs"], "--lock-timeout"),
+        (
+            vec!["--table", "nope", "--column", "legacy_kind"],
+            "unknown table `nope`",
+        ),
+        (
+            vec!["--table", "accounts", "--column", "nope"],
+            "has no column `nope`; its columns are: id, tenant_id, type, legacy_kind",
+        ),
+        (
+            vec!["--table", "accounts", "--column", "id"],
+            "part of the primary key",
+        ),
+        (
+            vec!["--table", "events", "--column", "at"],
+            "part of the partition key",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts; drop table accounts",
+                "--column",
+                "legacy_kind",
+            ],
+            "is not a table name",
+        ),
+        (
+            vec![
+                "--table",
+                "\"accounts; drop table accounts\"",
+                "--column",
+                "legacy_kind",
+            ],
+            "unknown table",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind; drop table accounts",
+            ],
+            "is not a column name",
+        ),
+        (
+            vec![
+                "--table",
+                "public.accounts.extra.part",
+                "--column",
+                "legacy_kind",
+            ],
+            "dotted parts",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind",
+                "--allow",
+                "composite_indx",
+            ],
+            "did you mean `composite_index`",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind",
+                "--config",
+                &config,
+            ],
+            "drop-column.yaml:2:11: allow[0].code: unknown finding code `composite_indx`",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind",
+                "--backfill-plan",
+                "/nonexistent/plan.yaml",
+            ],
+            "cannot read it",
+        ),
+        (
+            vec!["--table", "no_key", "--column", "legacy", "--restore-data"],
+            "--restore-data needs a primary key",
+        ),
+        (
+            vec!["--table", "accounts", "--column", "legacy_kind", "--pr"],
+            "not a git repository",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind",
+                "--timestamp",
+                "yesterday",
+            ],
+            "expected YYYYMMDDHHMMSS",
+        ),
+        (
+            vec![
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind",
+                "--lock-timeout",
+                "5 parsecs",
+            ],
+            "--lock-timeout",
+        ),
     ];
     for (extra, expected) in &cases {
         let output = db.run(&generate_args(&dir, extra), work.path());
-        assert_eq!(output.status.code(), Some(2), "{extra:?}: {}", text(&output));
-        assert!(text(&output).contains(expected), "{extra:?}: expected `{expected}` in {}", text(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains(expected),
+            "{extra:?}: expected `{expected}` in {}",
+            text(&output)
+        );
         assert!(!Path::new(&dir).exists(), "{extra:?} wrote migrations");
     }
     // The same through `check`, and an unknown format.
-    let output = db.run(&["check", "--table", "accounts", "--column", "id"], work.path());
+    let output = db.run(
+        &["check", "--table", "accounts", "--column", "id"],
+        work.path(),
+    );
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    let output = db.run(&["generate", "--table", "accounts", "--column", "legacy_kind", "--format", "liquibase", "--migrations-dir", &dir], work.path());
+    let output = db.run(
+        &[
+            "generate",
+            "--table",
+            "accounts",
+            "--column",
+            "legacy_kind",
+            "--format",
+            "liquibase",
+            "--migrations-dir",
+            &dir,
+        ],
+        work.path(),
+    );
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).contains("unknown migration format `liquibase`"), "{}", text(&output));
+    assert!(
+        text(&output).contains("unknown migration format `liquibase`"),
+        "{}",
+        text(&output)
+    );
     let output = Command::new(BIN)
         .args(["check", "--table", "accounts", "--column", "legacy_kind"])
         .env_remove("DATABASE_URL")
@@ -81,12 +214,19 @@ fn a_blocked_generate_writes_nothing() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("migrations");
     let output = db.run(
-        &generate_args(dir.to_str().unwrap(), &["--table", "accounts", "--column", "legacy_kind"]),
+        &generate_args(
+            dir.to_str().unwrap(),
+            &["--table", "accounts", "--column", "legacy_kind"],
+        ),
         work.path(),
     );
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("BLOCKING view"), "{}", text(&output));
-    assert!(text(&output).contains("nothing was written"), "{}", text(&output));
+    assert!(
+        text(&output).contains("nothing was written"),
+        "{}",
+        text(&output)
+    );
     assert!(!dir.exists());
 }
 
@@ -109,15 +249,33 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
     let work = tempfile::tempdir().unwrap();
     let repo = work.path();
     let git = |args: &[&str]| {
-        let status = Command::new("git").arg("-C").arg(repo).args(args)
-            .env("GIT_AUTHOR_NAME", "t").env("GIT_AUTHOR_EMAIL", "t@e").env("GIT_COMMITTER_NAME", "t").env("GIT_COMMITTER_EMAIL", "t@e")
-            .output().unwrap();
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@e")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@e")
+            .output()
+            .unwrap();
         assert!(status.status.success(), "{}", text(&status));
         String::from_utf8_lossy(&status.stdout).trim().to_owned()
     };
     git(&["init", "-q", "-b", "main"]);
     git(&["commit", "-q", "--allow-empty", "-m", "initial"]);
-    let args = ["generate", "--table", "accounts", "--column", "legacy_kind", "--format", "diesel", "--migrations-dir", "migrations", "--pr"];
+    let args = [
+        "generate",
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--format",
+        "diesel",
+        "--migrations-dir",
+        "migrations",
+        "--pr",
+    ];
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut killed = 0;
     for _ in 0..8 {
@@ -125,8 +283,15 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let delay = Duration::from_millis(20 + seed % 900);
-        let mut child = Command::new(BIN).args(args).current_dir(repo).envs(service_env()).env("DATABASE_URL", &db.url)
-            .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(repo)
+            .envs(service_env())
+            .env("DATABASE_URL", &db.url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
@@ -134,14 +299,33 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
         }
         child.wait().unwrap();
         // Whatever the kill interrupted, the branch has at most sunset's one commit.
-        let count = Command::new("git").arg("-C").arg(repo).args(["rev-list", "--count", "main..sunset/drop-accounts-legacy_kind"]).output().unwrap();
+        let count = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args([
+                "rev-list",
+                "--count",
+                "main..sunset/drop-accounts-legacy_kind",
+            ])
+            .output()
+            .unwrap();
         let count = String::from_utf8_lossy(&count.stdout).trim().to_owned();
         assert!(count.is_empty() || count == "1", "branch commits: {count}");
     }
     assert!(killed > 0, "at least one run was killed mid-way");
-    let output = Command::new(BIN).args(args).current_dir(repo).envs(service_env()).env("DATABASE_URL", &db.url).output().unwrap();
+    let output = Command::new(BIN)
+        .args(args)
+        .current_dir(repo)
+        .envs(service_env())
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    assert!(scratch_databases(&db).iter().all(|name| !name.contains(&format!("_{}_", std::process::id()))));
+    assert!(
+        scratch_databases(&db)
+            .iter()
+            .all(|name| !name.contains(&format!("_{}_", std::process::id())))
+    );
     let leftovers: Vec<String> = scratch_databases(&db)
         .into_iter()
         .filter(|name| {
@@ -149,10 +333,38 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
             !Path::new(&format!("/proc/{pid}")).exists()
         })
         .collect();
-    assert!(leftovers.is_empty(), "abandoned scratch databases: {leftovers:?}");
-    assert_eq!(git(&["rev-list", "--count", "main..sunset/drop-accounts-legacy_kind"]), "1");
-    assert_eq!(git(&["worktree", "list"]).lines().count(), 1, "no stray worktrees");
-    let files = git(&["ls-tree", "-r", "--name-only", "sunset/drop-accounts-legacy_kind"]);
-    assert!(files.contains("up.sql") && files.contains("metadata.toml") && files.contains("PULL_REQUEST.md"), "{files}");
-    assert_eq!(git(&["status", "--porcelain"]), "", "the checkout is untouched");
+    assert!(
+        leftovers.is_empty(),
+        "abandoned scratch databases: {leftovers:?}"
+    );
+    assert_eq!(
+        git(&[
+            "rev-list",
+            "--count",
+            "main..sunset/drop-accounts-legacy_kind"
+        ]),
+        "1"
+    );
+    assert_eq!(
+        git(&["worktree", "list"]).lines().count(),
+        1,
+        "no stray worktrees"
+    );
+    let files = git(&[
+        "ls-tree",
+        "-r",
+        "--name-only",
+        "sunset/drop-accounts-legacy_kind",
+    ]);
+    assert!(
+        files.contains("up.sql")
+            && files.contains("metadata.toml")
+            && files.contains("PULL_REQUEST.md"),
+        "{files}"
+    );
+    assert_eq!(
+        git(&["status", "--porcelain"]),
+        "",
+        "the checkout is untouched"
+    );
 }

@@ -23,7 +23,11 @@ fn expect_finding(prefix: &str, sql: &str, code: &str, object: &str) -> serde_js
         .unwrap()
         .iter()
         .any(|f| f["blocking"] == true);
-    assert_eq!(exit, i32::from(blocking), "exit 1 exactly when something blocks: {json}");
+    assert_eq!(
+        exit,
+        i32::from(blocking),
+        "exit 1 exactly when something blocks: {json}"
+    );
     json
 }
 
@@ -36,12 +40,42 @@ macro_rules! dependent {
     };
 }
 
-dependent!(index_on_the_column, "CREATE INDEX kind_idx ON accounts (legacy_kind)", "index", "public.kind_idx");
-dependent!(composite_index, "CREATE INDEX tenant_kind_idx ON accounts (tenant_id, legacy_kind)", "composite_index", "public.tenant_kind_idx");
-dependent!(partial_index, "CREATE INDEX tenant_partial_idx ON accounts (tenant_id) WHERE legacy_kind IS NOT NULL", "partial_index", "public.tenant_partial_idx");
-dependent!(expression_index, "CREATE INDEX lower_kind_idx ON accounts (lower(legacy_kind))", "expression_index", "public.lower_kind_idx");
-dependent!(unique_constraint, "ALTER TABLE accounts ADD CONSTRAINT tenant_kind_key UNIQUE (tenant_id, legacy_kind, id)", "unique_constraint", "public.accounts.tenant_kind_key");
-dependent!(check_constraint, "ALTER TABLE accounts ADD CONSTRAINT kind_known CHECK (legacy_kind IN ('personal', 'business'))", "check_constraint", "public.accounts.kind_known");
+dependent!(
+    index_on_the_column,
+    "CREATE INDEX kind_idx ON accounts (legacy_kind)",
+    "index",
+    "public.kind_idx"
+);
+dependent!(
+    composite_index,
+    "CREATE INDEX tenant_kind_idx ON accounts (tenant_id, legacy_kind)",
+    "composite_index",
+    "public.tenant_kind_idx"
+);
+dependent!(
+    partial_index,
+    "CREATE INDEX tenant_partial_idx ON accounts (tenant_id) WHERE legacy_kind IS NOT NULL",
+    "partial_index",
+    "public.tenant_partial_idx"
+);
+dependent!(
+    expression_index,
+    "CREATE INDEX lower_kind_idx ON accounts (lower(legacy_kind))",
+    "expression_index",
+    "public.lower_kind_idx"
+);
+dependent!(
+    unique_constraint,
+    "ALTER TABLE accounts ADD CONSTRAINT tenant_kind_key UNIQUE (tenant_id, legacy_kind, id)",
+    "unique_constraint",
+    "public.accounts.tenant_kind_key"
+);
+dependent!(
+    check_constraint,
+    "ALTER TABLE accounts ADD CONSTRAINT kind_known CHECK (legacy_kind IN ('personal', 'business'))",
+    "check_constraint",
+    "public.accounts.kind_known"
+);
 dependent!(
     incoming_foreign_key,
     "ALTER TABLE accounts ADD CONSTRAINT id_kind_key UNIQUE (id, legacy_kind);
@@ -57,7 +91,12 @@ dependent!(
     "foreign_key",
     "public.accounts.accounts_kind_fk"
 );
-dependent!(view_using_the_column, "CREATE VIEW account_kinds AS SELECT id, legacy_kind FROM accounts", "view", "public.account_kinds");
+dependent!(
+    view_using_the_column,
+    "CREATE VIEW account_kinds AS SELECT id, legacy_kind FROM accounts",
+    "view",
+    "public.account_kinds"
+);
 dependent!(
     view_through_another_view,
     "CREATE VIEW account_kinds AS SELECT id, legacy_kind FROM accounts;
@@ -65,7 +104,12 @@ dependent!(
     "view",
     "public.account_ids"
 );
-dependent!(materialized_view, "CREATE MATERIALIZED VIEW kind_counts AS SELECT legacy_kind, count(*) FROM accounts GROUP BY 1", "materialized_view", "public.kind_counts");
+dependent!(
+    materialized_view,
+    "CREATE MATERIALIZED VIEW kind_counts AS SELECT legacy_kind, count(*) FROM accounts GROUP BY 1",
+    "materialized_view",
+    "public.kind_counts"
+);
 dependent!(
     permissive_policy,
     "ALTER TABLE accounts ENABLE ROW LEVEL SECURITY; CREATE POLICY personal_only ON accounts USING (legacy_kind = 'personal')",
@@ -92,8 +136,18 @@ dependent!(
     "update_of_trigger",
     "public.accounts.touch_kind"
 );
-dependent!(generated_column, "ALTER TABLE accounts ADD COLUMN kind_upper text GENERATED ALWAYS AS (upper(legacy_kind)) STORED", "generated_column", "public.accounts.kind_upper");
-dependent!(publication_column_list, "CREATE PUBLICATION kinds_pub FOR TABLE accounts (id, legacy_kind)", "publication_column_list", "kinds_pub");
+dependent!(
+    generated_column,
+    "ALTER TABLE accounts ADD COLUMN kind_upper text GENERATED ALWAYS AS (upper(legacy_kind)) STORED",
+    "generated_column",
+    "public.accounts.kind_upper"
+);
+dependent!(
+    publication_column_list,
+    "CREATE PUBLICATION kinds_pub FOR TABLE accounts (id, legacy_kind)",
+    "publication_column_list",
+    "kinds_pub"
+);
 dependent!(
     replica_identity,
     "ALTER TABLE accounts ALTER COLUMN legacy_kind SET NOT NULL;
@@ -124,8 +178,18 @@ dependent!(
     "column_grant",
     "public.accounts.legacy_kind"
 );
-dependent!(comment, "COMMENT ON COLUMN accounts.legacy_kind IS 'the old kind'", "comment", "public.accounts.legacy_kind");
-dependent!(extended_statistics, "CREATE STATISTICS kind_stats (dependencies) ON tenant_id, legacy_kind FROM accounts", "extended_statistics", "public.kind_stats");
+dependent!(
+    comment,
+    "COMMENT ON COLUMN accounts.legacy_kind IS 'the old kind'",
+    "comment",
+    "public.accounts.legacy_kind"
+);
+dependent!(
+    extended_statistics,
+    "CREATE STATISTICS kind_stats (dependencies) ON tenant_id, legacy_kind FROM accounts",
+    "extended_statistics",
+    "public.kind_stats"
+);
 dependent!(
     owned_sequence,
     "CREATE SEQUENCE kind_seq OWNED BY accounts.legacy_kind",
@@ -165,7 +229,8 @@ fn recent_queries_from_pg_stat_statements() {
     assert_eq!(exit, 1);
     let found = codes(&json);
     assert!(
-        found.iter().any(|(c, o)| c == "recent_queries" && o.contains("SELECT legacy_kind FROM accounts WHERE id = $1")),
+        found.iter().any(|(c, o)| c == "recent_queries"
+            && o.contains("SELECT legacy_kind FROM accounts WHERE id = $1")),
         "{found:?}"
     );
 }
@@ -190,20 +255,50 @@ fn code_references_respect_gitignore_and_tell_migrations_apart() {
         std::fs::write(full, text).unwrap();
     };
     write(".gitignore", "vendor/\n");
-    write("app/models/account.rb", "class Account\n  def kind = self[:legacy_kind]\nend\n");
+    write(
+        "app/models/account.rb",
+        "class Account\n  def kind = self[:legacy_kind]\nend\n",
+    );
     write("web/src/account.ts", "const k = account.legacyKind;\n");
-    write("app/models/other.rb", "legacy_kind_v2 = 1 # a different name\n");
+    write(
+        "app/models/other.rb",
+        "legacy_kind_v2 = 1 # a different name\n",
+    );
     write("vendor/lib.rb", "legacy_kind\n");
-    write("db/migrate/20200101000000_create_accounts.rb", "t.text :legacy_kind\n");
+    write(
+        "db/migrate/20200101000000_create_accounts.rb",
+        "t.text :legacy_kind\n",
+    );
     let (exit, json) = db.check(&[
-        "--table", "accounts", "--column", "legacy_kind", "--repo", repo.path().to_str().unwrap(),
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--repo",
+        repo.path().to_str().unwrap(),
     ]);
     assert_eq!(exit, 1);
     let found = codes(&json);
-    assert!(found.contains(&("code_reference".into(), "app/models/account.rb:2".into())), "{found:?}");
-    assert!(found.contains(&("code_reference".into(), "web/src/account.ts:1".into())), "{found:?}");
-    assert!(!found.iter().any(|(_, o)| o.starts_with("vendor/") || o.starts_with("app/models/other.rb")), "{found:?}");
-    assert!(found.iter().any(|(c, o)| c == "migration_reference" && o.contains("db/migrate")), "{found:?}");
+    assert!(
+        found.contains(&("code_reference".into(), "app/models/account.rb:2".into())),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("code_reference".into(), "web/src/account.ts:1".into())),
+        "{found:?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|(_, o)| o.starts_with("vendor/") || o.starts_with("app/models/other.rb")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(c, o)| c == "migration_reference" && o.contains("db/migrate")),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -218,16 +313,44 @@ fn backfill_parity_counts_mismatches_with_sample_keys() {
     )
     .unwrap();
     let plan_path = plan.path().to_str().unwrap();
-    let (exit, json) = db.check(&["--table", "accounts", "--column", "legacy_kind", "--backfill-plan", plan_path]);
+    let (exit, json) = db.check(&[
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--backfill-plan",
+        plan_path,
+    ]);
     assert_eq!(exit, 1);
-    let mismatch = json["findings"].as_array().unwrap().iter().find(|f| f["code"] == "data_mismatch").expect("data_mismatch");
+    let mismatch = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "data_mismatch")
+        .expect("data_mismatch");
     assert_eq!(mismatch["object"], "public.accounts");
-    assert!(mismatch["detail"].as_str().unwrap().starts_with("2 rows"), "{mismatch}");
-    assert!(mismatch["detail"].as_str().unwrap().contains("first keys: 2 4"), "{mismatch}");
+    assert!(
+        mismatch["detail"].as_str().unwrap().starts_with("2 rows"),
+        "{mismatch}"
+    );
+    assert!(
+        mismatch["detail"]
+            .as_str()
+            .unwrap()
+            .contains("first keys: 2 4"),
+        "{mismatch}"
+    );
     assert!(codes(&json).contains(&("data_untyped".into(), "public.accounts".into())));
 
     db.exec("UPDATE accounts SET type = CASE WHEN legacy_kind = 'personal' THEN 'PersonalAccount' ELSE 'BusinessAccount' END");
-    let (exit, json) = db.check(&["--table", "accounts", "--column", "legacy_kind", "--backfill-plan", plan_path]);
+    let (exit, json) = db.check(&[
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--backfill-plan",
+        plan_path,
+    ]);
     assert_eq!(exit, 0, "{json}");
     assert!(codes(&json).contains(&("data_parity".into(), "public.accounts".into())));
 }
@@ -248,18 +371,48 @@ fn every_finding_comes_out_of_one_run() {
     let (exit, json) = db.check(&["--table", "accounts", "--column", "legacy_kind"]);
     assert_eq!(exit, 1);
     let found: Vec<String> = codes(&json).into_iter().map(|(c, _)| c).collect();
-    for code in ["composite_index", "view", "restrictive_policy", "comment", "extended_statistics", "function_body", "live_use_unknown"] {
-        assert!(found.iter().any(|c| c == code), "{code} missing from {found:?}");
+    for code in [
+        "composite_index",
+        "view",
+        "restrictive_policy",
+        "comment",
+        "extended_statistics",
+        "function_body",
+        "live_use_unknown",
+    ] {
+        assert!(
+            found.iter().any(|c| c == code),
+            "{code} missing from {found:?}"
+        );
     }
     for field in ["code", "severity", "blocking", "object", "detail", "fix"] {
-        assert!(json["findings"][0].get(field).is_some(), "findings carry `{field}`");
+        assert!(
+            json["findings"][0].get(field).is_some(),
+            "findings carry `{field}`"
+        );
     }
     // Acknowledging every blocking code turns the check green, and says what it acknowledged.
     let (exit, json) = db.check(&[
-        "--table", "accounts", "--column", "legacy_kind", "--allow", "composite_index",
-        "--allow", "view=public.account_kinds", "--allow", "restrictive_policy", "--allow", "function_body",
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--allow",
+        "composite_index",
+        "--allow",
+        "view=public.account_kinds",
+        "--allow",
+        "restrictive_policy",
+        "--allow",
+        "function_body",
     ]);
     assert_eq!(exit, 0, "{json}");
-    assert!(json["findings"].as_array().unwrap().iter().any(|f| f["acknowledged"] == true));
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["acknowledged"] == true)
+    );
     let _ = Path::new(".");
 }

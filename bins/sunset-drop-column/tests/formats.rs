@@ -22,18 +22,38 @@ const DEPENDENTS: &str = "
 ";
 
 const ALLOW: [&str; 8] = [
-    "--allow", "composite_index", "--allow", "view", "--allow", "check_constraint", "--allow", "partial_index",
+    "--allow",
+    "composite_index",
+    "--allow",
+    "view",
+    "--allow",
+    "check_constraint",
+    "--allow",
+    "partial_index",
 ];
 
 fn generate(db: &Db, format: &str, dir: &Path, extra: &[&str]) {
     let mut args = vec![
-        "generate", "--table", "accounts", "--column", "legacy_kind", "--format", format,
-        "--migrations-dir", dir.to_str().unwrap(), "--timestamp", "20261123100000",
+        "generate",
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--format",
+        format,
+        "--migrations-dir",
+        dir.to_str().unwrap(),
+        "--timestamp",
+        "20261123100000",
     ];
     args.extend_from_slice(&ALLOW);
     args.extend_from_slice(extra);
     let output = db.run(&args, Path::new("."));
-    assert!(output.status.success(), "generate --format {format}: {}", text(&output));
+    assert!(
+        output.status.success(),
+        "generate --format {format}: {}",
+        text(&output)
+    );
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -102,7 +122,11 @@ fn apply(db: &Db, format: &str, dir: &Path, up: bool) {
         "sqlx" => {
             for file in pick(&format!(".{direction}.sql")) {
                 let sql = read(&file);
-                if sql.starts_with("-- no-transaction") { alone(db, &sql) } else { in_transaction(db, &sql) }
+                if sql.starts_with("-- no-transaction") {
+                    alone(db, &sql)
+                } else {
+                    in_transaction(db, &sql)
+                }
             }
         }
         "golang-migrate" => {
@@ -142,14 +166,26 @@ fn apply(db: &Db, format: &str, dir: &Path, up: bool) {
             for file in pick(".sql") {
                 let sql = read(&file);
                 let (ups, downs) = sql.split_once("-- migrate:down").unwrap();
-                let section = if up { ups.split_once("-- migrate:up").unwrap().1 } else { downs };
+                let section = if up {
+                    ups.split_once("-- migrate:up").unwrap().1
+                } else {
+                    downs
+                };
                 let (options, body) = section.split_once('\n').unwrap();
-                if options.contains("transaction:false") { alone(db, body) } else { in_transaction(db, body) }
+                if options.contains("transaction:false") {
+                    alone(db, body)
+                } else {
+                    in_transaction(db, body)
+                }
             }
         }
         "flyway" => {
             let prefix = if up { "/V" } else { "/U" };
-            let mut chosen: Vec<PathBuf> = all.iter().filter(|p| p.to_str().unwrap().contains(prefix)).cloned().collect();
+            let mut chosen: Vec<PathBuf> = all
+                .iter()
+                .filter(|p| p.to_str().unwrap().contains(prefix))
+                .cloned()
+                .collect();
             if !up {
                 chosen.reverse();
             }
@@ -158,7 +194,10 @@ fn apply(db: &Db, format: &str, dir: &Path, up: bool) {
                 if parts.iter().any(|s| s.contains("CONCURRENTLY")) {
                     parts.iter().for_each(|s| alone(db, s));
                 } else {
-                    in_transaction(db, &parts.iter().map(|s| format!("{s};\n")).collect::<String>());
+                    in_transaction(
+                        db,
+                        &parts.iter().map(|s| format!("{s};\n")).collect::<String>(),
+                    );
                 }
             }
         }
@@ -176,7 +215,16 @@ fn up_down_up(format: &str, restore_data: bool) {
     db.exec(DEPENDENTS);
     let dir = tempfile::tempdir().unwrap();
     let migrations = dir.path().join("migrations");
-    generate(&db, format, &migrations, if restore_data { &["--restore-data"] } else { &[] });
+    generate(
+        &db,
+        format,
+        &migrations,
+        if restore_data {
+            &["--restore-data"]
+        } else {
+            &[]
+        },
+    );
     let before = db.catalog();
     let values = kind_values(&db);
     apply(&db, format, &migrations, true);
@@ -187,16 +235,37 @@ fn up_down_up(format: &str, restore_data: bool) {
     apply(&db, format, &migrations, false);
     let after = db.catalog();
     let difference = sunset_drop_column_engine::snapshot::difference(&before, &after);
-    assert!(difference.is_empty(), "{format}: down does not restore the catalog:\n{}", difference.join("\n"));
+    assert!(
+        difference.is_empty(),
+        "{format}: down does not restore the catalog:\n{}",
+        difference.join("\n")
+    );
     if restore_data {
-        assert_eq!(kind_values(&db), values, "{format}: the data-restoring down restores every value");
+        assert_eq!(
+            kind_values(&db),
+            values,
+            "{format}: the data-restoring down restores every value"
+        );
     } else {
-        assert!(kind_values(&db).iter().all(|v| v.ends_with("=NULL")), "{format}: schema-only down");
+        assert!(
+            kind_values(&db).iter().all(|v| v.ends_with("=NULL")),
+            "{format}: schema-only down"
+        );
     }
     apply(&db, format, &migrations, true);
-    let label = files(&migrations).iter().map(|p| read(p)).collect::<String>();
-    let expected = if restore_data { "DATA-RESTORING" } else { "SCHEMA-ONLY" };
-    assert!(label.contains(expected), "{format}: the down is labelled {expected}");
+    let label = files(&migrations)
+        .iter()
+        .map(|p| read(p))
+        .collect::<String>();
+    let expected = if restore_data {
+        "DATA-RESTORING"
+    } else {
+        "SCHEMA-ONLY"
+    };
+    assert!(
+        label.contains(expected),
+        "{format}: the down is labelled {expected}"
+    );
 }
 
 #[test]
@@ -252,10 +321,16 @@ fn rails_files_have_the_runners_structure() {
     let dir = tempfile::tempdir().unwrap();
     let migrate = dir.path().join("db/migrate");
     generate(&db, "rails", &migrate, &[]);
-    let names: Vec<String> = files(&migrate).iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_owned()).collect();
+    let names: Vec<String> = files(&migrate)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
     assert_eq!(
         names,
-        ["20261123100000_drop_accounts_legacy_kind_indexes.rb", "20261123100001_drop_accounts_legacy_kind.rb"]
+        [
+            "20261123100000_drop_accounts_legacy_kind_indexes.rb",
+            "20261123100001_drop_accounts_legacy_kind.rb"
+        ]
     );
     let indexes = read(&migrate.join(&names[0]));
     assert!(indexes.contains("class DropAccountsLegacyKindIndexes < ActiveRecord::Migration[7.1]"));
@@ -266,15 +341,31 @@ fn rails_files_have_the_runners_structure() {
     assert!(!main.contains("disable_ddl_transaction!"));
     assert!(main.contains("  def up\n") && main.contains("  def down\n"));
     assert!(main.contains("ALTER TABLE public.accounts DROP COLUMN legacy_kind"));
-    assert_eq!(main.matches("execute <<~'SQL'").count(), main.matches("\n    SQL\n").count());
-    assert_eq!(main.matches("def ").count() + main.matches("class ").count(), main.matches("\nend\n").count() + main.matches("  end\n").count());
+    assert_eq!(
+        main.matches("execute <<~'SQL'").count(),
+        main.matches("\n    SQL\n").count()
+    );
+    assert_eq!(
+        main.matches("def ").count() + main.matches("class ").count(),
+        main.matches("\nend\n").count() + main.matches("  end\n").count()
+    );
 }
 
 fn python_compiles(path: &Path) {
-    let Ok(output) = std::process::Command::new("python3").arg("-m").arg("py_compile").arg(path).output() else {
+    let Ok(output) = std::process::Command::new("python3")
+        .arg("-m")
+        .arg("py_compile")
+        .arg(path)
+        .output()
+    else {
         return; // python3 is not everywhere; the structure assertions still ran
     };
-    assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
@@ -292,7 +383,10 @@ fn django_files_have_the_runners_structure() {
     let second = migrations.join("0003_drop_accounts_legacy_kind.py");
     assert!(read(&first).contains("atomic = False"));
     assert!(read(&first).contains("dependencies = [(\"billing\", \"0001_initial\")]"));
-    assert!(read(&second).contains("dependencies = [(\"billing\", \"0002_drop_accounts_legacy_kind_indexes\")]"));
+    assert!(
+        read(&second)
+            .contains("dependencies = [(\"billing\", \"0002_drop_accounts_legacy_kind_indexes\")]")
+    );
     assert!(read(&second).contains("migrations.RunSQL(") && read(&second).contains("reverse_sql="));
     python_compiles(&first);
     python_compiles(&second);
@@ -306,9 +400,16 @@ fn alembic_files_have_the_runners_structure() {
     let dir = tempfile::tempdir().unwrap();
     let versions = dir.path().join("alembic/versions");
     std::fs::create_dir_all(&versions).unwrap();
-    std::fs::write(versions.join("1a2b_create_accounts.py"), "revision = \"1a2b\"\ndown_revision = None\n").unwrap();
+    std::fs::write(
+        versions.join("1a2b_create_accounts.py"),
+        "revision = \"1a2b\"\ndown_revision = None\n",
+    )
+    .unwrap();
     generate(&db, "alembic", &versions, &[]);
-    let generated: Vec<PathBuf> = files(&versions).into_iter().filter(|p| p.to_str().unwrap().contains("drop_accounts")).collect();
+    let generated: Vec<PathBuf> = files(&versions)
+        .into_iter()
+        .filter(|p| p.to_str().unwrap().contains("drop_accounts"))
+        .collect();
     assert_eq!(generated.len(), 1);
     let source = read(&generated[0]);
     assert!(source.contains("down_revision = \"1a2b\""), "{source}");

@@ -40,12 +40,22 @@ impl Project {
         let repo = dir.path().join("app");
         let remote = dir.path().join("origin.git");
         std::fs::create_dir_all(repo.join("src")).unwrap();
-        std::fs::write(repo.join("src/accounts.rs"), "// accounts, typed by `type` now\n").unwrap();
-        git(dir.path(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
+        std::fs::write(
+            repo.join("src/accounts.rs"),
+            "// accounts, typed by `type` now\n",
+        )
+        .unwrap();
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", remote.to_str().unwrap()],
+        );
         git(&repo, &["init", "-q", "-b", "main"]);
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "-q", "-m", "initial"]);
-        git(&repo, &["remote", "add", "origin", remote.to_str().unwrap()]);
+        git(
+            &repo,
+            &["remote", "add", "origin", remote.to_str().unwrap()],
+        );
         git(&repo, &["push", "-q", "origin", "main"]);
         let gh_dir = dir.path().join("bin");
         std::fs::create_dir_all(&gh_dir).unwrap();
@@ -57,17 +67,41 @@ impl Project {
             state = state.display()
         );
         std::fs::write(gh_dir.join("gh"), script).unwrap();
-        Command::new("chmod").arg("+x").arg(gh_dir.join("gh")).status().unwrap();
-        Project { _dir: dir, repo, remote, gh_dir, gh_log }
+        Command::new("chmod")
+            .arg("+x")
+            .arg(gh_dir.join("gh"))
+            .status()
+            .unwrap();
+        Project {
+            _dir: dir,
+            repo,
+            remote,
+            gh_dir,
+            gh_log,
+        }
     }
 
     fn generate(&self, db: &Db, with_gh: bool) -> Output {
         let path = std::env::var("PATH").unwrap_or_default();
-        let path = if with_gh { format!("{}:{path}", self.gh_dir.display()) } else { path };
+        let path = if with_gh {
+            format!("{}:{path}", self.gh_dir.display())
+        } else {
+            path
+        };
         Command::new(BIN)
             .args([
-                "generate", "--table", "accounts", "--column", "legacy_kind", "--format", "sqlx",
-                "--migrations-dir", "migrations", "--pr", "--repo", ".",
+                "generate",
+                "--table",
+                "accounts",
+                "--column",
+                "legacy_kind",
+                "--format",
+                "sqlx",
+                "--migrations-dir",
+                "migrations",
+                "--pr",
+                "--repo",
+                ".",
             ])
             .current_dir(&self.repo)
             .envs(service_env())
@@ -91,30 +125,87 @@ fn the_branch_is_made_once_and_updated_in_place() {
 
     let first = project.generate(&db, true);
     assert!(first.status.success(), "{}", text(&first));
-    assert!(text(&first).contains("pull request: draft opened at https://github.com/acme/app/pull/7"), "{}", text(&first));
-    assert_eq!(git(&project.repo, &["rev-list", "--count", &format!("main..{BRANCH}")]), "1");
+    assert!(
+        text(&first).contains("pull request: draft opened at https://github.com/acme/app/pull/7"),
+        "{}",
+        text(&first)
+    );
+    assert_eq!(
+        git(
+            &project.repo,
+            &["rev-list", "--count", &format!("main..{BRANCH}")]
+        ),
+        "1"
+    );
     let files = git(&project.repo, &["ls-tree", "-r", "--name-only", BRANCH]);
-    assert!(files.lines().any(|f| f.starts_with("migrations/") && f.ends_with("_drop_accounts_legacy_kind.up.sql")), "{files}");
-    assert!(files.lines().any(|f| f.ends_with("_drop_accounts_legacy_kind_index_1.up.sql")), "{files}");
-    let description = git(&project.repo, &["show", &format!("{BRANCH}:PULL_REQUEST.md")]);
+    assert!(
+        files
+            .lines()
+            .any(|f| f.starts_with("migrations/")
+                && f.ends_with("_drop_accounts_legacy_kind.up.sql")),
+        "{files}"
+    );
+    assert!(
+        files
+            .lines()
+            .any(|f| f.ends_with("_drop_accounts_legacy_kind_index_1.up.sql")),
+        "{files}"
+    );
+    let description = git(
+        &project.repo,
+        &["show", &format!("{BRANCH}:PULL_REQUEST.md")],
+    );
     assert!(description.starts_with("# DO NOT MERGE"), "{description}");
-    for section in ["## Summary", "## Evidence", "## Hazards", "## Checklist", "## Rollback", "- [ ] "] {
-        assert!(description.contains(section), "PULL_REQUEST.md has {section}");
+    for section in [
+        "## Summary",
+        "## Evidence",
+        "## Hazards",
+        "## Checklist",
+        "## Rollback",
+        "- [ ] ",
+    ] {
+        assert!(
+            description.contains(section),
+            "PULL_REQUEST.md has {section}"
+        );
     }
-    assert!(description.contains("public.kind_idx"), "hazards list the dependents");
+    assert!(
+        description.contains("public.kind_idx"),
+        "hazards list the dependents"
+    );
     // The user's checkout is untouched: still on main, no migrations in the working tree.
-    assert_eq!(git(&project.repo, &["symbolic-ref", "--short", "HEAD"]), "main");
+    assert_eq!(
+        git(&project.repo, &["symbolic-ref", "--short", "HEAD"]),
+        "main"
+    );
     assert!(!project.repo.join("migrations").exists());
-    assert_eq!(git(&project.remote, &["rev-parse", BRANCH]), git(&project.repo, &["rev-parse", BRANCH]));
-    assert!(project.gh_calls().contains(&format!("pr create --draft --head {BRANCH}")), "{}", project.gh_calls());
+    assert_eq!(
+        git(&project.remote, &["rev-parse", BRANCH]),
+        git(&project.repo, &["rev-parse", BRANCH])
+    );
+    assert!(
+        project
+            .gh_calls()
+            .contains(&format!("pr create --draft --head {BRANCH}")),
+        "{}",
+        project.gh_calls()
+    );
 
     // The same run again: same branch, same commit, the draft updated, no second PR.
     let tip = git(&project.repo, &["rev-parse", BRANCH]);
     let second = project.generate(&db, true);
     assert!(second.status.success(), "{}", text(&second));
-    assert!(text(&second).contains("already up to date"), "{}", text(&second));
+    assert!(
+        text(&second).contains("already up to date"),
+        "{}",
+        text(&second)
+    );
     assert_eq!(git(&project.repo, &["rev-parse", BRANCH]), tip);
-    assert!(project.gh_calls().contains(&format!("pr edit {BRANCH}")), "{}", project.gh_calls());
+    assert!(
+        project.gh_calls().contains(&format!("pr edit {BRANCH}")),
+        "{}",
+        project.gh_calls()
+    );
     assert_eq!(project.gh_calls().matches("pr create").count(), 1);
 
     // The schema changed: the branch's one commit is replaced, with the same file names.
@@ -122,10 +213,35 @@ fn the_branch_is_made_once_and_updated_in_place() {
     let third = project.generate(&db, false);
     assert!(third.status.success(), "{}", text(&third));
     assert!(text(&third).contains("updated"), "{}", text(&third));
-    assert!(text(&third).contains("pull request: gh is not installed"), "{}", text(&third));
-    assert_eq!(git(&project.repo, &["rev-list", "--count", &format!("main..{BRANCH}")]), "1");
-    assert_eq!(git(&project.repo, &["ls-tree", "-r", "--name-only", BRANCH]), files, "same files, same versions");
-    let down = files.lines().find(|f| f.ends_with("_drop_accounts_legacy_kind.down.sql")).unwrap();
-    assert!(git(&project.repo, &["show", &format!("{BRANCH}:{down}")]).contains("COMMENT ON COLUMN public.accounts.legacy_kind IS 'the old kind'"));
-    assert_eq!(git(&project.repo, &["branch", "--list", "sunset/*"]).lines().count(), 1);
+    assert!(
+        text(&third).contains("pull request: gh is not installed"),
+        "{}",
+        text(&third)
+    );
+    assert_eq!(
+        git(
+            &project.repo,
+            &["rev-list", "--count", &format!("main..{BRANCH}")]
+        ),
+        "1"
+    );
+    assert_eq!(
+        git(&project.repo, &["ls-tree", "-r", "--name-only", BRANCH]),
+        files,
+        "same files, same versions"
+    );
+    let down = files
+        .lines()
+        .find(|f| f.ends_with("_drop_accounts_legacy_kind.down.sql"))
+        .unwrap();
+    assert!(
+        git(&project.repo, &["show", &format!("{BRANCH}:{down}")])
+            .contains("COMMENT ON COLUMN public.accounts.legacy_kind IS 'the old kind'")
+    );
+    assert_eq!(
+        git(&project.repo, &["branch", "--list", "sunset/*"])
+            .lines()
+            .count(),
+        1
+    );
 }

@@ -69,7 +69,15 @@ fn catalog(
     detail: impl Into<String>,
     fix: impl Into<String>,
 ) -> Finding {
-    Finding::new(code, severity, blocking, Evidence::Catalog, object, detail, fix)
+    Finding::new(
+        code,
+        severity,
+        blocking,
+        Evidence::Catalog,
+        object,
+        detail,
+        fix,
+    )
 }
 
 fn main_change(rank: Rank, up: Vec<String>, down: Vec<String>) -> Option<Change> {
@@ -99,7 +107,11 @@ pub async fn find(client: &Client, target: &Target) -> Result<Vec<Dependent>, Er
     Ok(found)
 }
 
-async fn indexes(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+async fn indexes(
+    client: &Client,
+    target: &Target,
+    found: &mut Vec<Dependent>,
+) -> Result<(), Error> {
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid),
@@ -206,7 +218,11 @@ async fn indexes(client: &Client, target: &Target, found: &mut Vec<Dependent>) -
             change: Some(change),
         });
         if replica_identity {
-            let fallback = if target.has_primary_key { "DEFAULT" } else { "FULL" };
+            let fallback = if target.has_primary_key {
+                "DEFAULT"
+            } else {
+                "FULL"
+            };
             found.push(Dependent {
                 finding: catalog(
                     "replica_identity",
@@ -396,7 +412,11 @@ async fn views(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> 
         let indexes: Vec<String> = row.get(8);
         let triggers: Vec<String> = row.get(9);
         let oid: u32 = row.get(10);
-        let kind = if materialized { "MATERIALIZED VIEW" } else { "VIEW" };
+        let kind = if materialized {
+            "MATERIALIZED VIEW"
+        } else {
+            "VIEW"
+        };
         let with = options
             .filter(|o| !o.is_empty())
             .map(|o| format!(" WITH ({o})"))
@@ -407,7 +427,10 @@ async fn views(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> 
             if materialized { "\nWITH DATA" } else { "" }
         )];
         if owner != target.current_user {
-            down.push(format!("ALTER {kind} {name} OWNER TO {}", quote_role(&owner)));
+            down.push(format!(
+                "ALTER {kind} {name} OWNER TO {}",
+                quote_role(&owner)
+            ));
         }
         down.extend(relation_grants(client, oid, kind, &name).await?);
         if let Some(comment) = &comment {
@@ -503,7 +526,11 @@ pub(crate) fn grant_sql(grant: &Grant, on: &str) -> String {
     )
 }
 
-async fn policies(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+async fn policies(
+    client: &Client,
+    target: &Target,
+    found: &mut Vec<Dependent>,
+) -> Result<(), Error> {
     let rows = client
         .query(
             "SELECT quote_ident(p.polname), format('%I.%I', n.nspname, c.relname), p.polpermissive,
@@ -532,7 +559,11 @@ async fn policies(client: &Client, target: &Target, found: &mut Vec<Dependent>) 
         let check: Option<String> = row.get(6);
         let mut create = format!(
             "CREATE POLICY {name} ON {table} AS {} FOR {command} TO {roles}",
-            if permissive { "PERMISSIVE" } else { "RESTRICTIVE" }
+            if permissive {
+                "PERMISSIVE"
+            } else {
+                "RESTRICTIVE"
+            }
         );
         if let Some(using) = &using {
             create.push_str(&format!(" USING ({using})"));
@@ -570,7 +601,11 @@ async fn policies(client: &Client, target: &Target, found: &mut Vec<Dependent>) 
     Ok(())
 }
 
-async fn triggers(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+async fn triggers(
+    client: &Client,
+    target: &Target,
+    found: &mut Vec<Dependent>,
+) -> Result<(), Error> {
     let rows = client
         .query(
             "SELECT quote_ident(t.tgname), format('%I.%I', n.nspname, c.relname), pg_get_triggerdef(t.oid),
@@ -620,7 +655,12 @@ async fn triggers(client: &Client, target: &Target, found: &mut Vec<Dependent>) 
 }
 
 /// `CREATE TRIGGER` plus the `ALTER TABLE ... DISABLE/ENABLE` that restores its firing state.
-pub(crate) fn trigger_down(definition: &str, name: &str, table: &str, enabled: &str) -> Vec<String> {
+pub(crate) fn trigger_down(
+    definition: &str,
+    name: &str,
+    table: &str,
+    enabled: &str,
+) -> Vec<String> {
     let mut down = vec![definition.to_owned()];
     let state = match enabled {
         "D" => Some("DISABLE TRIGGER"),
@@ -680,7 +720,11 @@ async fn generated_columns(
     Ok(())
 }
 
-async fn statistics(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+async fn statistics(
+    client: &Client,
+    target: &Target,
+    found: &mut Vec<Dependent>,
+) -> Result<(), Error> {
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, s.stxname), pg_get_statisticsobjdef(s.oid)
@@ -778,7 +822,7 @@ async fn publications(
                 "publication_column_list",
                 Severity::Danger,
                 true,
-                format!("{publication}"),
+                publication.clone(),
                 format!(
                     "publishes {table} with the column list ({}); subscribers stop receiving it",
                     columns.join(", ")
@@ -791,7 +835,11 @@ async fn publications(
     Ok(())
 }
 
-async fn children(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+async fn children(
+    client: &Client,
+    target: &Target,
+    found: &mut Vec<Dependent>,
+) -> Result<(), Error> {
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), a.attislocal, c.relispartition
@@ -819,13 +867,15 @@ async fn children(client: &Client, target: &Target, found: &mut Vec<Dependent>) 
             (
                 Severity::Warning,
                 false,
-                "an inheritance child that also defines the column itself: it keeps its copy".to_owned(),
+                "an inheritance child that also defines the column itself: it keeps its copy"
+                    .to_owned(),
             )
         } else {
             (
                 Severity::Danger,
                 true,
-                "an inheritance child: the drop removes the column (and its data) from it too".to_owned(),
+                "an inheritance child: the drop removes the column (and its data) from it too"
+                    .to_owned(),
             )
         };
         found.push(Dependent {
@@ -843,7 +893,11 @@ async fn children(client: &Client, target: &Target, found: &mut Vec<Dependent>) 
     Ok(())
 }
 
-async fn sequences(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+async fn sequences(
+    client: &Client,
+    target: &Target,
+    found: &mut Vec<Dependent>,
+) -> Result<(), Error> {
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, s.relname), d.deptype::text

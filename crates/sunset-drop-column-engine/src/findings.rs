@@ -94,9 +94,9 @@ impl Acknowledgements {
         self.entries
             .iter()
             .filter(|(code, object)| {
-                !findings.iter().any(|f| {
-                    &f.code == code && object.as_deref().is_none_or(|o| o == f.object)
-                })
+                !findings
+                    .iter()
+                    .any(|f| f.code == code && object.as_deref().is_none_or(|o| o == f.object))
             })
             .map(|(code, _)| code.as_str())
             .collect()
@@ -105,43 +105,139 @@ impl Acknowledgements {
 
 /// Every code a finding can carry, with what it means: `--allow` is checked against this list.
 pub const CODES: &[(&str, &str)] = &[
-    ("data_mismatch", "rows whose legacy value maps to a different type than they have"),
+    (
+        "data_mismatch",
+        "rows whose legacy value maps to a different type than they have",
+    ),
     ("data_untyped", "rows left without a type"),
     ("data_missing", "legacy rows with no row in the STI table"),
-    ("data_parity", "the data matches the backfill plan (information)"),
-    ("plan_mismatch", "the backfill plan is about another table or column"),
+    (
+        "data_parity",
+        "the data matches the backfill plan (information)",
+    ),
+    (
+        "plan_mismatch",
+        "the backfill plan is about another table or column",
+    ),
     ("index", "an index on the column alone"),
-    ("composite_index", "an index on the column and others: PostgreSQL drops it silently"),
-    ("partial_index", "an index whose predicate uses the column: PostgreSQL drops it silently"),
-    ("expression_index", "an index on an expression of the column"),
-    ("unique_constraint", "a UNIQUE constraint that includes the column"),
-    ("check_constraint", "a CHECK constraint that uses the column"),
-    ("exclusion_constraint", "an exclusion constraint that uses the column"),
-    ("foreign_key", "a foreign key from the column to another table"),
-    ("incoming_foreign_key", "a foreign key from another table that references the column"),
-    ("view", "a view that uses the column, directly or through other views"),
-    ("materialized_view", "a materialized view that uses the column"),
+    (
+        "composite_index",
+        "an index on the column and others: PostgreSQL drops it silently",
+    ),
+    (
+        "partial_index",
+        "an index whose predicate uses the column: PostgreSQL drops it silently",
+    ),
+    (
+        "expression_index",
+        "an index on an expression of the column",
+    ),
+    (
+        "unique_constraint",
+        "a UNIQUE constraint that includes the column",
+    ),
+    (
+        "check_constraint",
+        "a CHECK constraint that uses the column",
+    ),
+    (
+        "exclusion_constraint",
+        "an exclusion constraint that uses the column",
+    ),
+    (
+        "foreign_key",
+        "a foreign key from the column to another table",
+    ),
+    (
+        "incoming_foreign_key",
+        "a foreign key from another table that references the column",
+    ),
+    (
+        "view",
+        "a view that uses the column, directly or through other views",
+    ),
+    (
+        "materialized_view",
+        "a materialized view that uses the column",
+    ),
     ("policy", "a row-level security policy that uses the column"),
-    ("restrictive_policy", "a RESTRICTIVE policy: dropping it widens access"),
+    (
+        "restrictive_policy",
+        "a RESTRICTIVE policy: dropping it widens access",
+    ),
     ("trigger", "a trigger whose WHEN clause uses the column"),
-    ("update_of_trigger", "a trigger that fires on UPDATE OF the column"),
-    ("generated_column", "a generated column computed from the column"),
-    ("publication_column_list", "a publication that lists the column"),
-    ("replica_identity", "the replica identity index includes the column"),
-    ("inheritance_child", "a child table that inherits the column and loses it too"),
-    ("column_grant", "privileges granted on the column (restored by the down migration)"),
-    ("comment", "a comment on the column (restored by the down migration)"),
-    ("extended_statistics", "an extended statistics object that uses the column"),
-    ("owned_sequence", "a sequence owned by the column (serial): kept, not dropped"),
-    ("identity_column", "the column is an identity column: its sequence restarts after a down"),
-    ("function_dependency", "a function whose SQL body PostgreSQL tracks as using the column"),
-    ("function_body", "a function body that mentions the column (not tracked by PostgreSQL)"),
-    ("trigger_function_body", "a trigger on the table runs a function that mentions the column"),
-    ("code_reference", "application code that mentions the column"),
-    ("migration_reference", "an earlier migration or schema dump that mentions the column"),
-    ("recent_queries", "pg_stat_statements shows queries naming the column"),
-    ("live_use_unknown", "pg_stat_statements is not available, so live use is unknown"),
-    ("not_null_without_default", "a schema-only down cannot re-add the NOT NULL column to a non-empty table"),
+    (
+        "update_of_trigger",
+        "a trigger that fires on UPDATE OF the column",
+    ),
+    (
+        "generated_column",
+        "a generated column computed from the column",
+    ),
+    (
+        "publication_column_list",
+        "a publication that lists the column",
+    ),
+    (
+        "replica_identity",
+        "the replica identity index includes the column",
+    ),
+    (
+        "inheritance_child",
+        "a child table that inherits the column and loses it too",
+    ),
+    (
+        "column_grant",
+        "privileges granted on the column (restored by the down migration)",
+    ),
+    (
+        "comment",
+        "a comment on the column (restored by the down migration)",
+    ),
+    (
+        "extended_statistics",
+        "an extended statistics object that uses the column",
+    ),
+    (
+        "owned_sequence",
+        "a sequence owned by the column (serial): kept, not dropped",
+    ),
+    (
+        "identity_column",
+        "the column is an identity column: its sequence restarts after a down",
+    ),
+    (
+        "function_dependency",
+        "a function whose SQL body PostgreSQL tracks as using the column",
+    ),
+    (
+        "function_body",
+        "a function body that mentions the column (not tracked by PostgreSQL)",
+    ),
+    (
+        "trigger_function_body",
+        "a trigger on the table runs a function that mentions the column",
+    ),
+    (
+        "code_reference",
+        "application code that mentions the column",
+    ),
+    (
+        "migration_reference",
+        "an earlier migration or schema dump that mentions the column",
+    ),
+    (
+        "recent_queries",
+        "pg_stat_statements shows queries naming the column",
+    ),
+    (
+        "live_use_unknown",
+        "pg_stat_statements is not available, so live use is unknown",
+    ),
+    (
+        "not_null_without_default",
+        "a schema-only down cannot re-add the NOT NULL column to a non-empty table",
+    ),
 ];
 
 pub fn is_known_code(code: &str) -> bool {
@@ -153,7 +249,15 @@ mod tests {
     use super::*;
 
     fn finding(code: &'static str, object: &str) -> Finding {
-        Finding::new(code, Severity::Danger, true, Evidence::Catalog, object, "", "")
+        Finding::new(
+            code,
+            Severity::Danger,
+            true,
+            Evidence::Catalog,
+            object,
+            "",
+            "",
+        )
     }
 
     #[test]

@@ -132,7 +132,12 @@ fn parts(migration: &Migration, format: Format) -> Vec<Part> {
             name: format!("{}_indexes", migration.name),
             transactional: false,
             up: migration.concurrent.iter().map(|s| s.up.clone()).collect(),
-            down: migration.concurrent.iter().rev().map(|s| s.down.clone()).collect(),
+            down: migration
+                .concurrent
+                .iter()
+                .rev()
+                .map(|s| s.down.clone())
+                .collect(),
         });
     }
     parts.push(Part {
@@ -203,7 +208,12 @@ fn units(parts: &[Part], format: Format, up: bool) -> Vec<Unit> {
     units
 }
 
-pub fn render(format: Format, migration: &Migration, version: NaiveDateTime, context: &Context) -> Rendered {
+pub fn render(
+    format: Format,
+    migration: &Migration,
+    version: NaiveDateTime,
+    context: &Context,
+) -> Rendered {
     let parts = parts(migration, format);
     let count = parts.len();
     let stamp = |n: usize, pattern: &str| {
@@ -267,7 +277,9 @@ pub fn render(format: Format, migration: &Migration, version: NaiveDateTime, con
                 rollback = format!("sqlx migrate revert   # {count} time(s), newest first");
             } else {
                 apply = "migrate -path <migrations dir> -database \"$DATABASE_URL\" up".to_owned();
-                rollback = format!("migrate -path <migrations dir> -database \"$DATABASE_URL\" down {count}");
+                rollback = format!(
+                    "migrate -path <migrations dir> -database \"$DATABASE_URL\" down {count}"
+                );
             }
         }
         Format::Diesel => {
@@ -276,7 +288,11 @@ pub fn render(format: Format, migration: &Migration, version: NaiveDateTime, con
                 for (direction, statements) in [("up", &part.up), ("down", &part.down)] {
                     files.push(file(
                         format!("{dir}/{direction}.sql"),
-                        format!("{}\n{}", header(migration, direction, part), script(statements)),
+                        format!(
+                            "{}\n{}",
+                            header(migration, direction, part),
+                            script(statements)
+                        ),
                     ));
                 }
                 if !part.transactional {
@@ -305,21 +321,33 @@ pub fn render(format: Format, migration: &Migration, version: NaiveDateTime, con
                         );
                     }
                 }
-                files.push(file(format!("{}_{}.sql", stamp(n, "%Y%m%d%H%M%S"), part.name), text));
+                files.push(file(
+                    format!("{}_{}.sql", stamp(n, "%Y%m%d%H%M%S"), part.name),
+                    text,
+                ));
             }
             apply = "goose -dir <migrations dir> postgres \"$DATABASE_URL\" up".to_owned();
-            rollback = format!("goose -dir <migrations dir> postgres \"$DATABASE_URL\" down   # {count} time(s)");
+            rollback = format!(
+                "goose -dir <migrations dir> postgres \"$DATABASE_URL\" down   # {count} time(s)"
+            );
         }
         Format::Dbmate => {
             for (n, part) in parts.iter().enumerate() {
-                let option = if part.transactional { "" } else { " transaction:false" };
+                let option = if part.transactional {
+                    ""
+                } else {
+                    " transaction:false"
+                };
                 let text = format!(
                     "{}\n-- migrate:up{option}\n{}\n-- migrate:down{option}\n{}",
                     header(migration, "up and down", part),
                     script(&part.up),
                     script(&part.down)
                 );
-                files.push(file(format!("{}_{}.sql", stamp(n, "%Y%m%d%H%M%S"), part.name), text));
+                files.push(file(
+                    format!("{}_{}.sql", stamp(n, "%Y%m%d%H%M%S"), part.name),
+                    text,
+                ));
             }
             apply = "dbmate up".to_owned();
             rollback = format!("dbmate rollback   # {count} time(s)");
@@ -333,11 +361,17 @@ pub fn render(format: Format, migration: &Migration, version: NaiveDateTime, con
                 ));
                 files.push(file(
                     format!("U{v}__{}.sql", part.name),
-                    format!("{}\n{}", header(migration, "down", part), script(&part.down)),
+                    format!(
+                        "{}\n{}",
+                        header(migration, "down", part),
+                        script(&part.down)
+                    ),
                 ));
             }
             apply = "flyway migrate".to_owned();
-            rollback = format!("flyway undo   # {count} time(s) (Flyway Teams), or run the U*.sql files newest first with psql");
+            rollback = format!(
+                "flyway undo   # {count} time(s) (Flyway Teams), or run the U*.sql files newest first with psql"
+            );
         }
         Format::Rails => {
             for (n, part) in parts.iter().enumerate() {
@@ -350,7 +384,10 @@ pub fn render(format: Format, migration: &Migration, version: NaiveDateTime, con
             rollback = format!("bin/rails db:rollback STEP={count}");
         }
         Format::Django => {
-            let app = context.app_label.clone().unwrap_or_else(|| "app".to_owned());
+            let app = context
+                .app_label
+                .clone()
+                .unwrap_or_else(|| "app".to_owned());
             let (mut number, mut previous) = django_previous(context, &migration.name);
             let before = previous.clone();
             for part in &parts {
@@ -428,7 +465,9 @@ fn rails(migration: &Migration, part: &Part) -> String {
         camel(&part.name)
     );
     if !part.transactional {
-        text.push_str("  # CONCURRENTLY cannot run inside a transaction.\n  disable_ddl_transaction!\n\n");
+        text.push_str(
+            "  # CONCURRENTLY cannot run inside a transaction.\n  disable_ddl_transaction!\n\n",
+        );
     }
     for (method, statements) in [("up", &part.up), ("down", &part.down)] {
         let _ = writeln!(text, "  def {method}");
@@ -517,9 +556,9 @@ fn alembic_head(context: &Context, name: &str) -> Option<String> {
     let field = |text: &str, key: &str| -> Option<String> {
         text.lines().find_map(|line| {
             let rest = line.trim().strip_prefix(key)?.trim_start();
-            let rest = rest.strip_prefix(':').map_or(rest, |r| {
-                r.split_once('=').map_or(r, |(_, v)| v)
-            });
+            let rest = rest
+                .strip_prefix(':')
+                .map_or(rest, |r| r.split_once('=').map_or(r, |(_, v)| v));
             let value = rest.trim_start().strip_prefix('=')?.trim();
             let value = value.trim_matches(|c| c == '"' || c == '\'');
             (value != "None" && !value.is_empty()).then(|| value.to_owned())
@@ -611,11 +650,19 @@ mod tests {
 
     #[test]
     fn whole_file_runners_get_one_concurrent_statement_per_migration() {
-        for format in [Format::Sqlx, Format::Diesel, Format::GolangMigrate, Format::Dbmate] {
+        for format in [
+            Format::Sqlx,
+            Format::Diesel,
+            Format::GolangMigrate,
+            Format::Dbmate,
+        ] {
             let rendered = render(format, &migration(), version(), &Context::default());
             let concurrent: Vec<&Unit> = rendered.up.iter().filter(|u| !u.transactional).collect();
             assert!(
-                concurrent.iter().filter(|u| u.sql.contains("CONCURRENTLY")).all(|u| u.sql.matches(';').count() == 1),
+                concurrent
+                    .iter()
+                    .filter(|u| u.sql.contains("CONCURRENTLY"))
+                    .all(|u| u.sql.matches(';').count() == 1),
                 "{format:?}: {concurrent:?}"
             );
         }
@@ -624,7 +671,11 @@ mod tests {
     #[test]
     fn sqlx_directive_is_the_first_line() {
         let rendered = render(Format::Sqlx, &migration(), version(), &Context::default());
-        let names: Vec<String> = rendered.files.iter().map(|f| f.path.display().to_string()).collect();
+        let names: Vec<String> = rendered
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
         assert_eq!(
             names,
             [
@@ -636,7 +687,11 @@ mod tests {
                 "20261123100002_drop_accounts_legacy_kind.down.sql",
             ]
         );
-        assert!(rendered.files[0].contents.starts_with("-- no-transaction\n"));
+        assert!(
+            rendered.files[0]
+                .contents
+                .starts_with("-- no-transaction\n")
+        );
         assert!(!rendered.files[4].contents.contains("no-transaction"));
     }
 
@@ -651,16 +706,34 @@ mod tests {
     #[test]
     fn django_numbers_after_the_latest_migration() {
         let context = Context {
-            existing: vec!["0001_initial.py".into(), "0002_accounts.py".into(), "__init__.py".into()],
+            existing: vec![
+                "0001_initial.py".into(),
+                "0002_accounts.py".into(),
+                "__init__.py".into(),
+            ],
             app_label: Some("billing".into()),
             revision_files: vec![],
         };
         let rendered = render(Format::Django, &migration(), version(), &context);
-        assert_eq!(rendered.files[0].path, PathBuf::from("0003_drop_accounts_legacy_kind_indexes.py"));
-        assert!(rendered.files[0].contents.contains("(\"billing\", \"0002_accounts\")"));
+        assert_eq!(
+            rendered.files[0].path,
+            PathBuf::from("0003_drop_accounts_legacy_kind_indexes.py")
+        );
+        assert!(
+            rendered.files[0]
+                .contents
+                .contains("(\"billing\", \"0002_accounts\")")
+        );
         assert!(rendered.files[0].contents.contains("atomic = False"));
-        assert!(rendered.files[1].contents.contains("(\"billing\", \"0003_drop_accounts_legacy_kind_indexes\")"));
-        assert_eq!(rendered.rollback, "python manage.py migrate billing 0002_accounts");
+        assert!(
+            rendered.files[1]
+                .contents
+                .contains("(\"billing\", \"0003_drop_accounts_legacy_kind_indexes\")")
+        );
+        assert_eq!(
+            rendered.rollback,
+            "python manage.py migrate billing 0002_accounts"
+        );
     }
 
     #[test]
@@ -673,7 +746,11 @@ mod tests {
             ..Context::default()
         };
         let rendered = render(Format::Alembic, &migration(), version(), &context);
-        assert!(rendered.files[0].contents.contains("down_revision = \"bbb\""));
+        assert!(
+            rendered.files[0]
+                .contents
+                .contains("down_revision = \"bbb\"")
+        );
         assert!(rendered.files[0].contents.contains("autocommit_block"));
     }
 

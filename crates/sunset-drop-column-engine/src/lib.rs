@@ -68,8 +68,9 @@ impl CheckReport {
 
 /// Reads `--config FILE` acknowledgements into `acks`.
 pub fn load_config(path: &Path, acks: &mut Acknowledgements) -> Result<(), Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::BadInput(format!("--config {}: cannot read it: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::BadInput(format!("--config {}: cannot read it: {e}", path.display()))
+    })?;
     let codes: Vec<&str> = findings::CODES.iter().map(|(c, _)| *c).collect();
     let config = sunset_plan::load_drop_column_config(
         &path.display().to_string(),
@@ -78,7 +79,10 @@ pub fn load_config(path: &Path, acks: &mut Acknowledgements) -> Result<(), Error
         &codes,
     )?;
     for allow in &config.allow {
-        acks.allow(allow.code.as_str(), allow.object.as_ref().map(|o| o.as_str()));
+        acks.allow(
+            allow.code.as_str(),
+            allow.object.as_ref().map(|o| o.as_str()),
+        );
     }
     Ok(())
 }
@@ -110,7 +114,11 @@ pub async fn check(client: &Client, request: &CheckRequest) -> Result<CheckRepor
     }
     findings.extend(dependents.iter().map(|d| d.finding.clone()));
     if let Some(repo) = &request.repo {
-        findings.extend(references::code_references(repo, &target, &request.skip_paths)?);
+        findings.extend(references::code_references(
+            repo,
+            &target,
+            &request.skip_paths,
+        )?);
     }
     findings.extend(references::live_use(client, &target).await?);
     request.acknowledgements.apply(&mut findings);
@@ -178,7 +186,9 @@ pub async fn generate(
         None => None,
     };
     let mut check_request = request.check.clone();
-    check_request.skip_paths.push(absolute(&request.migrations_dir));
+    check_request
+        .skip_paths
+        .push(absolute(&request.migrations_dir));
     let report = check(client, &check_request).await?;
     if !report.passed() {
         return Ok(GenerateOutcome::Blocked(Box::new(report)));
@@ -255,7 +265,10 @@ pub async fn generate(
         pull_request,
         description,
     };
-    Ok(GenerateOutcome::Generated(Box::new(report), Box::new(generated)))
+    Ok(GenerateOutcome::Generated(
+        Box::new(report),
+        Box::new(generated),
+    ))
 }
 
 /// A file is either absent, the old one, or complete: a killed run never leaves half a migration.

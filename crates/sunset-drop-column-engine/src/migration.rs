@@ -81,7 +81,11 @@ fn interval(duration: Duration) -> String {
     format!("'{}ms'", duration.as_millis())
 }
 
-pub fn build(target: &Target, dependents: &[Dependent], options: &Options) -> Result<Migration, Error> {
+pub fn build(
+    target: &Target,
+    dependents: &[Dependent],
+    options: &Options,
+) -> Result<Migration, Error> {
     let column = &target.column;
     let table = &target.table_sql;
     let name = slug(&format!("drop_{}_{}", target.table, column.name));
@@ -101,8 +105,14 @@ pub fn build(target: &Target, dependents: &[Dependent], options: &Options) -> Re
         None
     };
     let timeouts = vec![
-        format!("SET LOCAL lock_timeout = {}", interval(options.lock_timeout)),
-        format!("SET LOCAL statement_timeout = {}", interval(options.statement_timeout)),
+        format!(
+            "SET LOCAL lock_timeout = {}",
+            interval(options.lock_timeout)
+        ),
+        format!(
+            "SET LOCAL statement_timeout = {}",
+            interval(options.statement_timeout)
+        ),
     ];
 
     let mut ordered: Vec<&Dependent> = dependents.iter().filter(|d| d.change.is_some()).collect();
@@ -134,7 +144,10 @@ pub fn build(target: &Target, dependents: &[Dependent], options: &Options) -> Re
         ));
     }
     main_up.extend(main.iter().flat_map(|c| c.up.iter().cloned()));
-    main_up.push(format!("ALTER TABLE {table} DROP COLUMN {}", column.name_sql));
+    main_up.push(format!(
+        "ALTER TABLE {table} DROP COLUMN {}",
+        column.name_sql
+    ));
 
     let mut main_down = timeouts;
     main_down.extend(restore_column(target, archive.as_ref(), &mut notes));
@@ -201,10 +214,14 @@ fn restore_column(
             ));
             statements.push(format!("DROP TABLE {archive}"));
             if column.not_null || identity.is_some() {
-                statements.push(format!("ALTER TABLE {table} ALTER COLUMN {name} SET NOT NULL"));
+                statements.push(format!(
+                    "ALTER TABLE {table} ALTER COLUMN {name} SET NOT NULL"
+                ));
             }
             if let Some(identity) = identity {
-                statements.push(format!("ALTER TABLE {table} ALTER COLUMN {name} ADD {identity}"));
+                statements.push(format!(
+                    "ALTER TABLE {table} ALTER COLUMN {name} ADD {identity}"
+                ));
                 statements.push(format!(
                     "SELECT setval(pg_get_serial_sequence({}, {}), m) FROM (SELECT max({name}) AS m FROM {table}) x WHERE m IS NOT NULL",
                     literal(table),
@@ -215,24 +232,26 @@ fn restore_column(
         }
     }
     if let Some(storage) = &column.storage {
-        statements.push(format!("ALTER TABLE {table} ALTER COLUMN {name} SET STORAGE {storage}"));
+        statements.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {name} SET STORAGE {storage}"
+        ));
     }
     if let Some(target) = column.statistics {
-        statements.push(format!("ALTER TABLE {table} ALTER COLUMN {name} SET STATISTICS {target}"));
+        statements.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {name} SET STATISTICS {target}"
+        ));
     }
     if let Some(comment) = &column.comment {
-        statements.push(format!("COMMENT ON COLUMN {table}.{name} IS {}", literal(comment)));
+        statements.push(format!(
+            "COMMENT ON COLUMN {table}.{name} IS {}",
+            literal(comment)
+        ));
     }
-    statements.extend(
-        column
-            .grants
-            .iter()
-            .map(|grant| {
-                let mut grant = grant.clone();
-                grant.privilege = format!("{} ({name})", grant.privilege);
-                grant_sql(&grant, table)
-            }),
-    );
+    statements.extend(column.grants.iter().map(|grant| {
+        let mut grant = grant.clone();
+        grant.privilege = format!("{} ({name})", grant.privilege);
+        grant_sql(&grant, table)
+    }));
     statements
 }
 
@@ -242,7 +261,10 @@ mod tests {
 
     #[test]
     fn slugs_are_file_and_identifier_safe() {
-        assert_eq!(slug("drop_Accounts_legacy kind"), "drop_accounts_legacy_kind");
+        assert_eq!(
+            slug("drop_Accounts_legacy kind"),
+            "drop_accounts_legacy_kind"
+        );
         assert_eq!(slug("drop_a;_drop table x"), "drop_a_drop_table_x");
     }
 

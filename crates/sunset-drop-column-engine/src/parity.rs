@@ -10,7 +10,11 @@ use crate::error::Error;
 use crate::findings::{Evidence, Finding, Severity};
 use crate::target::Target;
 
-pub async fn check(client: &Client, plan_path: &Path, target: &Target) -> Result<Vec<Finding>, Error> {
+pub async fn check(
+    client: &Client,
+    plan_path: &Path,
+    target: &Target,
+) -> Result<Vec<Finding>, Error> {
     let text = std::fs::read_to_string(plan_path).map_err(|e| {
         Error::BadInput(format!(
             "--backfill-plan {}: cannot read it: {e}",
@@ -56,14 +60,19 @@ pub async fn check(client: &Client, plan_path: &Path, target: &Target) -> Result
         }
     };
     let table = backfill.table.display();
-    let fix = format!("run `sunset-backfill run` (then `validate`) for {plan_name} until it passes");
+    let fix =
+        format!("run `sunset-backfill run` (then `validate`) for {plan_name} until it passes");
     for (code, rows, what) in [
         (
             "data_mismatch",
             validation.mismatched,
             "rows whose type is not the one their legacy value maps to",
         ),
-        ("data_untyped", validation.untyped, "rows left without a type"),
+        (
+            "data_untyped",
+            validation.untyped,
+            "rows left without a type",
+        ),
         (
             "data_missing",
             validation.missing,
@@ -95,7 +104,9 @@ pub async fn check(client: &Client, plan_path: &Path, target: &Target) -> Result
             false,
             Evidence::Data,
             &table,
-            format!("{counted} rows checked against {plan_name}: every type matches its legacy value"),
+            format!(
+                "{counted} rows checked against {plan_name}: every type matches its legacy value"
+            ),
             "none",
         ));
     }

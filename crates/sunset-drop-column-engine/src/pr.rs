@@ -33,8 +33,12 @@ pub enum PullRequest {
     GhMissing,
     /// The repository has no `origin` remote to push to.
     NoRemote,
-    Opened { url: String },
-    Updated { url: String },
+    Opened {
+        url: String,
+    },
+    Updated {
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,7 +100,11 @@ pub fn branch_name(table: &str, column: &str) -> String {
 
 /// The tip of `branch` when it is sunset's commit for `subject`, with the version it used.
 pub fn previous_version(repo: &Path, branch: &str, subject: &str) -> Option<String> {
-    let message = git(repo, &["log", "-1", "--format=%B", &format!("refs/heads/{branch}")]).ok()?;
+    let message = git(
+        repo,
+        &["log", "-1", "--format=%B", &format!("refs/heads/{branch}")],
+    )
+    .ok()?;
     if !message.contains(&format!("{TRAILER}: {subject}")) {
         return None;
     }
@@ -141,9 +149,9 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
         }
     }
     remove_abandoned_worktrees(&root);
-    let ours = existing.as_ref().is_some_and(|_| {
-        previous_version(&root, branch, &request.subject).is_some()
-    });
+    let ours = existing
+        .as_ref()
+        .is_some_and(|_| previous_version(&root, branch, &request.subject).is_some());
     let base = match (&existing, ours) {
         (Some(tip), true) => git(&root, &["rev-parse", &format!("{tip}^")])?,
         (Some(tip), false) => tip.clone(),
@@ -167,7 +175,13 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
     };
     git(
         &root,
-        &["worktree", "add", "--detach", &worktree.path.display().to_string(), &base],
+        &[
+            "worktree",
+            "add",
+            "--detach",
+            &worktree.path.display().to_string(),
+            &base,
+        ],
     )?;
     for (path, contents) in &request.files {
         let full = worktree.path.join(path);
@@ -175,7 +189,8 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
             std::fs::create_dir_all(parent)
                 .map_err(Error::io(format!("creating {}", parent.display())))?;
         }
-        std::fs::write(&full, contents).map_err(Error::io(format!("writing {}", full.display())))?;
+        std::fs::write(&full, contents)
+            .map_err(Error::io(format!("writing {}", full.display())))?;
         git(&worktree.path, &["add", "--", &path.display().to_string()])?;
     }
     let tree = git(&worktree.path, &["write-tree"])?;
@@ -200,7 +215,8 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
         .arg(&worktree.path)
         .args(["commit", "-q", "--no-verify", "-m", &message]);
     if git(&root, &["config", "user.email"]).is_err() {
-        commit.env("GIT_AUTHOR_NAME", "sunset-drop-column")
+        commit
+            .env("GIT_AUTHOR_NAME", "sunset-drop-column")
             .env("GIT_AUTHOR_EMAIL", "sunset@localhost")
             .env("GIT_COMMITTER_NAME", "sunset-drop-column")
             .env("GIT_COMMITTER_EMAIL", "sunset@localhost");
@@ -236,7 +252,10 @@ fn remove_abandoned_worktrees(root: &Path) {
         return;
     };
     for path in list.lines().filter_map(|l| l.strip_prefix("worktree ")) {
-        let name = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let Some(pid) = name
             .strip_prefix("sunset-pr-")
             .and_then(|rest| rest.split('-').next())
@@ -269,7 +288,12 @@ fn open_draft(root: &Path, request: &Request) -> Result<PullRequest, Error> {
     }
     git(
         root,
-        &["push", "--force-with-lease", "origin", &format!("refs/heads/{0}:refs/heads/{0}", request.branch)],
+        &[
+            "push",
+            "--force-with-lease",
+            "origin",
+            &format!("refs/heads/{0}:refs/heads/{0}", request.branch),
+        ],
     )?;
     let body = std::env::temp_dir().join(format!("sunset-pr-body-{}.md", std::process::id()));
     std::fs::write(&body, &request.body).map_err(Error::io("writing the PR body"))?;
@@ -290,18 +314,41 @@ fn open_draft(root: &Path, request: &Request) -> Result<PullRequest, Error> {
             )))
         }
     };
-    let existing = gh(&["pr", "view", &request.branch, "--json", "url", "--jq", ".url"])
-        .ok()
-        .filter(|url| !url.is_empty());
+    let existing = gh(&[
+        "pr",
+        "view",
+        &request.branch,
+        "--json",
+        "url",
+        "--jq",
+        ".url",
+    ])
+    .ok()
+    .filter(|url| !url.is_empty());
     let outcome = match existing {
         Some(url) => {
-            gh(&["pr", "edit", &request.branch, "--title", &request.title, "--body-file", &body_arg])?;
+            gh(&[
+                "pr",
+                "edit",
+                &request.branch,
+                "--title",
+                &request.title,
+                "--body-file",
+                &body_arg,
+            ])?;
             PullRequest::Updated { url }
         }
         None => {
             let url = gh(&[
-                "pr", "create", "--draft", "--head", &request.branch, "--title", &request.title,
-                "--body-file", &body_arg,
+                "pr",
+                "create",
+                "--draft",
+                "--head",
+                &request.branch,
+                "--title",
+                &request.title,
+                "--body-file",
+                &body_arg,
             ])?;
             PullRequest::Opened { url }
         }
@@ -316,7 +363,10 @@ mod tests {
 
     #[test]
     fn branch_names_are_git_safe() {
-        assert_eq!(branch_name("accounts", "legacy_kind"), "sunset/drop-accounts-legacy_kind");
+        assert_eq!(
+            branch_name("accounts", "legacy_kind"),
+            "sunset/drop-accounts-legacy_kind"
+        );
         assert_eq!(branch_name("My Table", "a;b"), "sunset/drop-my-table-a-b");
     }
 }

@@ -83,7 +83,10 @@ pub async fn function_bodies(client: &Client, target: &Target) -> Result<Vec<Dep
             )));
             continue;
         }
-        let detail = format!("{language} source mentions `{}`: {shown}", target.column.name);
+        let detail = format!(
+            "{language} source mentions `{}`: {shown}",
+            target.column.name
+        );
         if triggers.is_empty() {
             findings.push(Dependent::finding(Finding::new(
                 "function_body",
@@ -202,7 +205,11 @@ fn is_migration_history(relative: &Path) -> bool {
 
 /// Searches the source tree at `repo` (respecting .gitignore and hidden files) for the column,
 /// as written and in camelCase. `skip` names paths (migration output) that are not evidence.
-pub fn code_references(repo: &Path, target: &Target, skip: &[PathBuf]) -> Result<Vec<Finding>, Error> {
+pub fn code_references(
+    repo: &Path,
+    target: &Target,
+    skip: &[PathBuf],
+) -> Result<Vec<Finding>, Error> {
     if !repo.is_dir() {
         return Err(Error::BadInput(format!(
             "--repo {}: not a directory",
@@ -269,13 +276,18 @@ pub fn code_references(repo: &Path, target: &Target, skip: &[PathBuf]) -> Result
             true,
             Evidence::Reference,
             format!("{} more", live.len() - MAX_CODE_FINDINGS),
-            format!("{} references in all; the first {MAX_CODE_FINDINGS} are listed", live.len()),
+            format!(
+                "{} references in all; the first {MAX_CODE_FINDINGS} are listed",
+                live.len()
+            ),
             "search the repository for the column",
         ));
     }
     if !history.is_empty() {
-        let files: std::collections::BTreeSet<String> =
-            history.iter().map(|(p, _, _)| p.display().to_string()).collect();
+        let files: std::collections::BTreeSet<String> = history
+            .iter()
+            .map(|(p, _, _)| p.display().to_string())
+            .collect();
         findings.push(Finding::new(
             "migration_reference",
             Severity::Info,

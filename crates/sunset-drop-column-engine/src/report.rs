@@ -19,7 +19,11 @@ fn mark(finding: &Finding) -> &'static str {
 
 /// The `check` report: every finding in one list, blocking ones first.
 pub fn text(report: &CheckReport) -> String {
-    let mut out = format!("drop {}: {} findings\n", report.target.display(), report.findings.len());
+    let mut out = format!(
+        "drop {}: {} findings\n",
+        report.target.display(),
+        report.findings.len()
+    );
     let mut findings: Vec<&Finding> = report.findings.iter().collect();
     findings.sort_by_key(|f| (!f.blocks(), !f.blocking, std::cmp::Reverse(f.severity)));
     for finding in findings {
@@ -75,7 +79,15 @@ pub fn pull_request(
         "The up migration is staged: {} index(es) dropped `CONCURRENTLY` outside a transaction, then one transaction with `lock_timeout` and `statement_timeout` set that removes each dependent explicitly and ends with `DROP COLUMN` (no `CASCADE`).",
         migration.concurrent.len()
     );
-    let _ = writeln!(out, "\nThe down migration is **{}**", if migration.data_restoring { "DATA-RESTORING" } else { "SCHEMA-ONLY" });
+    let _ = writeln!(
+        out,
+        "\nThe down migration is **{}**",
+        if migration.data_restoring {
+            "DATA-RESTORING"
+        } else {
+            "SCHEMA-ONLY"
+        }
+    );
     let _ = writeln!(out, "{}", migration.down_label());
     for note in &migration.notes {
         let _ = writeln!(out, "- {note}");
@@ -103,7 +115,11 @@ pub fn pull_request(
         if found.is_empty() {
             let _ = writeln!(out, "- **{title}**: nothing found.");
         } else {
-            let _ = writeln!(out, "- **{title}**: {} finding(s), listed below.", found.len());
+            let _ = writeln!(
+                out,
+                "- **{title}**: {} finding(s), listed below.",
+                found.len()
+            );
         }
     }
     let _ = writeln!(out, "\n## Hazards\n");
@@ -150,7 +166,10 @@ pub fn pull_request(
             "The down is schema-only: the column comes back without its old values. Restore them from a backup if needed."
         }
     );
-    let _ = writeln!(out, "4. Redeploy the application version that still uses the column only after the down ran.");
+    let _ = writeln!(
+        out,
+        "4. Redeploy the application version that still uses the column only after the down ran."
+    );
     out
 }
 

@@ -83,9 +83,13 @@ fn pg_tool(tool: &str, server_major: u32) -> Result<PathBuf, Error> {
         candidates.push(Path::new(&dir).join(tool));
     }
     for major in (server_major..server_major + 4).rev() {
-        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/{tool}")));
+        candidates.push(PathBuf::from(format!(
+            "/usr/lib/postgresql/{major}/bin/{tool}"
+        )));
         candidates.push(PathBuf::from(format!("/usr/pgsql-{major}/bin/{tool}")));
-        candidates.push(PathBuf::from(format!("/opt/homebrew/opt/postgresql@{major}/bin/{tool}")));
+        candidates.push(PathBuf::from(format!(
+            "/opt/homebrew/opt/postgresql@{major}/bin/{tool}"
+        )));
     }
     for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
         candidates.push(dir.join(tool));
@@ -141,12 +145,26 @@ pub async fn verify(
         .map_err(Error::db(
             "creating the scratch database (the role needs CREATEDB)",
         ))?;
-    let outcome = run_in_scratch(&config, &source, &scratch, &pg_dump, &psql, up, down, column_gone).await;
+    let outcome = run_in_scratch(
+        &config,
+        &source,
+        &scratch,
+        &pg_dump,
+        &psql,
+        up,
+        down,
+        column_gone,
+    )
+    .await;
     let dropped = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"))
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
+        ))
         .await;
     let (facts_compared, facts_changed_by_up) = outcome?;
-    dropped.map_err(Error::db(format!("dropping the scratch database {scratch}")))?;
+    dropped.map_err(Error::db(format!(
+        "dropping the scratch database {scratch}"
+    )))?;
     Ok(Verification {
         scratch_database: scratch,
         facts_compared,
@@ -178,13 +196,18 @@ async fn drop_orphans(admin: &Client) -> Result<(), Error> {
             admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                 .await
-                .map_err(Error::db(format!("dropping the abandoned scratch database {name}")))?;
+                .map_err(Error::db(format!(
+                    "dropping the abandoned scratch database {name}"
+                )))?;
         }
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 async fn run_in_scratch(
     config: &Config,
     source: &str,
@@ -220,7 +243,11 @@ async fn run_in_scratch(
         return Err(Error::Verification(format!(
             "the down migration does not restore the schema: {} catalog facts differ (- before up, + after down):\n{}",
             difference.len(),
-            shown.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+            shown
+                .iter()
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         )));
     }
     apply(&client, up, "second up").await?;
@@ -252,10 +279,17 @@ fn load_schema(
     with_password(&mut dump_command);
     run_tool(&mut dump_command, "pg_dump --schema-only")?;
     let mut load = Command::new(psql);
-    load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f"])
-        .arg(&dump)
-        .arg("-d")
-        .arg(conninfo(config, scratch));
+    load.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "-f",
+    ])
+    .arg(&dump)
+    .arg("-d")
+    .arg(conninfo(config, scratch));
     with_password(&mut load);
     let loaded = run_tool(&mut load, "loading the schema into the scratch database");
     let _ = std::fs::remove_dir_all(&dir);
@@ -276,9 +310,12 @@ fn tempfile_dir() -> Result<PathBuf, Error> {
 }
 
 fn run_tool(command: &mut Command, what: &str) -> Result<(), Error> {
-    let output = command
-        .output()
-        .map_err(|e| Error::Tool(format!("{what}: cannot start {:?}: {e}", command.get_program())))?;
+    let output = command.output().map_err(|e| {
+        Error::Tool(format!(
+            "{what}: cannot start {:?}: {e}",
+            command.get_program()
+        ))
+    })?;
     if output.status.success() {
         Ok(())
     } else {

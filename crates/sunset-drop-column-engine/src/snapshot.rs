@@ -77,7 +77,8 @@ pub async fn catalog(client: &impl GenericClient) -> Result<Vec<String>, Error> 
                                  WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs::int2[])), '')
                     || ' where=' || coalesce(pg_get_expr(r.prqual, r.prrelid), '')
              FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
-             JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+             JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE {USER_SCHEMAS}"
         ),
         format!(
             "SELECT 'sequence owner ' || format('%I.%I', sn.nspname, s.relname) || ' ' || d.deptype::text || ' '

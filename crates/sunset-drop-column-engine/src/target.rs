@@ -380,7 +380,9 @@ mod tests {
         }
         // Quoted, anything goes: it is then only a name that does not exist.
         assert_eq!(
-            QualifiedName::parse(r#""a; drop table x""#).expect("quoted").name,
+            QualifiedName::parse(r#""a; drop table x""#)
+                .expect("quoted")
+                .name,
             "a; drop table x"
         );
     }

@@ -400,7 +400,9 @@ pub(crate) fn drop_column_config(
                 .unwrap_or_default();
             checker.error(
                 &[key("allow"), PathSegment::Index(n), key("code")],
-                format!("unknown finding code `{code}`{hint} (`sunset-drop-column codes` lists them)"),
+                format!(
+                    "unknown finding code `{code}`{hint} (`sunset-drop-column codes` lists them)"
+                ),
             );
         }
         if allow.reason.as_str().trim().is_empty() {

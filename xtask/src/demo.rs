@@ -338,17 +338,19 @@ fn drop_column_stage(url: &str) -> Result<()> {
         "check should block on the backfill's coverage trigger, got {check}"
     );
     say!(
-        "blocked (exit 1) as expected: the backfill's coverage trigger still reads legacy_kind; the application writes `type` itself now, so it is acknowledged"
+        "blocked (exit 1) as expected: the backfill's coverage trigger fires on and reads legacy_kind; the application writes `type` itself now, so both findings are acknowledged and the migration drops the trigger (--restore-data keeps the values for the down)"
     );
     let migrations = repo.join("db/migrations");
     let migrations = migrations.to_str().context("a UTF-8 path")?;
     say!(
-        "$ sunset-drop-column generate ... --allow trigger_function_body --format sqlx --migrations-dir {migrations} --pr"
+        "$ sunset-drop-column generate ... --allow update_of_trigger --allow trigger_function_body --format sqlx --migrations-dir {migrations} --pr --restore-data"
     );
     let generate = Command::new(&binary)
         .arg("generate")
         .args(subject)
         .args([
+            "--allow",
+            "update_of_trigger",
             "--allow",
             "trigger_function_body",
             "--format",
@@ -356,6 +358,7 @@ fn drop_column_stage(url: &str) -> Result<()> {
             "--migrations-dir",
             migrations,
             "--pr",
+            "--restore-data",
         ])
         .env("DATABASE_URL", url)
         .status()?;

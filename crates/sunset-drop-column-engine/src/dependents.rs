@@ -952,6 +952,20 @@ async fn sequences(
 fn column_properties(target: &Target, found: &mut Vec<Dependent>) {
     let column = &target.column;
     let object = format!("{}.{}", target.table_sql, column.name_sql);
+    if column.not_null
+        && column.default.is_none()
+        && column.identity.is_none()
+        && column.generated.is_none()
+    {
+        found.push(Dependent::finding(catalog(
+            "not_null_without_default",
+            Severity::Warning,
+            false,
+            &object,
+            "the column is NOT NULL without a default: a schema-only down cannot add it back to a non-empty table",
+            "generate with --restore-data for a down that works on a non-empty table",
+        )));
+    }
     if let Some(comment) = &column.comment {
         found.push(Dependent {
             finding: catalog(

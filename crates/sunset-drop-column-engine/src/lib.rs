@@ -95,11 +95,12 @@ pub async fn check(client: &Client, request: &CheckRequest) -> Result<CheckRepor
         findings.extend(parity::check(client, plan, &target).await?);
     }
     // From here on, definitions read from the catalog name every object with its schema, so the
-    // migration does not depend on the runner's search_path.
+    // migration does not depend on the runner's search_path (the column's type included).
     client
         .batch_execute("SET search_path = ''")
         .await
         .map_err(Error::db("qualifying names"))?;
+    let target = target::resolve(client, &target.table_sql, &target.column.name_sql).await?;
     let mut dependents = dependents::find(client, &target).await?;
     for body in references::function_bodies(client, &target).await? {
         // A trigger already dropped for its UPDATE OF or WHEN clause is dropped once.

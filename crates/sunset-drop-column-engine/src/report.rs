@@ -69,7 +69,7 @@ pub fn pull_request(
     let _ = writeln!(out, "## Summary\n");
     let _ = writeln!(
         out,
-        "Drops the legacy column `{subject}` ({}) with {} migration(s) in **{}** format.",
+        "Drops the legacy column `{subject}` ({}) with {} file(s) in **{}** format.",
         report.target.column.type_sql,
         files.len(),
         format.name()

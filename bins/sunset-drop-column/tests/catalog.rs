@@ -414,5 +414,36 @@ fn every_finding_comes_out_of_one_run() {
             .iter()
             .any(|f| f["acknowledged"] == true)
     );
-    let _ = Path::new(".");
+
+    // The same acknowledgements from a reviewed config file, each with its reason.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "allow:\n  - { code: composite_index, reason: replaced by tenant_idx }\n  - { code: view, object: public.account_kinds, reason: rewritten in the same release }\n  - { code: restrictive_policy, reason: moved to type }\n  - { code: function_body, reason: dead code }\n",
+    )
+    .unwrap();
+    let config = config.path().to_str().unwrap();
+    let (exit, json) = db.check(&[
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--config",
+        config,
+    ]);
+    assert_eq!(exit, 0, "{json}");
+    let (exit, json) = db.check(&[
+        "--table",
+        "accounts",
+        "--column",
+        "legacy_kind",
+        "--allow",
+        "view=public.other",
+    ]);
+    assert_eq!(
+        exit, 1,
+        "an acknowledgement of another object leaves the view blocking: {json}"
+    );
+    assert_eq!(json["unused_acknowledgements"][0], "view");
+    assert!(Path::new(config).exists());
 }

@@ -24,7 +24,8 @@ fn bad_input_is_exit_2_and_writes_nothing() {
     db.exec(
         "CREATE TABLE events (id int, at date NOT NULL, kind text) PARTITION BY RANGE (at);
          CREATE TABLE no_key (a int, legacy text);
-         CREATE TABLE \"a; drop table x\" (id int PRIMARY KEY, legacy text);",
+         CREATE TABLE \"a; drop table x\" (id int PRIMARY KEY, legacy text);
+         CREATE TABLE \"Mixed\" (id int PRIMARY KEY, \"LegacyKind\" text);",
     );
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("drop-column.yaml");
@@ -45,6 +46,10 @@ fn bad_input_is_exit_2_and_writes_nothing() {
         (
             vec!["--table", "accounts", "--column", "nope"],
             "has no column `nope`; its columns are: id, tenant_id, type, legacy_kind",
+        ),
+        (
+            vec!["--table", "\"Mixed\"", "--column", "LegacyKind"],
+            "did you mean '\"LegacyKind\"'?",
         ),
         (
             vec!["--table", "accounts", "--column", "id"],

@@ -219,6 +219,14 @@ dependent!(
     "public.accounts.copy_kind"
 );
 
+dependent!(
+    rewrite_rule,
+    "CREATE TABLE kind_log (kind text);
+     CREATE RULE log_kind AS ON UPDATE TO accounts DO ALSO INSERT INTO kind_log VALUES (NEW.legacy_kind)",
+    "rule",
+    "public.accounts.log_kind"
+);
+
 #[test]
 fn recent_queries_from_pg_stat_statements() {
     let db = Db::new("recent_queries");

@@ -19,9 +19,11 @@ const DEPENDENTS: &str = "
     COMMENT ON COLUMN accounts.legacy_kind IS 'the old kind';
     DO $$ BEGIN CREATE ROLE sunset_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
     GRANT SELECT (legacy_kind) ON accounts TO sunset_test_reader;
+    CREATE TABLE kind_log (kind text);
+    CREATE RULE log_kind AS ON DELETE TO accounts DO ALSO INSERT INTO kind_log VALUES (OLD.legacy_kind);
 ";
 
-const ALLOW: [&str; 8] = [
+const ALLOW: [&str; 10] = [
     "--allow",
     "composite_index",
     "--allow",
@@ -30,6 +32,8 @@ const ALLOW: [&str; 8] = [
     "check_constraint",
     "--allow",
     "partial_index",
+    "--allow",
+    "rule",
 ];
 
 fn generate(db: &Db, format: &str, dir: &Path, extra: &[&str]) {

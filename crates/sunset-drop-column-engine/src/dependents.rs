@@ -96,6 +96,7 @@ pub async fn find(client: &Client, target: &Target) -> Result<Vec<Dependent>, Er
     indexes(client, target, &mut found).await?;
     constraints(client, target, &mut found).await?;
     views(client, target, &mut found).await?;
+    rules(client, target, &mut found).await?;
     policies(client, target, &mut found).await?;
     triggers(client, target, &mut found).await?;
     generated_columns(client, target, &mut found).await?;
@@ -368,6 +369,45 @@ async fn constraints(
     Ok(())
 }
 
+/// Rewrite rules (`CREATE RULE`, not the `_RETURN` rule of a view) that use the column.
+async fn rules(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT quote_ident(r.rulename), format('%I.%I', n.nspname, c.relname), pg_get_ruledef(r.oid)
+             FROM pg_depend d
+             JOIN pg_rewrite r ON r.oid = d.objid
+             JOIN pg_class c ON c.oid = r.ev_class
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+               AND d.refobjid = $1 AND d.refobjsubid = $2::int4 AND r.rulename <> '_RETURN'
+             ORDER BY 2, 1",
+            &[&target.oid, &i32::from(target.column.attnum)],
+        )
+        .await
+        .map_err(Error::db("finding dependent rules"))?;
+    for row in rows {
+        let name: String = row.get(0);
+        let table: String = row.get(1);
+        let definition: String = row.get(2);
+        found.push(Dependent {
+            finding: catalog(
+                "rule",
+                Severity::Danger,
+                true,
+                format!("{table}.{name}"),
+                format!("a rewrite rule uses the column: {definition}"),
+                "rewrite the rule without the column before the drop, or acknowledge to have the migration drop it",
+            ),
+            change: main_change(
+                Rank::View,
+                vec![format!("DROP RULE {name} ON {table}")],
+                vec![definition.trim_end_matches(';').to_owned()],
+            ),
+        });
+    }
+    Ok(())
+}
+
 async fn views(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
     let rows = client
         .query(
@@ -394,6 +434,7 @@ async fn views(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> 
                     array(SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = v.oid AND NOT t.tgisinternal ORDER BY t.tgname),
                     v.oid
              FROM closure cl JOIN pg_class v ON v.oid = cl.oid JOIN pg_namespace n ON n.oid = v.relnamespace
+             WHERE v.relkind IN ('v', 'm')
              GROUP BY v.oid, n.nspname
              ORDER BY 3, 1",
             &[&target.oid, &i32::from(target.column.attnum)],

@@ -160,6 +160,7 @@ pub const CODES: &[(&str, &str)] = &[
         "materialized_view",
         "a materialized view that uses the column",
     ),
+    ("rule", "a rewrite rule (CREATE RULE) that uses the column"),
     ("policy", "a row-level security policy that uses the column"),
     (
         "restrictive_policy",

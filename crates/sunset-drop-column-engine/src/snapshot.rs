@@ -59,6 +59,11 @@ pub async fn catalog(client: &impl GenericClient) -> Result<Vec<String>, Error> 
              WHERE {USER_SCHEMAS} AND NOT t.tgisinternal"
         ),
         format!(
+            "SELECT 'rule ' || format('%I.%I', n.nspname, c.relname) || ' ' || pg_get_ruledef(r.oid)
+             FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE {USER_SCHEMAS} AND r.rulename <> '_RETURN'"
+        ),
+        format!(
             "SELECT 'policy ' || format('%I.%I.%I', n.nspname, c.relname, p.polname) || ' permissive=' || p.polpermissive
                     || ' cmd=' || p.polcmd::text || ' roles=' || p.polroles::text
                     || ' using=' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')

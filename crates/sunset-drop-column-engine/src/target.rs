@@ -246,8 +246,13 @@ async fn read_column(
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let hint = columns
+            .iter()
+            .find(|c| c.to_lowercase() == name.to_lowercase())
+            .map(|c| format!(" (names fold to lower case unless quoted: did you mean '\"{c}\"'?)"))
+            .unwrap_or_default();
         return Err(Error::BadInput(format!(
-            "table `{table}` has no column `{name}`; its columns are: {}",
+            "table `{table}` has no column `{name}`{hint}; its columns are: {}",
             columns.join(", ")
         )));
     };

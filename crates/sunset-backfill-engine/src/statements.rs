@@ -303,6 +303,23 @@ fn update_batch(
         .collect::<Vec<_>>()
         .join(", ");
     let key_rows = format!("ARRAY[{}]", join(&chunk.aliases, |a| format!("c.{a}")));
+    // The chunk's key range, repeated on the UPDATE: the planner then reads the chunk's rows with
+    // one index range scan merged with the batch, instead of one index descent per row (about
+    // 10% of a batch).
+    let chunk_end = match target.key.as_slice() {
+        [column] if MAX_ORDERED_TYPES.contains(&column.sql_type.as_str()) => {
+            "(SELECT max(e.k0) FROM batch e)".to_owned()
+        }
+        _ => {
+            let order = join(&chunk.aliases, |a| format!("e.{a} DESC"));
+            format!(
+                "({})",
+                join(&chunk.aliases, |a| format!(
+                    "(SELECT e.{a} FROM batch e ORDER BY {order} LIMIT 1)"
+                ))
+            )
+        }
+    };
     let ctes = format!(
         "batch AS (
             SELECT {select_keys}, t.{disc}::text AS old_value, {new_value} AS new_value
@@ -315,6 +332,7 @@ fn update_batch(
             FROM batch b
             WHERE {t_tuple} = {b_tuple} AND b.new_value IS NOT NULL AND t.{disc} IS DISTINCT FROM b.new_value
               AND t.{disc}::text IS NOT DISTINCT FROM b.old_value
+              AND {condition} AND {t_tuple} <= {chunk_end}
             RETURNING {returning}, b.old_value
         ), journal AS (
             INSERT INTO sunset.backfill_undo (run, keys, old_values)

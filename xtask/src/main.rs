@@ -64,6 +64,9 @@ enum BenchTarget {
         /// Rows in the benchmark table.
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
+        /// Rounds of every contender, interleaved; the report shows each one's median.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// sunset-archive vs `tar | pigz` and `tar -czf` (local) and `tar -czf - | aws s3 cp -` (S3) on 1 GiB.
     Archive,
@@ -100,8 +103,8 @@ fn main() -> ExitCode {
         } => test::run(no_lint, &cargo_test_args),
         Task::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Task::Bench {
-            what: BenchTarget::Backfill { rows },
-        } => bench::backfill(rows).map(|()| ExitCode::SUCCESS),
+            what: BenchTarget::Backfill { rows, rounds },
+        } => bench::backfill(rows, rounds).map(|()| ExitCode::SUCCESS),
         Task::Bench {
             what: BenchTarget::Archive,
         } => bench_archive::archive().map(|()| ExitCode::SUCCESS),

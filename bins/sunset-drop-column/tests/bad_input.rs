@@ -334,7 +334,7 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
     let leftovers: Vec<String> = scratch_databases(&db)
         .into_iter()
         .filter(|name| {
-            let pid = name.split('_').nth(2).unwrap_or_default();
+            let pid = name.split('_').nth(3).unwrap_or_default();
             !Path::new(&format!("/proc/{pid}")).exists()
         })
         .collect();

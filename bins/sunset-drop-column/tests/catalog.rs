@@ -455,3 +455,36 @@ fn every_finding_comes_out_of_one_run() {
     assert_eq!(json["unused_acknowledgements"][0], "view");
     assert!(Path::new(config).exists());
 }
+
+#[test]
+fn statements_hidden_from_the_checking_role_are_reported_as_unknown() {
+    let db = Db::new("hidden_stats");
+    db.exec(BASE);
+    db.exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    db.exec(
+        "DO $$ BEGIN CREATE ROLE sunset_test_auditor LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+    );
+    db.exec("SELECT legacy_kind FROM accounts WHERE id = 7");
+    // The same server as another role (the throwaway cluster trusts local connections).
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let auditor = format!("{scheme}://sunset_test_auditor@{host}");
+    let (exit, json) = db.check_as(
+        &auditor,
+        &["--table", "accounts", "--column", "legacy_kind"],
+    );
+    assert_eq!(exit, 0, "{json}");
+    let unknown = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "live_use_unknown")
+        .unwrap_or_else(|| panic!("no live_use_unknown in {json}"));
+    assert!(
+        unknown["detail"]
+            .as_str()
+            .unwrap()
+            .contains("hidden from this role"),
+        "{unknown}"
+    );
+}

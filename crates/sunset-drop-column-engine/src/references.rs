@@ -354,22 +354,41 @@ pub async fn live_use(client: &Client, target: &Target) -> Result<Vec<Finding>, 
             return unknown(format!("pg_stat_statements cannot be read: {message}"));
         }
     };
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let query: String = row.get(0);
-            let calls: i64 = row.get(1);
-            Finding::new(
-                "recent_queries",
-                Severity::Danger,
-                true,
-                Evidence::LiveUse,
-                shorten(&query.split_whitespace().collect::<Vec<_>>().join(" ")),
-                format!("{calls} calls since statistics were last reset"),
-                "find and remove the caller; pg_stat_statements_reset() and watch that it stays gone",
-            )
-        })
-        .collect())
+    // Other roles' statement texts read as `<insufficient privilege>` without pg_read_all_stats:
+    // their uses of the column would be missed silently.
+    let hidden: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {view} s
+                 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND s.query = '<insufficient privilege>'"
+            ),
+            &[],
+        )
+        .await
+        .map_err(Error::db("reading pg_stat_statements"))?
+        .get(0);
+    let mut findings = if hidden > 0 {
+        unknown(format!(
+            "{hidden} statements of other roles are hidden from this role (it lacks pg_read_all_stats), so their use of the column is unknown"
+        ))?
+    } else {
+        Vec::new()
+    };
+    findings.extend(rows.iter().map(|row| {
+        let query: String = row.get(0);
+        let calls: i64 = row.get(1);
+        Finding::new(
+            "recent_queries",
+            Severity::Danger,
+            true,
+            Evidence::LiveUse,
+            shorten(&query.split_whitespace().collect::<Vec<_>>().join(" ")),
+            format!("{calls} calls since statistics were last reset"),
+            "find and remove the caller; pg_stat_statements_reset() and watch that it stays gone",
+        )
+    }));
+    Ok(findings)
 }
 
 #[cfg(test)]

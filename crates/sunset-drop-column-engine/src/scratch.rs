@@ -138,7 +138,11 @@ pub async fn verify(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    let scratch = format!("sunset_scratch_{}_{nanos:x}", std::process::id());
+    let scratch = format!(
+        "sunset_scratch_{}_{}_{nanos:x}",
+        host_tag(),
+        std::process::id()
+    );
     admin
         .batch_execute(&format!("CREATE DATABASE \"{scratch}\""))
         .await
@@ -175,21 +179,35 @@ pub async fn verify(
     })
 }
 
-/// Drops scratch databases left by runs that were killed: their process is gone (on this
-/// host) and nobody is connected to them.
+/// This host, in scratch database names, so a run only cleans up after runs of its own host.
+fn host_tag() -> String {
+    let host = gethostname::gethostname();
+    let hash = host
+        .as_encoded_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
+    format!("{hash:08x}")
+}
+
+/// Drops scratch databases that killed runs of this host left behind: their process is gone.
+/// Sessions still in them (a `psql` the killed run started, still loading) are ended.
 async fn drop_orphans(admin: &Client) -> Result<(), Error> {
+    let prefix = format!("sunset_scratch_{}_", host_tag());
     let rows = admin
         .query(
-            "SELECT d.datname::text FROM pg_database d
-             WHERE d.datname LIKE 'sunset\\_scratch\\_%'
-               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
-            &[],
+            "SELECT datname::text FROM pg_database WHERE starts_with(datname::text, $1)",
+            &[&prefix],
         )
         .await
         .map_err(Error::db("looking for abandoned scratch databases"))?;
     for row in rows {
         let name: String = row.get(0);
-        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let pid = name[prefix.len()..]
+            .split('_')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
         let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             tracing::info!(database = %name, "dropping a scratch database a killed run left behind");

@@ -76,9 +76,20 @@ impl Db {
 
     /// `check --format json`: the exit code and the findings.
     pub(crate) fn check(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        self.check_as(&self.url, args)
+    }
+
+    /// `check --format json` through another URL (another role on the same server).
+    pub(crate) fn check_as(&self, url: &str, args: &[&str]) -> (i32, serde_json::Value) {
         let mut all = vec!["check", "--format", "json"];
         all.extend_from_slice(args);
-        let output = self.run(&all, Path::new("."));
+        let output = Command::new(BIN)
+            .args(&all)
+            .envs(service_env())
+            .env("DATABASE_URL", url)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the binary runs");
         let json = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
             panic!(
                 "check printed no JSON ({e}): {}{}",

@@ -101,6 +101,7 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
         text.push_str(&settings);
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     }
+    enable_tls(&cluster)?;
     let log = root.join("server.log");
     process::run(cluster.pg_ctl().arg("-l").arg(&log).args([
         "-w",
@@ -112,6 +113,59 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
     ]))
     .with_context(|| format!("PostgreSQL did not start; its log is {}", log.display()))?;
     Ok(cluster)
+}
+
+impl Cluster {
+    /// The CA that signed the server's certificate, for `sslmode=verify-full` in tests.
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.data_dir.with_file_name("ca.crt")
+    }
+}
+
+/// TLS for the cluster, so tests can connect with `sslmode=require`/`verify-full`: a CA and a
+/// server certificate for `localhost`, made once. Plain connections keep working.
+fn enable_tls(cluster: &Cluster) -> Result<()> {
+    let certificate = cluster.data_dir.join("server.crt");
+    if certificate.exists() {
+        return Ok(());
+    }
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sunset throwaway cluster CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate()?;
+    let mut server_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
+    server_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let server = server_params.signed_by(&server_key, &issuer)?;
+    let key_file = cluster.data_dir.join("server.key");
+    std::fs::write(&key_file, server_key.serialize_pem())?;
+    std::fs::write(&certificate, server.pem())?;
+    std::fs::write(cluster.ca_file(), ca.pem())?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    // The server reads its key as its own user.
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        let data = std::fs::metadata(&cluster.data_dir)?;
+        (data.uid(), data.gid())
+    };
+    for file in [&key_file, &certificate] {
+        std::os::unix::fs::chown(file, Some(owner.0), Some(owner.1))
+            .with_context(|| format!("chown {}", file.display()))?;
+    }
+    let conf = cluster.data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf)?;
+    text.push_str("# TLS for tests of sslmode (plain connections keep working).\nssl = on\n");
+    std::fs::write(&conf, text)?;
+    Ok(())
 }
 
 /// The server binaries: from PATH, else the newest under `/usr/lib/postgresql/*/bin`.

@@ -207,8 +207,14 @@ fn env_vars(state: &State) -> Result<Vec<(&'static str, String)>> {
     let Some(emulator) = &state.moto else {
         bail!("the AWS emulator is not up: run `cargo xtask services up` first")
     };
+    let ca_file = match (&state.external_database_url, &state.postgres) {
+        (None, Some(cluster)) => cluster.ca_file().display().to_string(),
+        _ => String::new(),
+    };
     Ok(vec![
         ("DATABASE_URL", database_url),
+        // The CA of our cluster's TLS certificate (empty for an external server).
+        ("SUNSET_PG_CA_FILE", ca_file),
         ("AWS_ENDPOINT_URL", emulator.url()),
         ("AWS_REGION", REGION.to_owned()),
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),

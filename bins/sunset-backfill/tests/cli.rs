@@ -638,3 +638,74 @@ fn a_long_transaction_pauses_the_run_with_the_reason_shown_until_it_ends() {
     );
     assert_eq!(code(&db.backfill(&["validate", plan])), 0);
 }
+
+/// The run over TLS, the certificate verified (`sslmode=verify-full`): every session of the run
+/// (workers, monitor, run lock) is encrypted.
+#[test]
+fn a_run_over_verified_tls_encrypts_every_session() {
+    let db = Db::new("bf-tls");
+    db.exec(
+        "CREATE TABLE docs (id int PRIMARY KEY, kind text, doc_type text);
+         INSERT INTO docs SELECT g, (ARRAY['a', 'b'])[1 + g % 2] FROM generate_series(1, 3000) g;",
+    );
+    let ca = sunset_test_support::service_var("SUNSET_PG_CA_FILE").unwrap_or_else(|_| {
+        panic!(
+            "no SUNSET_PG_CA_FILE: this test needs the TLS-enabled cluster of `cargo xtask services up`: {}",
+            sunset_test_support::HOW_TO_START
+        )
+    });
+    // The certificate is for `localhost`.
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={ca}",
+        db.url.replacen("@127.0.0.1:", "@localhost:", 1)
+    );
+    let plan = db.plan(
+        "docs.yaml",
+        "backfill: docs\ntable: docs\nkey: id\ndiscriminator: doc_type\nfrom: kind\nmap: { a: ADoc, b: BDoc }\ncoverage: application\nbatch: { size: 200 }\n",
+    );
+    db.exec(
+        "CREATE TABLE plain_sessions (n bigint);
+         CREATE FUNCTION count_plain() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           INSERT INTO plain_sessions SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+           WHERE a.application_name LIKE 'sunset%' AND NOT s.ssl;
+           RETURN NEW; END $$;
+         CREATE TRIGGER count_plain AFTER UPDATE ON docs FOR EACH STATEMENT EXECUTE FUNCTION count_plain();",
+    );
+    let output = db
+        .command(&["run", plan.to_str().unwrap(), "--workers", "2"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert_eq!(
+        db.int("SELECT count(*) FROM docs WHERE doc_type IS NULL"),
+        0
+    );
+    assert!(
+        db.int("SELECT count(*) FROM plain_sessions") > 0,
+        "the trigger saw the batches"
+    );
+    assert_eq!(
+        db.int("SELECT coalesce(max(n), 0) FROM plain_sessions"),
+        0,
+        "a sunset session was not encrypted"
+    );
+    // A wrong CA is refused before anything is written.
+    let wrong = db
+        .command(&["run", plan.to_str().unwrap()])
+        .env(
+            "DATABASE_URL",
+            format!(
+                "{}?sslmode=verify-full&sslrootcert=system",
+                db.url.replacen("@127.0.0.1:", "@localhost:", 1)
+            ),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(code(&wrong), 1, "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&wrong)
+    );
+}

@@ -421,3 +421,41 @@ fn alembic_files_have_the_runners_structure() {
     assert!(source.contains("with op.get_context().autocommit_block():"));
     python_compiles(&generated[0]);
 }
+
+/// Over verified TLS, pg_dump and psql (the scratch database) get the same sslmode and CA.
+#[test]
+fn generate_over_verified_tls() {
+    let db = Db::new("format_tls");
+    db.exec(BASE);
+    db.exec("CREATE INDEX kind_idx ON accounts (legacy_kind)");
+    let ca = sunset_test_support::service_var("SUNSET_PG_CA_FILE").unwrap_or_else(|_| {
+        panic!(
+            "no SUNSET_PG_CA_FILE: this test needs the TLS-enabled cluster of `cargo xtask services up`: {}",
+            sunset_test_support::HOW_TO_START
+        )
+    });
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={ca}",
+        db.url.replacen("@127.0.0.1:", "@localhost:", 1)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    let output = std::process::Command::new(support::BIN)
+        .args([
+            "generate",
+            "--table",
+            "accounts",
+            "--column",
+            "legacy_kind",
+            "--format",
+            "sql",
+            "--migrations-dir",
+            migrations.to_str().unwrap(),
+        ])
+        .envs(sunset_test_support::service_env())
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(files(&migrations).len(), 2);
+}

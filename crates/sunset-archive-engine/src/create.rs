@@ -652,20 +652,14 @@ impl CopyRows for PgCopy {
 }
 
 pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, Error> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| Error::Invalid(format!("invalid database URL: {e}")))?;
-    config.application_name("sunset-archive");
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    sunset_pg::connect(url, "sunset-archive")
         .await
-        .map_err(Error::db("connecting to PostgreSQL"))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "connection ended");
-        }
-    });
-    Ok(client)
+        .map_err(|error| match error {
+            sunset_pg::Error::Url(message) => {
+                Error::Invalid(format!("invalid database URL: {message}"))
+            }
+            sunset_pg::Error::Connect(cause) => Error::db("connecting to PostgreSQL")(cause),
+        })
 }
 
 /// Every export of one archive reads one snapshot. Sequential scans start at the first block

@@ -1,7 +1,7 @@
 //! Connections for the backfill: named (so `pg_stat_activity` shows who is who, and the health
 //! check can leave our own sessions out) and with the plan's timeouts applied to every statement.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::catalog::Backfill;
 use crate::error::Error;
@@ -10,20 +10,17 @@ use crate::error::Error;
 pub(crate) const APPLICATION_NAME: &str = "sunset-backfill";
 
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| Error::Invalid(format!("invalid database URL: {e}")))?;
-    config.application_name(APPLICATION_NAME);
-    let (client, connection) = config
-        .connect(NoTls)
+    sunset_pg::connect(url, APPLICATION_NAME)
         .await
-        .map_err(Error::db("connecting to PostgreSQL"))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "connection ended");
-        }
-    });
-    Ok(client)
+        .map_err(|error| match error {
+            sunset_pg::Error::Url(message) => {
+                Error::Invalid(format!("invalid database URL: {message}"))
+            }
+            sunset_pg::Error::Connect(cause) => Error::Database {
+                context: "connecting to PostgreSQL".to_owned(),
+                cause,
+            },
+        })
 }
 
 /// `SET` statements for the plan's per-batch timeouts: `SET LOCAL` (one transaction) or `SET`

@@ -6,6 +6,8 @@ use crate::holder::Holder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
     #[error("could not {action} `{}`", path.display())]
     Io {
         action: &'static str,

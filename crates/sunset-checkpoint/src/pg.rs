@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::{Client, GenericClient};
 
 use crate::format::CheckpointRecord;
 use crate::holder::Holder;
@@ -165,14 +165,12 @@ pub struct PgRunLock {
 impl PgRunLock {
     /// Takes the lock of `run` on a new connection to `database_url`, or fails naming the holder.
     pub async fn acquire(database_url: &str, run: &str) -> Result<PgRunLock, Error> {
-        let (mut client, connection) = tokio_postgres::connect(database_url, NoTls)
+        let mut client = sunset_pg::connect(database_url, "sunset run lock")
             .await
-            .map_err(Error::pg("connect for the run lock"))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::warn!(%error, "run lock connection ended");
-            }
-        });
+            .map_err(|error| match error {
+                sunset_pg::Error::Url(message) => Error::InvalidUrl(message),
+                sunset_pg::Error::Connect(cause) => Error::pg("connect for the run lock")(cause),
+            })?;
         ensure_schema(&mut client).await?;
         let key = advisory_key(run);
         let acquired: bool = client

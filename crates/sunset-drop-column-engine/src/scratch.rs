@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use tokio_postgres::{Client, Config, NoTls};
+use sunset_pg::Database;
+use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::formats::Unit;
@@ -16,23 +17,23 @@ use crate::snapshot;
 pub const APPLICATION_NAME: &str = "sunset-drop-column";
 
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    let mut config = parse(url)?;
-    config.application_name(APPLICATION_NAME);
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(Error::db("connecting to PostgreSQL"))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "connection ended");
-        }
-    });
-    Ok(client)
+    parse(url)?.connect().await.map_err(connect_error)
 }
 
-fn parse(url: &str) -> Result<Config, Error> {
-    url.parse()
-        .map_err(|e| Error::BadInput(format!("invalid database URL: {e}")))
+fn parse(url: &str) -> Result<Database, Error> {
+    let mut database = Database::parse(url).map_err(|e| Error::BadInput(e.to_string()))?;
+    database.config.application_name(APPLICATION_NAME);
+    Ok(database)
+}
+
+fn connect_error(error: sunset_pg::Error) -> Error {
+    match error {
+        sunset_pg::Error::Connect(cause) => Error::Database {
+            context: "connecting to PostgreSQL".to_owned(),
+            cause,
+        },
+        url => Error::BadInput(url.to_string()),
+    }
 }
 
 /// What the verification proved, for the report and the pull request.
@@ -50,7 +51,8 @@ pub struct Verification {
 
 /// libpq keyword/value connection string for `pg_dump` and `psql`; the password goes through
 /// `PGPASSWORD` instead, so it never shows in `ps`.
-fn conninfo(config: &Config, dbname: &str) -> String {
+fn conninfo(database: &Database, dbname: &str) -> String {
+    let config = &database.config;
     let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
     let mut parts = vec![format!("dbname={}", quote(dbname))];
     let hosts: Vec<String> = config
@@ -72,6 +74,9 @@ fn conninfo(config: &Config, dbname: &str) -> String {
         parts.push(format!("user={}", quote(user)));
     }
     parts.push(format!("application_name={}", quote(APPLICATION_NAME)));
+    for (key, value) in database.libpq_tls_params() {
+        parts.push(format!("{key}={}", quote(&value)));
+    }
     parts.join(" ")
 }
 
@@ -121,7 +126,7 @@ pub async fn verify(
     column_gone: &(dyn Fn(&[String]) -> bool + Sync),
 ) -> Result<Verification, Error> {
     let started = Instant::now();
-    let config = parse(url)?;
+    let database = parse(url)?;
     let row = admin
         .query_one(
             "SELECT current_database()::text, current_setting('server_version_num')::int4",
@@ -150,7 +155,7 @@ pub async fn verify(
             "creating the scratch database (the role needs CREATEDB)",
         ))?;
     let outcome = run_in_scratch(
-        &config,
+        &database,
         &source,
         &scratch,
         &pg_dump,
@@ -227,7 +232,7 @@ async fn drop_orphans(admin: &Client) -> Result<(), Error> {
     reason = "one call site; a struct would only rename them"
 )]
 async fn run_in_scratch(
-    config: &Config,
+    database: &Database,
     source: &str,
     scratch: &str,
     pg_dump: &Path,
@@ -236,15 +241,10 @@ async fn run_in_scratch(
     down: &[Unit],
     column_gone: &(dyn Fn(&[String]) -> bool + Sync),
 ) -> Result<(usize, usize), Error> {
-    load_schema(config, source, scratch, pg_dump, psql)?;
-    let mut scratch_config = config.clone();
-    scratch_config.dbname(scratch);
-    scratch_config.application_name(APPLICATION_NAME);
-    let (client, connection) = scratch_config
-        .connect(NoTls)
-        .await
-        .map_err(Error::db("connecting to the scratch database"))?;
-    tokio::spawn(connection);
+    load_schema(database, source, scratch, pg_dump, psql)?;
+    let mut scratch_database = database.clone();
+    scratch_database.config.dbname(scratch);
+    let client = scratch_database.connect().await.map_err(connect_error)?;
     let before = snapshot::catalog(&client).await?;
     apply(&client, up, "up").await?;
     let after_up = snapshot::catalog(&client).await?;
@@ -273,7 +273,7 @@ async fn run_in_scratch(
 }
 
 fn load_schema(
-    config: &Config,
+    database: &Database,
     source: &str,
     scratch: &str,
     pg_dump: &Path,
@@ -281,7 +281,8 @@ fn load_schema(
 ) -> Result<(), Error> {
     let dir = tempfile_dir()?;
     let dump = dir.join("schema.sql");
-    let password = config
+    let password = database
+        .config
         .get_password()
         .map(|p| String::from_utf8_lossy(p).into_owned());
     let with_password = |command: &mut Command| {
@@ -293,7 +294,7 @@ fn load_schema(
     dump_command
         .args(["--schema-only", "--no-subscriptions", "--file"])
         .arg(&dump)
-        .arg(conninfo(config, source));
+        .arg(conninfo(database, source));
     with_password(&mut dump_command);
     run_tool(&mut dump_command, "pg_dump --schema-only")?;
     let mut load = Command::new(psql);
@@ -307,7 +308,7 @@ fn load_schema(
     ])
     .arg(&dump)
     .arg("-d")
-    .arg(conninfo(config, scratch));
+    .arg(conninfo(database, scratch));
     with_password(&mut load);
     let loaded = run_tool(&mut load, "loading the schema into the scratch database");
     let _ = std::fs::remove_dir_all(&dir);
@@ -378,13 +379,14 @@ mod tests {
 
     #[test]
     fn conninfo_quotes_values_and_leaves_out_the_password() {
-        let config: Config = "postgres://app:s3cret@db.example:6432/prod"
-            .parse()
-            .expect("a URL");
-        let info = conninfo(&config, "it's");
+        let database = Database::parse(
+            "postgres://app:s3cret@db.example:6432/prod?sslmode=require&sslrootcert=/etc/ca.pem",
+        )
+        .expect("a URL");
+        let info = conninfo(&database, "it's");
         assert_eq!(
             info,
-            "dbname='it\\'s' host='db.example' port='6432' user='app' application_name='sunset-drop-column'"
+            "dbname='it\\'s' host='db.example' port='6432' user='app' application_name='sunset-drop-column' sslmode='require' sslrootcert='/etc/ca.pem'"
         );
         assert!(!info.contains("s3cret"));
     }

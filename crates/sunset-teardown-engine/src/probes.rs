@@ -85,21 +85,14 @@ pub(crate) async fn run_sql(
 }
 
 async fn query_first(database_url: &str, sql: &str) -> Result<Option<String>, String> {
-    let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+    let client = sunset_pg::connect(database_url, "sunset-teardown")
         .await
-        .map_err(|e| {
-            format!(
-                "cannot connect to the database of the `sql` step: {}",
-                describe_pg(&e)
-            )
-        })?;
-    let connection = tokio::spawn(connection);
+        .map_err(|e| format!("cannot connect to the database of the `sql` step: {e}"))?;
     let messages = client
         .simple_query(sql)
         .await
         .map_err(|e| format!("`{sql}` failed: {}", describe_pg(&e)));
     drop(client);
-    let _ = connection.await;
     let first = messages?.into_iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
         _ => None,

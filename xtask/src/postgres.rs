@@ -27,6 +27,11 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
+    /// The CA that signed the server's certificate, for `sslmode=verify-full` in tests.
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.data_dir.with_file_name("ca.crt")
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port)
     }
@@ -113,13 +118,6 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
     ]))
     .with_context(|| format!("PostgreSQL did not start; its log is {}", log.display()))?;
     Ok(cluster)
-}
-
-impl Cluster {
-    /// The CA that signed the server's certificate, for `sslmode=verify-full` in tests.
-    pub(crate) fn ca_file(&self) -> PathBuf {
-        self.data_dir.with_file_name("ca.crt")
-    }
 }
 
 /// TLS for the cluster, so tests can connect with `sslmode=require`/`verify-full`: a CA and a

@@ -1,6 +1,9 @@
 //! The backfill engine's error type. Bad input (plan or catalog mismatch) is kept apart from
 //! runtime failures because operators script on the difference (exit 2 versus exit 1).
 
+/// The server's message and SQLSTATE, or a TLS or I/O failure with its causes.
+pub(crate) use sunset_pg::describe;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The plan does not fit the database (missing table or column, key not unique, ...):
@@ -46,23 +49,6 @@ impl Error {
                 cause.code().map(tokio_postgres::error::SqlState::code)
             }
             _ => None,
-        }
-    }
-}
-
-/// tokio-postgres renders server errors as just "db error"; the server's message is what helps.
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        // A TLS or I/O failure says what went wrong only in its sources.
-        None => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
         }
     }
 }

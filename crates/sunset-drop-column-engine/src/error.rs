@@ -1,6 +1,8 @@
 //! The drop-column engine's error type. Bad input is kept apart from failures because operators
 //! script on the difference (exit 2 versus exit 1), and in both cases nothing was written.
 
+use sunset_pg::describe;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request does not fit the database or the flags are wrong (unknown table or column,
@@ -49,12 +51,5 @@ impl Error {
             Error::Backfill(inner) => inner.is_bad_input(),
             _ => false,
         }
-    }
-}
-
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => error.to_string(),
     }
 }

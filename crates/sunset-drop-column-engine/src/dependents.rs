@@ -90,6 +90,19 @@ fn main_change(rank: Rank, up: Vec<String>, down: Vec<String>) -> Option<Change>
     })
 }
 
+/// A catalog query whose `$1` is the table's oid and `$2` the column's number.
+async fn about_column(
+    client: &Client,
+    target: &Target,
+    sql: &str,
+    what: &str,
+) -> Result<Vec<tokio_postgres::Row>, Error> {
+    client
+        .query(sql, &[&target.oid, &i32::from(target.column.attnum)])
+        .await
+        .map_err(Error::db(what))
+}
+
 /// Every dependent of the column, in a stable order.
 pub async fn find(client: &Client, target: &Target) -> Result<Vec<Dependent>, Error> {
     let mut found = Vec::new();
@@ -113,9 +126,10 @@ async fn indexes(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid),
+    let rows = about_column(
+        client,
+        target,
+        "SELECT format('%I.%I', n.nspname, c.relname), pg_get_indexdef(i.indexrelid),
                     i.indnatts::int4, i.indpred IS NOT NULL, i.indexprs IS NOT NULL, i.indisreplident,
                     EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype = 'f'),
                     obj_description(i.indexrelid, 'pg_class'),
@@ -130,10 +144,9 @@ async fn indexes(
                     OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
                                AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.refobjsubid = $2::int4))
              ORDER BY c.relname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent indexes"))?;
+        "finding dependent indexes",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let definition: String = row.get(1);
@@ -274,9 +287,10 @@ async fn constraints(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT quote_ident(k.conname), k.contype::text, pg_get_constraintdef(k.oid), k.convalidated,
+    let rows = about_column(
+        client,
+        target,
+        "SELECT quote_ident(k.conname), k.contype::text, pg_get_constraintdef(k.oid), k.convalidated,
                     format('%I.%I', n.nspname, c.relname), k.conrelid = $1 AND $2::int4 = ANY (k.conkey),
                     obj_description(k.oid, 'pg_constraint'), k.condeferrable, k.condeferred
              FROM pg_constraint k
@@ -286,10 +300,9 @@ async fn constraints(
                AND ((k.conrelid = $1 AND $2::int4 = ANY (k.conkey))
                     OR (k.contype = 'f' AND k.confrelid = $1 AND $2::int4 = ANY (k.confkey)))
              ORDER BY k.contype <> 'f' OR k.confrelid <> $1, c.relname, k.conname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent constraints"))?;
+        "finding dependent constraints",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let kind: String = row.get(1);
@@ -371,9 +384,10 @@ async fn constraints(
 
 /// Rewrite rules (`CREATE RULE`, not the `_RETURN` rule of a view) that use the column.
 async fn rules(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT DISTINCT quote_ident(r.rulename), format('%I.%I', n.nspname, c.relname), pg_get_ruledef(r.oid)
+    let rows = about_column(
+        client,
+        target,
+        "SELECT DISTINCT quote_ident(r.rulename), format('%I.%I', n.nspname, c.relname), pg_get_ruledef(r.oid)
              FROM pg_depend d
              JOIN pg_rewrite r ON r.oid = d.objid
              JOIN pg_class c ON c.oid = r.ev_class
@@ -381,10 +395,9 @@ async fn rules(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> 
              WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
                AND d.refobjid = $1 AND d.refobjsubid = $2::int4 AND r.rulename <> '_RETURN'
              ORDER BY 2, 1",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent rules"))?;
+        "finding dependent rules",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let table: String = row.get(1);
@@ -409,9 +422,10 @@ async fn rules(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> 
 }
 
 async fn views(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "WITH RECURSIVE closure(oid, depth, via) AS (
+    let rows = about_column(
+        client,
+        target,
+        "WITH RECURSIVE closure(oid, depth, via) AS (
                  SELECT DISTINCT r.ev_class, 1, NULL::oid
                  FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
                  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
@@ -437,10 +451,9 @@ async fn views(client: &Client, target: &Target, found: &mut Vec<Dependent>) -> 
              WHERE v.relkind IN ('v', 'm')
              GROUP BY v.oid, n.nspname
              ORDER BY 3, 1",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent views"))?;
+        "finding dependent views",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let materialized = row.get::<_, String>(1) == "m";
@@ -572,9 +585,10 @@ async fn policies(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT quote_ident(p.polname), format('%I.%I', n.nspname, c.relname), p.polpermissive,
+    let rows = about_column(
+        client,
+        target,
+        "SELECT quote_ident(p.polname), format('%I.%I', n.nspname, c.relname), p.polpermissive,
                     CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
                                   WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
                     array_to_string(array(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END
@@ -586,10 +600,9 @@ async fn policies(
              WHERE EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_policy'::regclass AND d.objid = p.oid
                            AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.refobjsubid = $2::int4)
              ORDER BY c.relname, p.polname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent policies"))?;
+        "finding dependent policies",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let table: String = row.get(1);
@@ -647,9 +660,10 @@ async fn triggers(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT quote_ident(t.tgname), format('%I.%I', n.nspname, c.relname), pg_get_triggerdef(t.oid),
+    let rows = about_column(
+        client,
+        target,
+        "SELECT quote_ident(t.tgname), format('%I.%I', n.nspname, c.relname), pg_get_triggerdef(t.oid),
                     t.tgrelid = $1 AND $2::int4 = ANY (t.tgattr::int2[]), t.tgenabled::text
              FROM pg_trigger t
              JOIN pg_class c ON c.oid = t.tgrelid
@@ -659,10 +673,9 @@ async fn triggers(
                     OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_trigger'::regclass AND d.objid = t.oid
                                AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.refobjsubid = $2::int4))
              ORDER BY c.relname, t.tgname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent triggers"))?;
+        "finding dependent triggers",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let table: String = row.get(1);
@@ -720,9 +733,10 @@ async fn generated_columns(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), pg_get_expr(ad.adbin, ad.adrelid)
+    let rows = about_column(
+        client,
+        target,
+        "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), pg_get_expr(ad.adbin, ad.adrelid)
              FROM pg_attrdef ad
              JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
              WHERE ad.adrelid = $1 AND a.attgenerated <> '' AND ad.adnum <> $2::int4 AND NOT a.attisdropped
@@ -731,10 +745,9 @@ async fn generated_columns(
                              AND ((d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid)
                                   OR (d.classid = 'pg_class'::regclass AND d.objid = $1 AND d.objsubid = a.attnum)))
              ORDER BY a.attnum",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent generated columns"))?;
+        "finding dependent generated columns",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let type_sql: String = row.get(1);
@@ -766,19 +779,19 @@ async fn statistics(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT format('%I.%I', n.nspname, s.stxname), pg_get_statisticsobjdef(s.oid)
+    let rows = about_column(
+        client,
+        target,
+        "SELECT format('%I.%I', n.nspname, s.stxname), pg_get_statisticsobjdef(s.oid)
              FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
              WHERE s.stxrelid = $1
                AND ($2::int4 = ANY (s.stxkeys::int2[])
                     OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_statistic_ext'::regclass AND d.objid = s.oid
                                AND d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.refobjsubid = $2::int4))
              ORDER BY s.stxname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding dependent statistics"))?;
+        "finding dependent statistics",
+    )
+    .await?;
     for row in rows {
         let name: String = row.get(0);
         let definition: String = row.get(1);
@@ -814,19 +827,19 @@ async fn publications(
     if version < 150000 {
         return Ok(()); // Column lists arrived in PostgreSQL 15.
     }
-    let rows = client
-        .query(
-            "SELECT quote_ident(p.pubname),
+    let rows = about_column(
+        client,
+        target,
+        "SELECT quote_ident(p.pubname),
                     array(SELECT quote_ident(a.attname) FROM pg_attribute a
                           WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs::int2[]) ORDER BY a.attnum),
                     pg_get_expr(r.prqual, r.prrelid)
              FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
              WHERE r.prrelid = $1 AND $2::int4 = ANY (r.prattrs::int2[])
              ORDER BY p.pubname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding publications that list the column"))?;
+        "finding publications that list the column",
+    )
+    .await?;
     for row in rows {
         let publication: String = row.get(0);
         let columns: Vec<String> = row.get(1);
@@ -939,19 +952,19 @@ async fn sequences(
     target: &Target,
     found: &mut Vec<Dependent>,
 ) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT format('%I.%I', n.nspname, s.relname), d.deptype::text
+    let rows = about_column(
+        client,
+        target,
+        "SELECT format('%I.%I', n.nspname, s.relname), d.deptype::text
              FROM pg_depend d
              JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
              JOIN pg_namespace n ON n.oid = s.relnamespace
              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
                AND d.refobjid = $1 AND d.refobjsubid = $2::int4 AND d.deptype IN ('a', 'i')
              ORDER BY s.relname",
-            &[&target.oid, &i32::from(target.column.attnum)],
-        )
-        .await
-        .map_err(Error::db("finding owned sequences"))?;
+        "finding owned sequences",
+    )
+    .await?;
     let table = &target.table_sql;
     let column = &target.column.name_sql;
     for row in rows {

@@ -20,6 +20,7 @@ pub mod report;
 pub mod scratch;
 pub mod snapshot;
 pub mod target;
+mod tool;
 
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::Error;
+use crate::tool;
 
 /// The commit trailer that marks sunset's commit (and carries the migration version).
 pub const TRAILER: &str = "Sunset-Drop-Column";
@@ -53,21 +54,10 @@ pub struct Outcome {
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, Error> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| Error::Tool(format!("cannot run git: {e}")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(Error::Tool(format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
+    tool::run(
+        Command::new("git").arg("-C").arg(dir).args(args),
+        &format!("git {}", args.join(" ")),
+    )
 }
 
 /// The repository's top directory, or bad input when `repo` is not in a git repository.
@@ -221,15 +211,7 @@ pub fn prepare(request: &Request) -> Result<Outcome, Error> {
             .env("GIT_COMMITTER_NAME", "sunset-drop-column")
             .env("GIT_COMMITTER_EMAIL", "sunset@localhost");
     }
-    let output = commit
-        .output()
-        .map_err(|e| Error::Tool(format!("cannot run git commit: {e}")))?;
-    if !output.status.success() {
-        return Err(Error::Tool(format!(
-            "git commit failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
+    tool::run(&mut commit, "git commit")?;
     let new = git(&worktree.path, &["rev-parse", "HEAD"])?;
     let mut update = vec!["update-ref", reference.as_str(), new.as_str()];
     if let Some(tip) = &existing {
@@ -299,20 +281,10 @@ fn open_draft(root: &Path, request: &Request) -> Result<PullRequest, Error> {
     std::fs::write(&body, &request.body).map_err(Error::io("writing the PR body"))?;
     let body_arg = body.display().to_string();
     let gh = |args: &[&str]| -> Result<String, Error> {
-        let output = Command::new("gh")
-            .args(args)
-            .current_dir(root)
-            .output()
-            .map_err(|e| Error::Tool(format!("cannot run gh: {e}")))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        } else {
-            Err(Error::Tool(format!(
-                "gh {} failed: {}",
-                args.first().copied().unwrap_or_default(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            )))
-        }
+        tool::run(
+            Command::new("gh").args(args).current_dir(root),
+            &format!("gh {}", args.first().copied().unwrap_or_default()),
+        )
     };
     let existing = gh(&[
         "pr",

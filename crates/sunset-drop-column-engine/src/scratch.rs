@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use crate::error::Error;
 use crate::formats::Unit;
-use crate::snapshot;
+use crate::{snapshot, tool};
 
 /// The application_name of every drop-column session.
 pub const APPLICATION_NAME: &str = "sunset-drop-column";
@@ -296,7 +296,7 @@ fn load_schema(
         .arg(&dump)
         .arg(conninfo(database, source));
     with_password(&mut dump_command);
-    run_tool(&mut dump_command, "pg_dump --schema-only")?;
+    tool::run(&mut dump_command, "pg_dump --schema-only")?;
     let mut load = Command::new(psql);
     load.args([
         "-X",
@@ -310,7 +310,7 @@ fn load_schema(
     .arg("-d")
     .arg(conninfo(database, scratch));
     with_password(&mut load);
-    let loaded = run_tool(&mut load, "loading the schema into the scratch database");
+    let loaded = tool::run(&mut load, "loading the schema into the scratch database").map(drop);
     let _ = std::fs::remove_dir_all(&dir);
     loaded
 }
@@ -326,24 +326,6 @@ fn tempfile_dir() -> Result<PathBuf, Error> {
     ));
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     Ok(dir)
-}
-
-fn run_tool(command: &mut Command, what: &str) -> Result<(), Error> {
-    let output = command.output().map_err(|e| {
-        Error::Tool(format!(
-            "{what}: cannot start {:?}: {e}",
-            command.get_program()
-        ))
-    })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Tool(format!(
-            "{what} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
 }
 
 /// Sends each unit as the runner would: transactional ones inside BEGIN/COMMIT, the others as

@@ -198,16 +198,16 @@ pub async fn generate(
     let target = &report.target;
     let migration = migration::build(target, &report.dependents, &request.options)?;
     let branch = pr::branch_name(&target.table, &target.column.name);
+    let context = format_context(&request.migrations_dir, request.format);
     let version = match request.version {
         Some(version) => version,
         None => pr_root
             .as_ref()
             .and_then(|root| pr::previous_version(root, &branch, &target.display()))
             .and_then(|v| NaiveDateTime::parse_from_str(&v, "%Y%m%d%H%M%S").ok())
-            .or_else(|| version_in_dir(&request.migrations_dir, &migration.name))
+            .or_else(|| version_in(&context.existing, &migration.name))
             .unwrap_or_else(|| chrono::Utc::now().naive_utc()),
     };
-    let context = format_context(&request.migrations_dir);
     let rendered = formats::render(request.format, &migration, version, &context);
     let column_line = format!("column {}.{} ", target.table_sql, target.column.name_sql);
     let column_gone =
@@ -323,11 +323,10 @@ fn relative_to(root: &Path, dir: &Path) -> Result<PathBuf, Error> {
         })
 }
 
-/// The version an earlier run used for this drop, from the file names in the directory.
-fn version_in_dir(dir: &Path, name: &str) -> Option<NaiveDateTime> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+/// The version an earlier run used for this drop, from the names in the migrations directory.
+fn version_in(existing: &[String], name: &str) -> Option<NaiveDateTime> {
+    existing
+        .iter()
         .filter(|f| f.contains(name))
         .filter_map(|f| {
             let digits: String = f
@@ -341,7 +340,8 @@ fn version_in_dir(dir: &Path, name: &str) -> Option<NaiveDateTime> {
         .min()
 }
 
-fn format_context(dir: &Path) -> formats::Context {
+/// What the formats need from the migrations directory; revision files are read for Alembic only.
+fn format_context(dir: &Path, format: Format) -> formats::Context {
     let existing: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -351,7 +351,7 @@ fn format_context(dir: &Path) -> formats::Context {
         .unwrap_or_default();
     let revision_files = existing
         .iter()
-        .filter(|f| f.ends_with(".py"))
+        .filter(|f| format == Format::Alembic && f.ends_with(".py"))
         .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
         .collect();
     let app_label = absolute(dir)

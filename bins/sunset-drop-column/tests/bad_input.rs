@@ -253,20 +253,7 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
     );
     let work = tempfile::tempdir().unwrap();
     let repo = work.path();
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@e")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@e")
-            .output()
-            .unwrap();
-        assert!(status.status.success(), "{}", text(&status));
-        String::from_utf8_lossy(&status.stdout).trim().to_owned()
-    };
+    let git = |args: &[&str]| support::git(repo, args);
     git(&["init", "-q", "-b", "main"]);
     git(&["commit", "-q", "--allow-empty", "-m", "initial"]);
     let args = [

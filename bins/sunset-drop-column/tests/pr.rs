@@ -3,28 +3,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use sunset_test_support::service_env;
-use support::{BASE, BIN, Db, text};
+use support::{BASE, BIN, Db, git, text};
 
 const BRANCH: &str = "sunset/drop-accounts-legacy_kind";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "git {args:?}: {}", text(&output));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 struct Project {
     _dir: tempfile::TempDir,

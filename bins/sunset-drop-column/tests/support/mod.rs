@@ -109,6 +109,22 @@ pub(crate) fn text(output: &Output) -> String {
     )
 }
 
+/// Runs git in `dir` as a fixed test identity; panics with its output when it fails.
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git runs");
+    assert!(output.status.success(), "git {args:?}: {}", text(&output));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// `(code, object)` of every finding.
 pub(crate) fn codes(json: &serde_json::Value) -> Vec<(String, String)> {
     json["findings"]

@@ -69,6 +69,12 @@ pub enum Command {
         /// Schema to load table exports into (needs --database-url); without it they are extracted as CSV.
         #[arg(long)]
         into_schema: Option<String>,
+        /// Give files the owners the archive records, as GNU tar's --same-owner (needs root).
+        #[arg(long)]
+        same_owner: bool,
+        /// Keep setuid, setgid and sticky bits; without it an archive holding them is refused.
+        #[arg(long)]
+        preserve_special_bits: bool,
     },
     /// Abort uploads under DEST that were started before --older-than and never completed.
     Cleanup {
@@ -255,12 +261,16 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
             archive,
             to,
             into_schema,
+            same_owner,
+            preserve_special_bits,
         } => {
             let request = RestoreRequest {
                 archive: ArchiveRef::parse(archive)?,
                 to: to.clone(),
                 database_url: into_schema.as_ref().and(args.database_url.clone()),
                 into_schema: into_schema.clone(),
+                same_owner: *same_owner,
+                preserve_special_bits: *preserve_special_bits,
             };
             let read = Arc::new(AtomicU64::new(0));
             let display = tokio::spawn(show_bytes(

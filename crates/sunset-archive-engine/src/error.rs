@@ -34,6 +34,11 @@ pub enum Error {
     /// `verify` found the archive different from its manifest.
     #[error("{0}")]
     Mismatch(String),
+    /// An archive that would do harm if restored (paths leaving `--to`, entries the manifest
+    /// does not list, special bits not asked for, SQL where a type belongs): nothing was
+    /// written or loaded.
+    #[error("archive refused: {0}")]
+    Refused(String),
     /// Ctrl-C or SIGTERM: acknowledged parts are checkpointed; run `create` again to resume.
     #[error("stopped on request; run the same `create` again to resume the upload")]
     Stopped,

@@ -11,10 +11,12 @@
 
 mod create;
 mod error;
+mod guard;
 mod location;
 mod manifest;
 mod pgzip;
 mod read;
+mod restore;
 mod sources;
 mod store;
 mod tarball;
@@ -25,8 +27,6 @@ pub use location::{ARCHIVE_OBJECT, ArchiveRef, Destination, MANIFEST_OBJECT, par
 pub use manifest::{
     ColumnSchema, Entry, EntryKind, FORMAT_VERSION, Manifest, TableExport, TableSchema,
 };
-pub use read::{
-    Listed, RestoreReport, RestoreRequest, VerifyReport, cleanup, default_state_dir, list, restore,
-    verify,
-};
+pub use read::{Listed, VerifyReport, cleanup, default_state_dir, list, verify};
+pub use restore::{RestoreReport, RestoreRequest, restore};
 pub use store::{OpenUpload, S3Options};

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sunset_test_support::{aws_config, connect, fresh_database, service_env, unique_name};
 
+mod attacks;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sunset-archive");
 
 /// One test's world: a bucket, a database, a state directory and a scratch directory.

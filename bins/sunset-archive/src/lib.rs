@@ -81,6 +81,10 @@ pub enum Command {
         dest: String,
         #[arg(long, value_parser = parse_duration)]
         older_than: Duration,
+        /// Where the run locks of `create` live (default as for create): an upload whose
+        /// `create` is running is never aborted.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -297,23 +301,44 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Done)
         }
-        Command::Cleanup { dest, older_than } => {
+        Command::Cleanup {
+            dest,
+            older_than,
+            state_dir,
+        } => {
             let dest = Destination::parse(dest)?;
-            let aborted = sunset_archive_engine::cleanup(&dest, *older_than).await?;
+            let state_dir = state_dir
+                .clone()
+                .unwrap_or_else(sunset_archive_engine::default_state_dir);
+            let cleaned = sunset_archive_engine::cleanup(&dest, *older_than, &state_dir).await?;
             if args.json {
-                let items: Vec<_> = aborted
+                let items: Vec<_> = cleaned
+                    .aborted
                     .iter()
                     .map(|u| serde_json::json!({"key": u.key, "upload_id": u.upload_id, "initiated": u.initiated}))
                     .collect();
-                emit(&serde_json::to_string_pretty(&items)?);
+                let skipped: Vec<_> = cleaned
+                    .skipped
+                    .iter()
+                    .map(|(u, why)| serde_json::json!({"key": u.key, "upload_id": u.upload_id, "why": why}))
+                    .collect();
+                emit(&serde_json::to_string_pretty(
+                    &serde_json::json!({"aborted": items, "skipped": skipped}),
+                )?);
             } else {
-                for upload in &aborted {
+                for upload in &cleaned.aborted {
                     emit(&format!(
                         "aborted {} (upload {})",
                         upload.key, upload.upload_id
                     ));
                 }
-                emit(&format!("{} abandoned upload(s) aborted", aborted.len()));
+                for (upload, why) in &cleaned.skipped {
+                    emit(&format!("skipped {}: {why}", upload.key));
+                }
+                emit(&format!(
+                    "{} abandoned upload(s) aborted",
+                    cleaned.aborted.len()
+                ));
             }
             Ok(Exit::Done)
         }

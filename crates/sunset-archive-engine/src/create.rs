@@ -500,7 +500,7 @@ async fn upload(
     };
     let bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| Error::Internal(format!("encoding the manifest: {e}")))?;
-    store.put_manifest(archive, bytes).await?;
+    store.put_manifest(archive, bytes, &request.s3).await?;
     checkpoints.clear()?;
     Ok(Created {
         manifest,

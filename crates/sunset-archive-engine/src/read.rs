@@ -17,6 +17,7 @@ use crate::location::{ArchiveRef, Destination};
 use crate::manifest::{EntryKind, Manifest};
 use crate::store::{OpenUpload, Store};
 use crate::tarball::Hashing;
+use sunset_checkpoint::FileStore;
 use sunset_plan::hex;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -257,23 +258,48 @@ pub async fn list(dest: &Destination) -> Result<Vec<Listed>, Error> {
     Ok(listed)
 }
 
-/// Aborts uploads under `dest` started before `older_than` ago (stopped or crashed `create`s
-/// nobody resumed). Returns what was aborted.
+/// What `cleanup` did.
+#[derive(Debug, Clone, Default)]
+pub struct Cleaned {
+    pub aborted: Vec<OpenUpload>,
+    /// Uploads of a `create` that is running now (its run lock is held), left alone.
+    pub skipped: Vec<(OpenUpload, String)>,
+}
+
+/// Aborts sunset's uploads (`NAME/archive.tar.gz` under `dest`) started before `older_than`
+/// ago: stopped or crashed `create`s nobody resumed. An upload whose run lock is held (a
+/// `create` running now on this machine) is never aborted.
 pub async fn cleanup(
     dest: &Destination,
     older_than: std::time::Duration,
-) -> Result<Vec<OpenUpload>, Error> {
+    state_dir: &Path,
+) -> Result<Cleaned, Error> {
     let store = Store::for_destination(dest).await;
     store.check_destination(dest).await?;
     let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-    let mut aborted = Vec::new();
+    let mut cleaned = Cleaned::default();
     for upload in store.open_uploads(dest).await? {
-        if upload.initiated.is_some_and(|t| t <= cutoff) {
-            store.abort_open_upload(dest, &upload).await?;
-            aborted.push(upload);
+        if upload.initiated.is_none_or(|t| t > cutoff) {
+            continue;
         }
+        let archive = dest.archive(&upload.name)?;
+        let checkpoints = FileStore::in_dir(state_dir, &format!("archive {archive}"));
+        // Holding the lock while aborting keeps a `create` from starting on it meanwhile.
+        let _lock = match checkpoints.lock() {
+            Ok(lock) => lock,
+            Err(
+                error @ (sunset_checkpoint::Error::Locked { .. }
+                | sunset_checkpoint::Error::LockedByUnknown { .. }),
+            ) => {
+                cleaned.skipped.push((upload, error.to_string()));
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        store.abort_open_upload(dest, &upload).await?;
+        cleaned.aborted.push(upload);
     }
-    Ok(aborted)
+    Ok(cleaned)
 }
 
 pub fn default_state_dir() -> PathBuf {

@@ -226,8 +226,22 @@ pub(crate) async fn resolve_exports(
         if exports.iter().any(|e| e.dir == format!("queries/{name}")) {
             return Err(Error::Invalid(format!("--query `{name}` is given twice")));
         }
+        if sql.trim_end().ends_with(';') {
+            return Err(Error::Invalid(format!(
+                "--query `{name}`: remove the trailing `;` (the query is exported as COPY (query) TO STDOUT)"
+            )));
+        }
+        // One statement on its own (a second one, or text that closes the COPY's parenthesis,
+        // does not prepare), and then exactly what will run.
         let statement = client.prepare(sql).await.map_err(|e| {
             Error::Invalid(format!("--query `{name}`: {}", crate::error::describe(&e)))
+        })?;
+        let copy_sql = format!("COPY ({sql}) TO STDOUT (FORMAT csv, HEADER)");
+        client.prepare(&copy_sql).await.map_err(|e| {
+            Error::Invalid(format!(
+                "--query `{name}` cannot be exported as COPY ({{query}}) TO STDOUT (a trailing comment?): {}",
+                crate::error::describe(&e)
+            ))
         })?;
         let columns = statement
             .columns()
@@ -241,7 +255,7 @@ pub(crate) async fn resolve_exports(
         exports.push(Export {
             dir: format!("queries/{name}"),
             source: sql.clone(),
-            copy_sql: format!("COPY ({sql}) TO STDOUT (FORMAT csv, HEADER)"),
+            copy_sql,
             schema: TableSchema {
                 name: name.clone(),
                 columns,

@@ -26,6 +26,27 @@ pub struct S3Options {
     pub retain_until: Option<DateTime<Utc>>,
 }
 
+impl S3Options {
+    fn encryption(&self) -> Option<ServerSideEncryption> {
+        self.sse_kms_key_id
+            .as_ref()
+            .map(|_| ServerSideEncryption::AwsKms)
+    }
+
+    fn tagging(&self) -> Option<String> {
+        (!self.tags.is_empty()).then(|| tagging(&self.tags))
+    }
+
+    fn lock_mode(&self) -> Option<ObjectLockMode> {
+        self.retain_until.map(|_| ObjectLockMode::Compliance)
+    }
+
+    fn lock_until(&self) -> Option<aws_sdk_s3::primitives::DateTime> {
+        self.retain_until
+            .map(|until| aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()))
+    }
+}
+
 /// A part the destination acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct StoredPart {
@@ -36,6 +57,8 @@ pub(crate) struct StoredPart {
 /// An upload left open (a crashed or stopped `create`).
 #[derive(Debug, Clone)]
 pub struct OpenUpload {
+    /// The archive it belongs to (`NAME` of `DEST/NAME`).
+    pub name: String,
     pub key: String,
     pub upload_id: String,
     pub initiated: Option<DateTime<Utc>>,
@@ -55,8 +78,15 @@ pub(crate) async fn s3_client() -> aws_sdk_s3::Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    // Every call gives up rather than hang: a connection within 10 s, an attempt (a part of up
+    // to 5 GiB included) within 15 minutes; a download's body has its own stall timeout.
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .operation_attempt_timeout(std::time::Duration::from_secs(15 * 60))
+        .build();
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)
+            .timeout_config(timeouts)
             .force_path_style(custom_endpoint)
             // Downloads are hashed against the manifest's SHA-256 anyway; the SDK's own check
             // misreads the composite checksum some S3-compatible stores return for multipart
@@ -149,24 +179,14 @@ impl Store {
                     .bucket(bucket)
                     .key(&key)
                     .content_type("application/gzip")
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256);
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .set_server_side_encryption(options.encryption())
+                    .set_ssekms_key_id(options.sse_kms_key_id.clone())
+                    .set_tagging(options.tagging())
+                    .set_object_lock_mode(options.lock_mode())
+                    .set_object_lock_retain_until_date(options.lock_until());
                 if let Some(class) = &options.storage_class {
                     request = request.storage_class(StorageClass::from(class.as_str()));
-                }
-                if let Some(kms) = &options.sse_kms_key_id {
-                    request = request
-                        .server_side_encryption(ServerSideEncryption::AwsKms)
-                        .ssekms_key_id(kms);
-                }
-                if !options.tags.is_empty() {
-                    request = request.tagging(tagging(&options.tags));
-                }
-                if let Some(until) = options.retain_until {
-                    request = request
-                        .object_lock_mode(ObjectLockMode::Compliance)
-                        .object_lock_retain_until_date(
-                            aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()),
-                        );
                 }
                 let created = request
                     .send()
@@ -403,11 +423,15 @@ impl Store {
         }
     }
 
-    /// Writes the manifest, refusing to overwrite one.
+    /// Writes the manifest, refusing to overwrite one. It gets the archive's encryption, tags
+    /// and retention (a bucket that demands SSE-KMS takes it, and a retained archive cannot
+    /// lose its manifest), but S3's default storage class: it is read on every verify, list
+    /// and restore, and is a few KiB.
     pub(crate) async fn put_manifest(
         &self,
         archive: &ArchiveRef,
         bytes: Vec<u8>,
+        options: &S3Options,
     ) -> Result<(), Error> {
         let key = archive.key(MANIFEST_OBJECT);
         match self {
@@ -417,6 +441,13 @@ impl Store {
                     .bucket(bucket)
                     .key(&key)
                     .content_type("application/json")
+                    // Object lock needs an integrity checksum on the request.
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                    .set_server_side_encryption(options.encryption())
+                    .set_ssekms_key_id(options.sse_kms_key_id.clone())
+                    .set_tagging(options.tagging())
+                    .set_object_lock_mode(options.lock_mode())
+                    .set_object_lock_retain_until_date(options.lock_until())
                     .if_none_match("*")
                     .body(ByteStream::from(bytes))
                     .send()
@@ -490,12 +521,20 @@ impl Store {
                 let (sender, receiver) =
                     tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
                 let mut body = object.body;
+                let stall = stall_timeout();
                 tokio::spawn(async move {
                     loop {
-                        let item = match body.try_next().await {
-                            Ok(Some(chunk)) => Ok(chunk),
-                            Ok(None) => break,
-                            Err(e) => Err(std::io::Error::other(chain(&e))),
+                        let item = match tokio::time::timeout(stall, body.try_next()).await {
+                            Ok(Ok(Some(chunk))) => Ok(chunk),
+                            Ok(Ok(None)) => break,
+                            Ok(Err(e)) => Err(std::io::Error::other(chain(&e))),
+                            Err(_) => Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "the download of `{key}` stalled: no data for {}s",
+                                    stall.as_secs()
+                                ),
+                            )),
                         };
                         let failed = item.is_err();
                         if sender.send(item).await.is_err() || failed {
@@ -574,6 +613,12 @@ impl Store {
     pub(crate) async fn open_uploads(&self, dest: &Destination) -> Result<Vec<OpenUpload>, Error> {
         match (self, dest) {
             (Store::S3 { client, bucket }, Destination::S3 { prefix, .. }) => {
+                // The prefix is a directory: `infra` must not reach `infra-2/...`.
+                let base = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
                 let mut uploads = Vec::new();
                 let mut key_marker: Option<String> = None;
                 let mut id_marker: Option<String> = None;
@@ -581,22 +626,32 @@ impl Store {
                     let page = client
                         .list_multipart_uploads()
                         .bucket(bucket)
-                        .prefix(prefix.as_str())
+                        .prefix(&base)
                         .set_key_marker(key_marker.clone())
                         .set_upload_id_marker(id_marker.clone())
                         .send()
                         .await
-                        .map_err(Error::s3("ListMultipartUploads", prefix))?;
+                        .map_err(Error::s3("ListMultipartUploads", &base))?;
                     for upload in page.uploads() {
-                        if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
-                            uploads.push(OpenUpload {
-                                key: key.to_owned(),
-                                upload_id: id.to_owned(),
-                                initiated: upload
-                                    .initiated()
-                                    .and_then(|t| DateTime::from_timestamp(t.secs(), 0)),
-                            });
-                        }
+                        let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                            continue;
+                        };
+                        // Only sunset's own objects: `NAME/archive.tar.gz` right under the prefix.
+                        let Some(name) = key
+                            .strip_prefix(&base)
+                            .and_then(|rest| rest.strip_suffix(&format!("/{ARCHIVE_OBJECT}")))
+                            .filter(|name| dest.archive(name).is_ok())
+                        else {
+                            continue;
+                        };
+                        uploads.push(OpenUpload {
+                            name: name.to_owned(),
+                            key: key.to_owned(),
+                            upload_id: id.to_owned(),
+                            initiated: upload
+                                .initiated()
+                                .and_then(|t| DateTime::from_timestamp(t.secs(), 0)),
+                        });
                     }
                     if page.is_truncated() != Some(true) {
                         break;
@@ -629,6 +684,7 @@ impl Store {
                             .ok()
                             .map(DateTime::<Utc>::from);
                         uploads.push(OpenUpload {
+                            name: archive.file_name().to_string_lossy().into_owned(),
                             key: archive.path().join(ARCHIVE_OBJECT).display().to_string(),
                             upload_id: id.to_owned(),
                             initiated,
@@ -646,23 +702,20 @@ impl Store {
         dest: &Destination,
         upload: &OpenUpload,
     ) -> Result<(), Error> {
-        let archive = match dest {
-            Destination::Local(_) => {
-                let name = Path::new(&upload.key)
-                    .parent()
-                    .and_then(Path::file_name)
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                dest.archive(&name)?
-            }
-            Destination::S3 { .. } => ArchiveRef {
-                dest: dest.clone(),
-                name: String::new(),
-            },
-        };
+        let archive = dest.archive(&upload.name)?;
         self.abort_key(&upload.key, &upload.upload_id, &archive)
             .await
     }
+}
+
+/// How long a download may go without a byte before it fails (`SUNSET_S3_STALL_TIMEOUT`,
+/// seconds; 60 by default).
+fn stall_timeout() -> std::time::Duration {
+    let seconds = std::env::var("SUNSET_S3_STALL_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    std::time::Duration::from_secs(seconds)
 }
 
 /// S3's "no such bucket, key or upload": an answer, not a failure, for the calls that ask.

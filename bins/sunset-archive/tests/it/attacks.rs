@@ -597,3 +597,88 @@ fn tampered_contents_and_a_schema_carrying_sql_are_refused_and_nothing_runs() {
         "listen: 8080\n"
     );
 }
+
+/// An S3 endpoint that serves a manifest, then starts the archive's body and goes silent.
+fn stalling_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    if std::io::Read::read(&mut stream, &mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    request.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&request)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if line.contains("manifest.json") {
+                    let body = serde_json::json!({
+                        "format_version": 1, "name": "slow", "created_at": "2026-01-01T00:00:00Z",
+                        "source_host": "h", "tool": "t",
+                        "archive": {"object": "archive.tar.gz", "size": 10_000_000, "sha256": "00",
+                                    "part_size": 1, "parts": 1, "gzip_level": 6, "gzip_block_size": 1},
+                        "entries": [], "tables": []
+                    })
+                    .to_string();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                } else {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n"
+                    );
+                    let _ = stream.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+                    let _ = stream.flush();
+                    std::thread::sleep(std::time::Duration::from_secs(120));
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[test]
+fn a_stalled_download_fails_with_a_clear_error_instead_of_hanging() {
+    let world = World::new("arc-stall");
+    let to = world.path("to");
+    let mut child = world
+        .command(&[
+            "restore",
+            "s3://stalled-bucket/archives/slow",
+            "--to",
+            to.to_str().unwrap(),
+        ])
+        .env("AWS_ENDPOINT_URL", stalling_endpoint())
+        .env("SUNSET_S3_STALL_TIMEOUT", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("restore still hangs on a stalled download after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 1, "{}", text(&output));
+    assert!(
+        text(&output).contains("stalled: no data for 2s"),
+        "{}",
+        text(&output)
+    );
+    assert!(!to.exists(), "a failed restore left {}", to.display());
+}

@@ -132,6 +132,50 @@ impl World {
         })
     }
 
+    /// HeadObject and the tags of a key of this world's bucket.
+    fn object_meta(
+        &self,
+        key: &str,
+    ) -> (
+        aws_sdk_s3::operation::head_object::HeadObjectOutput,
+        Vec<(String, String)>,
+    ) {
+        self.object_meta_in(&self.bucket, key)
+    }
+
+    fn object_meta_in(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> (
+        aws_sdk_s3::operation::head_object::HeadObjectOutput,
+        Vec<(String, String)>,
+    ) {
+        self.runtime.block_on(async {
+            let head = self
+                .s3
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("HeadObject {key}: {e:?}"));
+            let tags = self
+                .s3
+                .get_object_tagging()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect();
+            (head, tags)
+        })
+    }
+
     fn put(&self, key: &str, bytes: Vec<u8>) {
         self.runtime
             .block_on(
@@ -435,6 +479,32 @@ fn bad_input_exits_2_with_a_clear_error_and_uploads_nothing() {
             "--query `broken`",
         ),
         (
+            vec!["--dest", &dest, "--query", "semi=SELECT 1;"],
+            "--query `semi`: remove the trailing `;`",
+        ),
+        (
+            vec![
+                "--dest",
+                &dest,
+                "--query",
+                "commented=SELECT 1 -- the last line",
+            ],
+            "--query `commented` cannot be exported",
+        ),
+        (
+            vec!["--dest", &dest, "--query", "two=SELECT 1; SELECT 2"],
+            "--query `two`",
+        ),
+        (
+            vec![
+                "--dest",
+                &dest,
+                "--query",
+                "escape=SELECT 1) TO STDOUT; DROP TABLE present; --",
+            ],
+            "--query `escape`",
+        ),
+        (
             vec!["--dest", "s3://Not_A_Bucket/x", "--dir", tree],
             "bucket name `Not_A_Bucket`",
         ),
@@ -723,24 +793,74 @@ fn sigkilled_five_times_mid_upload_the_resumed_archive_is_exact_and_no_upload_is
 #[test]
 fn cleanup_aborts_abandoned_uploads_and_a_local_destination_works_the_same() {
     let world = World::new("arc-cleanup");
-    let key = "archives/abandoned/archive.tar.gz";
-    world
-        .runtime
-        .block_on(
-            world
-                .s3
-                .create_multipart_upload()
-                .bucket(&world.bucket)
-                .key(key)
-                .send(),
-        )
-        .unwrap();
-    assert_eq!(world.open_uploads(), 1);
+    let start = |key: &str| -> String {
+        world
+            .runtime
+            .block_on(
+                world
+                    .s3
+                    .create_multipart_upload()
+                    .bucket(&world.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_owned()
+    };
+    start("archives/abandoned/archive.tar.gz");
+    // Not sunset's, or not under `archives/` as a directory: never touched.
+    let foreign = [
+        "archives-2026/other/archive.tar.gz",
+        "archives/someone-elses.bin",
+        "archives/nested/deeper/archive.tar.gz",
+    ];
+    for key in foreign {
+        start(key);
+    }
+    // A `create` running now holds its run lock: its upload is left alone.
+    start("archives/busy/archive.tar.gz");
+    let lock = sunset_checkpoint::FileStore::in_dir(
+        world.state.path(),
+        &format!("archive {}/busy", world.dest()),
+    )
+    .lock()
+    .unwrap();
+    assert_eq!(world.open_uploads(), 5);
     // moto reports every upload as initiated on 2010-11-10, so only the abort side of the age
     // filter can be shown against it.
     let old = world.run(&["cleanup", &world.dest(), "--older-than", "1s"]);
     assert_eq!(code(&old), 0, "{}", text(&old));
-    assert_eq!(world.open_uploads(), 0, "{}", text(&old));
+    assert!(
+        text(&old).contains("skipped archives/busy/archive.tar.gz"),
+        "{}",
+        text(&old)
+    );
+    let left: Vec<String> = world
+        .runtime
+        .block_on(
+            world
+                .s3
+                .list_multipart_uploads()
+                .bucket(&world.bucket)
+                .send(),
+        )
+        .unwrap()
+        .uploads()
+        .iter()
+        .map(|u| u.key().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = foreign.iter().map(|k| (*k).to_owned()).collect();
+    expected.push("archives/busy/archive.tar.gz".into());
+    expected.sort();
+    let mut left_sorted = left.clone();
+    left_sorted.sort();
+    assert_eq!(left_sorted, expected, "{}", text(&old));
+    drop(lock);
+    let after = world.run(&["cleanup", &world.dest(), "--older-than", "1s"]);
+    assert_eq!(code(&after), 0, "{}", text(&after));
+    assert_eq!(world.open_uploads(), 3, "{}", text(&after));
 
     let tree = world.path("conf");
     config_tree(&tree);
@@ -824,13 +944,85 @@ fn storage_class_kms_encryption_and_tags_reach_the_object() {
         .iter()
         .map(|t| (t.key().to_owned(), t.value().to_owned()))
         .collect();
+    let expected_tags = [
+        ("team".to_owned(), "ops".to_owned()),
+        ("why".to_owned(), "legacy metrics: 2026/11".to_owned()),
+    ];
+    assert_eq!(tags, expected_tags);
+    // The manifest carries the same encryption and tags (a bucket that demands SSE-KMS takes
+    // it), in the default storage class.
+    let (head, tags) = world.object_meta("archives/opts/manifest.json");
     assert_eq!(
-        tags,
-        [
-            ("team".to_owned(), "ops".to_owned()),
-            ("why".to_owned(), "legacy metrics: 2026/11".to_owned())
-        ]
+        head.server_side_encryption().map(|e| e.as_str()),
+        Some("aws:kms")
     );
+    assert_eq!(head.ssekms_key_id(), Some("alias/legacy-archive"));
+    assert_eq!(head.storage_class(), None);
+    assert_eq!(tags, expected_tags);
+}
+
+#[test]
+fn sse_kms_tags_and_object_lock_retention_reach_the_manifest_too() {
+    let world = World::new("arc-locked");
+    let bucket = format!("{}-lock", world.bucket);
+    // A bucket policy that denies PutObject without `x-amz-server-side-encryption: aws:kms`
+    // cannot be used here: moto evaluates a statement with a Condition as a plain Deny. So the
+    // policy's condition is checked on what S3 reports for every object written.
+    world.runtime.block_on(async {
+        world
+            .s3
+            .create_bucket()
+            .bucket(&bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .unwrap();
+    });
+    let tree = world.path("conf");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.conf"), "x = 1\n").unwrap();
+    let output = world.run(&[
+        "create",
+        "--dest",
+        &format!("s3://{bucket}/vault"),
+        "--name",
+        "kept",
+        "--dir",
+        tree.to_str().unwrap(),
+        "--sse-kms-key-id",
+        "alias/vault",
+        "--retain-until",
+        "2031-01-01",
+        "--tag",
+        "keep=yes",
+    ]);
+    assert_eq!(code(&output), 0, "{}", text(&output));
+    for object in ["archive.tar.gz", "manifest.json"] {
+        let key = format!("vault/kept/{object}");
+        let (head, tags) = world.object_meta_in(&bucket, &key);
+        assert_eq!(
+            head.server_side_encryption().map(|e| e.as_str()),
+            Some("aws:kms"),
+            "{key} breaks the bucket policy"
+        );
+        assert_eq!(head.ssekms_key_id(), Some("alias/vault"), "{key}");
+        assert_eq!(tags, [("keep".to_owned(), "yes".to_owned())], "{key}");
+        // So a retained archive cannot lose its manifest. (moto drops the retention of objects
+        // made by multipart upload, so only the manifest's can be read back.)
+        if object == "archive.tar.gz" {
+            continue;
+        }
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("COMPLIANCE"),
+            "{key}"
+        );
+        assert_eq!(
+            head.object_lock_retain_until_date().map(|d| d.secs()),
+            Some(1_924_992_000),
+            "{key}"
+        );
+    }
 }
 
 #[test]

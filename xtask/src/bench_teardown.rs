@@ -62,7 +62,7 @@ pub(crate) fn teardown() -> Result<()> {
     let sequence = root.join("bench.yaml");
     std::fs::write(
         &sequence,
-        "allowed_accounts: [\"123456789012\"]\ndecommission_sequence:\n  stop:\n    - action: stop_instances\n      targets: [\"tag:Group=bench-fleet\"]\n  terminate:\n    - action: terminate_instances\n      targets: [\"tag:Group=bench-fleet\"]\n",
+        "allowed_accounts: [\"123456789012\"]\nmax_targets: 1000\ndecommission_sequence:\n  stop:\n    - action: stop_instances\n      targets: [\"tag:Group=bench-fleet\"]\n  terminate:\n    - action: terminate_instances\n      targets: [\"tag:Group=bench-fleet\"]\n",
     )?;
     let state = root.join("state");
     let run = |args: &[&str]| -> Result<f64> {

@@ -72,6 +72,10 @@ pub enum Command {
         /// Cap every wait_time at this (rehearsals and demos), e.g. 5s.
         #[arg(long, value_parser = parse_duration)]
         max_wait: Option<Duration>,
+        /// Send again the interrupted `command`, `sql` or `http` actions of this step, which a
+        /// resumed run otherwise refuses to repeat (repeatable). Check what they did first.
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
     },
     /// Each step's state and timestamps, from the checkpoint (no AWS call).
     Status { sequence: PathBuf },
@@ -83,12 +87,32 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     sunset_plan::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// An engine error with the sequence's environment values put back as their `${NAME}`: what
+/// the user sees, keeping the exit code of the error it stands for.
+#[derive(Debug)]
+struct RedactedError {
+    exit_code: u8,
+    message: String,
+}
+
+impl std::fmt::Display for RedactedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RedactedError {}
+
 /// Runs the command; errors are reported here, and the exit code says what happened.
 pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
     match execute(&args, stop).await {
         Ok(exit) => exit,
         Err(error) => {
-            let exit = match error.downcast_ref::<Error>().map(Error::exit_code) {
+            let code = error
+                .downcast_ref::<Error>()
+                .map(Error::exit_code)
+                .or_else(|| error.downcast_ref::<RedactedError>().map(|e| e.exit_code));
+            let exit = match code {
                 Some(2) => Exit::BadInput,
                 Some(3) => Exit::Stopped,
                 _ => Exit::Failed,
@@ -159,14 +183,17 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
         .state_dir
         .clone()
         .unwrap_or_else(sunset_archive_engine::default_state_dir);
-    let (sequence, restart, max_wait) = match &args.command {
-        Command::Plan { sequence, restart } => (sequence, *restart, None),
+    let (sequence, restart, max_wait, rerun) = match &args.command {
+        Command::Plan { sequence, restart } => (sequence, *restart, None, Vec::new()),
         Command::Apply {
             sequence,
             restart,
             max_wait,
-        } => (sequence, *restart, *max_wait),
-        Command::Status { sequence } | Command::Rollback { sequence } => (sequence, false, None),
+            rerun,
+        } => (sequence, *restart, *max_wait, rerun.clone()),
+        Command::Status { sequence } | Command::Rollback { sequence } => {
+            (sequence, false, None, Vec::new())
+        }
     };
     let teardown = Teardown::load(sequence, &state_dir)?;
     let options = Options {
@@ -174,15 +201,33 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
         step: args.step.clone(),
         restart,
         max_wait,
+        rerun,
         stop,
     };
+    run_loaded(args, &teardown, &options, sequence)
+        .await
+        .map_err(|error| {
+            let exit_code = error.downcast_ref::<Error>().map_or(1, Error::exit_code);
+            anyhow::Error::new(RedactedError {
+                exit_code,
+                message: teardown.redact(&format!("{error:#}")),
+            })
+        })
+}
+
+async fn run_loaded(
+    args: &Args,
+    teardown: &Teardown,
+    options: &Options,
+    sequence: &std::path::Path,
+) -> anyhow::Result<Exit> {
     let mut ui = Terminal {
         json: args.json,
         yes: args.yes,
     };
     match &args.command {
         Command::Plan { .. } => {
-            let plan = teardown.plan(&options).await?;
+            let plan = teardown.plan(options).await?;
             if args.json {
                 emit(&serde_json::to_string_pretty(&plan)?);
             } else {
@@ -194,7 +239,7 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Done)
         }
-        Command::Apply { .. } => match teardown.apply(&options, &mut ui).await? {
+        Command::Apply { .. } => match teardown.apply(options, &mut ui).await? {
             ApplyOutcome::Done { .. } => Ok(Exit::Done),
             ApplyOutcome::Waiting { .. } => Ok(Exit::Stopped),
         },
@@ -265,7 +310,7 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
             Ok(Exit::Done)
         }
         Command::Rollback { .. } => {
-            let report = teardown.rollback(&options, &mut ui).await?;
+            let report = teardown.rollback(options, &mut ui).await?;
             if args.json {
                 emit(&serde_json::to_string_pretty(&report)?);
             } else if !report.irreversible.is_empty() {

@@ -130,6 +130,48 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "6:22",
         "expected u16",
     ),
+    (
+        "a negative expect",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      expect: -1\n",
+        "6:15",
+        "not a negative one",
+    ),
+    (
+        "an expect whose min is above its max",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      expect: {min: 5, max: 2}\n",
+        "6:15",
+        "`min` 5 is above `max` 2",
+    ),
+    (
+        "an expect with an unknown bound",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      expect: {least: 2}\n",
+        "6:15",
+        "unknown field `least`",
+    ),
+    (
+        "expect on an action without targets",
+        "  s1:\n    - action: http\n      url: http://x\n      expect: 1\n",
+        "6:15",
+        "`expect` counts targets, and `http` has none",
+    ),
+    (
+        "idempotent on an AWS action",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      idempotent: true\n",
+        "6:19",
+        "`idempotent` is for `command`, `sql` and `http` actions",
+    ),
+    (
+        "env that is not a variable name",
+        "  s1:\n    - action: command\n      command: \"true\"\n      env: [\"1BAD\"]\n",
+        "6:12",
+        "expected environment variable names, found `1BAD`",
+    ),
+    (
+        "env on an action without a command",
+        "  s1:\n    - action: stop_instances\n      targets: [i-1]\n      env: [HOME]\n",
+        "6:12",
+        "`env` is for actions that run a `command`",
+    ),
 ];
 
 #[test]
@@ -177,6 +219,10 @@ fn other_bad_input_is_refused_before_any_call() {
             "cannot read sequence /nonexistent/sequence.yaml",
         ),
         (vec!["apply", good], "stdin is not a terminal: pass --yes"),
+        (
+            vec!["apply", good, "--yes", "--rerun", "step_on"],
+            "--rerun `step_on` is not a step",
+        ),
     ];
     for (args, fragment) in cases {
         let out = world.run(&args);

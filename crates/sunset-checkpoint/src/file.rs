@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -74,12 +75,13 @@ impl FileStore {
         let record = CheckpointRecord::new(&self.run, fingerprint, state)?;
         let bytes = serde_json::to_vec_pretty(&record).map_err(Error::Encode)?;
         let dir = self.dir();
-        fs::create_dir_all(dir).map_err(Error::io("create checkpoint directory", dir))?;
+        create_private_dir(dir).map_err(Error::io("create checkpoint directory", dir))?;
         let temp = self.sibling("tmp");
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&temp)
             .map_err(Error::io("create temporary checkpoint", &temp))?;
         file.write_all(&bytes)
@@ -134,13 +136,14 @@ pub struct FileRunLock {
 impl FileRunLock {
     fn acquire(run: &str, path: &Path) -> Result<FileRunLock, Error> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(Error::io("create lock directory", dir))?;
+            create_private_dir(dir).map_err(Error::io("create lock directory", dir))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .map_err(Error::io("open lock file", path))?;
         match file.try_lock() {
@@ -168,6 +171,16 @@ impl FileRunLock {
             .map_err(Error::io("record the lock holder in", path))?;
         Ok(FileRunLock { _file: file })
     }
+}
+
+/// Creates `dir` and any missing parents as 0700: state (checkpoints, audit logs, inventories)
+/// can hold what an operator would not show other users of the machine. Existing directories
+/// keep their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A file name for a run name that may hold `/` or spaces: readable when the name is already safe,

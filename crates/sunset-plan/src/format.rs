@@ -252,6 +252,88 @@ pub struct SequenceFile {
     pub protect_tag: Text,
     /// Where `archive` actions write, unless they say otherwise.
     pub archive: Option<ArchiveFile>,
+    /// The most targets an action without `expect` may resolve to (default
+    /// [`DEFAULT_MAX_TARGETS`]): a Name that falls back to group tags can match a fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_targets: Option<u32>,
+}
+
+/// `max_targets` when a sequence does not set it.
+pub const DEFAULT_MAX_TARGETS: u32 = 20;
+
+/// `expect: 3` (exactly) or `expect: {min: 1, max: 5}`: how many targets an action must resolve
+/// to, checked at plan time before anything runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TargetCount {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl TargetCount {
+    pub fn allows(&self, count: usize) -> bool {
+        u32::try_from(count).is_ok_and(|n| (self.min..=self.max).contains(&n))
+    }
+}
+
+impl fmt::Display for TargetCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "exactly {}", self.min)
+        } else {
+            write!(f, "{} to {}", self.min, self.max)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TargetCountVisitor)
+    }
+}
+
+struct TargetCountVisitor;
+
+impl<'de> Visitor<'de> for TargetCountVisitor {
+    type Value = TargetCount;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number of targets, or `{min: N, max: M}`")
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<TargetCount, E> {
+        let n = u32::try_from(value).map_err(|_| E::custom("expected at most 4294967295"))?;
+        Ok(TargetCount { min: n, max: n })
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<TargetCount, E> {
+        u64::try_from(value)
+            .map_err(|_| E::custom("expected a number of targets, not a negative one"))
+            .and_then(|v| self.visit_u64(v))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<TargetCount, A::Error> {
+        let (mut min, mut max) = (None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "min" => min = Some(map.next_value::<u32>()?),
+                "max" => max = Some(map.next_value::<u32>()?),
+                other => {
+                    return Err(de::Error::unknown_field(other, &["min", "max"]));
+                }
+            }
+        }
+        let count = TargetCount {
+            min: min.unwrap_or(0),
+            max: max.unwrap_or(u32::MAX),
+        };
+        if count.min > count.max {
+            return Err(de::Error::custom(format!(
+                "`min` {} is above `max` {}",
+                count.min, count.max
+            )));
+        }
+        Ok(count)
+    }
 }
 
 fn default_protect_tag() -> Text {
@@ -320,6 +402,17 @@ pub struct ActionFile {
     #[serde(default)]
     pub tables: Vec<Text>,
     pub dest: Option<Text>,
+    /// `command`, `sql` and `http` actions: sending it twice is harmless, so a run interrupted
+    /// while it was in flight may send it again (otherwise only with `--rerun STEP`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
+    /// How many targets the action must resolve to; without it, at most `max_targets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<TargetCount>,
+    /// `command` and `stop_services` commands: the environment variables passed on to the
+    /// command, besides PATH, HOME and `SUNSET_TARGET_*` (nothing else is inherited).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<Text>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]

@@ -9,6 +9,7 @@ mod duration;
 mod fingerprint;
 pub mod format;
 mod interpolate;
+mod redact;
 mod render;
 mod state;
 mod validate;
@@ -21,6 +22,7 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::{DurationError, HumanDuration, format_duration, parse_duration};
 pub use fingerprint::{Fingerprint, hex};
 pub use interpolate::InterpolateError;
+pub use redact::Redactor;
 pub use render::{StepView, render_steps};
 pub use state::{StepState, TransitionError};
 pub use yaml::{
@@ -34,6 +36,8 @@ use format::{BackfillPlanFile, SequenceFile};
 pub struct Loaded<T> {
     pub plan: T,
     pub fingerprint: Fingerprint,
+    /// The environment values the plan interpolated, to keep them out of files and output.
+    pub redactor: Redactor,
 }
 
 /// Loads a backfill plan; `file` is only used to name the file in diagnostics.
@@ -42,10 +46,14 @@ pub fn load_backfill_plan(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded<BackfillPlanFile>, Diagnostics> {
-    let plan: BackfillPlanFile = yaml::load(file, text, env)?;
+    let (plan, redactor) = yaml::load_redacting::<BackfillPlanFile>(file, text, env)?;
     validate::backfill_plan(file, text, &plan)?;
     let fingerprint = Fingerprint::of(&plan);
-    Ok(Loaded { plan, fingerprint })
+    Ok(Loaded {
+        plan,
+        fingerprint,
+        redactor,
+    })
 }
 
 /// Loads a sunset-drop-column config; `known_codes` are the finding codes `allow` may name.
@@ -66,12 +74,13 @@ pub fn load_sequence(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded<SequenceFile>, Diagnostics> {
-    let sequence: SequenceFile = yaml::load(file, text, env)?;
+    let (sequence, redactor) = yaml::load_redacting::<SequenceFile>(file, text, env)?;
     validate::sequence(file, text, &sequence)?;
     let fingerprint = Fingerprint::of(&sequence);
     Ok(Loaded {
         plan: sequence,
         fingerprint,
+        redactor,
     })
 }
 

@@ -114,9 +114,9 @@ decommission_sequence:
     - acton: stop_services
       targets: [a]
 "#,
-        expect![[
-            r#"seq.yaml:4:7: decommission_sequence.step_1[0]: unknown field `acton`, expected one of `action`, `targets`, `records`, `zone`, `validation`, `wait_time`, `timeout`, `interval`, `command`, `sql`, `database_url`, `url`, `method`, `expect_status`, `dirs`, `tables`, `dest` (did you mean `action`?)"#
-        ]],
+        expect![
+            "seq.yaml:4:7: decommission_sequence.step_1[0]: unknown field `acton`, expected one of `action`, `targets`, `records`, `zone`, `validation`, `wait_time`, `timeout`, `interval`, `command`, `sql`, `database_url`, `url`, `method`, `expect_status`, `dirs`, `tables`, `dest`, `idempotent`, `expect`, `env` (did you mean `action`?)"
+        ],
     );
     // An unknown action suggests the closest.
     check(

@@ -287,6 +287,47 @@ fn check_action(
     if let Some((field, what)) = required {
         checker.error(path, format!("`{name}` needs `{field}`: {what}"));
     }
+    let local = matches!(
+        action.action,
+        ActionKind::Command | ActionKind::Sql | ActionKind::Http
+    ) || (action.action == ActionKind::StopServices && action.command.is_some());
+    if action.idempotent && !local {
+        checker.error(
+            &at("idempotent"),
+            format!("`idempotent` is for `command`, `sql` and `http` actions (AWS actions never repeat a call), not `{name}`"),
+        );
+    }
+    let runs_command = action.command.is_some()
+        && matches!(
+            action.action,
+            ActionKind::Command | ActionKind::StopServices
+        );
+    if !action.env.is_empty() && !runs_command {
+        checker.error(
+            &at("env"),
+            format!("`env` is for actions that run a `command`, not `{name}`"),
+        );
+    }
+    for variable in &action.env {
+        let text = variable.as_str();
+        let valid = text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            checker.error(
+                &at("env"),
+                format!("expected environment variable names, found `{text}`"),
+            );
+        }
+    }
+    if action.expect.is_some() && targetless(action.action) {
+        checker.error(
+            &at("expect"),
+            format!("`expect` counts targets, and `{name}` has none"),
+        );
+    }
     if !action.records.is_empty() && action.action != ActionKind::RemoveDns {
         checker.error(
             &at("records"),
@@ -306,6 +347,14 @@ fn check_action(
             checker.error(&at(field), "expected a duration above zero");
         }
     }
+}
+
+/// Actions that never act on AWS resources.
+fn targetless(kind: ActionKind) -> bool {
+    matches!(
+        kind,
+        ActionKind::Archive | ActionKind::Sql | ActionKind::Http
+    )
 }
 
 fn kind_name<T: serde::Serialize>(value: T) -> String {

@@ -29,6 +29,15 @@ pub(crate) fn load<T: DeserializeOwned>(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<T, Diagnostics> {
+    load_redacting(file, text, env).map(|(value, _)| value)
+}
+
+/// [`load`], and a [`Redactor`] for the environment values the document refers to.
+pub(crate) fn load_redacting<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(T, crate::Redactor), Diagnostics> {
     let resolved: Resolved = interpolate::referenced_names(text)
         .into_iter()
         .map(|name| {
@@ -36,10 +45,17 @@ pub(crate) fn load<T: DeserializeOwned>(
             (name, value)
         })
         .collect();
+    let redactor = crate::Redactor::new(
+        resolved
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.as_deref()?))),
+    );
     let previous = VARIABLES.with(|cell| cell.replace(resolved));
     let result = T::deserialize(serde_yaml::Deserializer::from_str(text));
     VARIABLES.with(|cell| cell.replace(previous));
-    result.map_err(|error| Diagnostics::from(diagnostic_from_yaml(file, text, &error)))
+    result
+        .map(|value| (value, redactor))
+        .map_err(|error| Diagnostics::from(diagnostic_from_yaml(file, text, &error)))
 }
 
 /// One step of a path into a YAML document, as semantic checks name the node they complain about.

@@ -28,6 +28,9 @@ pub(crate) struct Context<'a> {
     pub sequence: &'a SequenceFile,
     /// The run's name: snapshots are tagged with it so a resumed run finds them.
     pub run: &'a str,
+    /// The attempt's id: a resumed attempt reuses only the snapshots and archives tagged or
+    /// named with it, never an earlier attempt's (taken before data written since).
+    pub attempt: &'a str,
     pub step: &'a str,
     pub inventory: &'a Inventory,
     pub state_dir: &'a std::path::Path,
@@ -133,7 +136,8 @@ pub(crate) async fn execute(
         ActionKind::Sql => {
             let url = database_url(action.database_url.as_ref().map(|t| t.as_str()))?;
             let sql = action.sql.as_ref().map(|t| t.as_str()).unwrap_or_default();
-            probes::run_sql(&ctx.cloud.audit, &url, sql, true).await?;
+            let timeout = action.timeout.map_or(LOCAL_STEP_TIMEOUT, |t| t.0);
+            probes::run_sql(&ctx.cloud.audit, &url, sql, timeout, true).await?;
             Ok(Outputs::new())
         }
         ActionKind::Http => {
@@ -187,15 +191,23 @@ async fn run_command_on_targets(
     let mut outputs = Outputs::new();
     if ids.is_empty() {
         let (ok, outcome) =
-            probes::run_command(&ctx.cloud.audit, command, None, timeout, true).await?;
+            probes::run_command(&ctx.cloud.audit, command, None, &action.env, timeout, true)
+                .await?;
         if !ok {
             return Err(Error::Probe(format!("`{command}` failed: {outcome}")));
         }
         return Ok(outputs);
     }
     for instance in ctx.cloud.instances_by_id(ids).await? {
-        let (ok, outcome) =
-            probes::run_command(&ctx.cloud.audit, command, Some(&instance), timeout, true).await?;
+        let (ok, outcome) = probes::run_command(
+            &ctx.cloud.audit,
+            command,
+            Some(&instance),
+            &action.env,
+            timeout,
+            true,
+        )
+        .await?;
         if !ok {
             return Err(Error::Probe(format!(
                 "`{command}` failed for {}: {outcome}",
@@ -208,13 +220,14 @@ async fn run_command_on_targets(
 }
 
 #[derive(Clone, Copy)]
-enum InstanceChange {
+pub(crate) enum InstanceChange {
     Stop,
     Start,
     Terminate,
 }
 
-async fn change_instances(
+/// Stops, starts or terminates the instances not already where `change` takes them.
+pub(crate) async fn change_instances(
     ctx: &Context<'_>,
     ids: &[String],
     change: InstanceChange,
@@ -316,6 +329,7 @@ async fn snapshot_volumes(ctx: &Context<'_>, ids: &[String]) -> Result<Outputs, 
         let found = existing.iter().find(|s| {
             s.volume_id.as_deref() == Some(id)
                 && s.tags.get("sunset:step").map(String::as_str) == Some(ctx.step)
+                && s.tags.get("sunset:attempt").map_or("", String::as_str) == ctx.attempt
                 && s.state != "error"
         });
         if let Some(snapshot) = found {
@@ -325,10 +339,12 @@ async fn snapshot_volumes(ctx: &Context<'_>, ids: &[String]) -> Result<Outputs, 
         let tags = [
             ("sunset:run", ctx.run),
             ("sunset:step", ctx.step),
+            ("sunset:attempt", ctx.attempt),
             ("sunset:volume", id.as_str()),
             ("Name", &format!("sunset {} {id}", ctx.step)),
         ]
         .into_iter()
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
         let request = ctx
@@ -808,7 +824,8 @@ async fn delete_load_balancers(ctx: &Context<'_>, arns: &[String]) -> Result<Out
 }
 
 /// The archive of an `archive` action: its own `dest` or the sequence's `archive.dest`, named
-/// after the run and step so a resumed run continues the same upload.
+/// after the run, step and attempt so a resumed attempt continues its own upload and a new
+/// attempt makes a new archive.
 pub(crate) fn archive_ref(
     ctx: &Context<'_>,
     action: &ActionFile,
@@ -824,7 +841,12 @@ pub(crate) fn archive_ref(
             ))
         })?;
     let destination = sunset_archive_engine::Destination::parse(dest.as_str())?;
-    Ok(destination.archive(&format!("{}-{}", ctx.run, ctx.step))?)
+    let name = if ctx.attempt.is_empty() {
+        format!("{}-{}", ctx.run, ctx.step)
+    } else {
+        format!("{}-{}-{}", ctx.run, ctx.step, ctx.attempt)
+    };
+    Ok(destination.archive(&name)?)
 }
 
 async fn archive(ctx: &Context<'_>, action: &ActionFile) -> Result<Outputs, Error> {

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sunset_plan::Redactor;
 
 use crate::Error;
 
@@ -45,6 +47,9 @@ pub type CallCounts = BTreeMap<(String, String), u64>;
 
 pub struct AuditLog {
     path: PathBuf,
+    /// Environment values of the sequence (tokens in URLs, passwords in connection strings)
+    /// are written as their `${NAME}`.
+    redactor: Redactor,
     inner: Mutex<Inner>,
 }
 
@@ -55,18 +60,21 @@ struct Inner {
 }
 
 impl AuditLog {
-    /// Opens (appending) the audit log at `path`.
-    pub fn open(path: &Path, command: &str) -> Result<AuditLog, Error> {
+    /// Opens (appending) the audit log at `path`, readable by its owner only.
+    pub fn open(path: &Path, command: &str, redactor: Redactor) -> Result<AuditLog, Error> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(Error::io("create audit directory", dir))?;
+            sunset_checkpoint::create_private_dir(dir)
+                .map_err(Error::io("create audit directory", dir))?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(Error::io("open audit log", path))?;
         Ok(AuditLog {
             path: path.to_owned(),
+            redactor,
             inner: Mutex::new(Inner {
                 file,
                 scope: Scope {
@@ -105,15 +113,15 @@ impl AuditLog {
             step: inner.scope.step.clone(),
             action: inner.scope.action.clone(),
             service: service.to_owned(),
-            operation: operation.to_owned(),
+            operation: self.redactor.redact(operation),
             mutating,
-            ids: ids.to_vec(),
+            ids: ids.iter().map(|id| self.redactor.redact(id)).collect(),
             result: if outcome.is_ok() { "ok" } else { "error" }.to_owned(),
-            error: outcome.err().map(str::to_owned),
+            error: outcome.err().map(|e| self.redactor.redact(e)),
         };
         let key = (
             record.action.clone().unwrap_or_else(|| "-".to_owned()),
-            operation.to_owned(),
+            record.operation.clone(),
         );
         *inner.counts.entry(key).or_default() += 1;
         let mut line = serde_json::to_vec(&record).expect("an audit record serializes");

@@ -239,13 +239,20 @@ pub(crate) async fn evaluate(
             Some(p) if p.sql.is_some() => {
                 sql_is_zero(
                     ctx,
+                    action,
                     p.database_url.as_ref().map(|t| t.as_str()),
                     probe_sql(probe, action),
                 )
                 .await
             }
             Some(p) if p.command.is_some() => {
-                command_succeeds(ctx, probe_command(probe, action), p.timeout.map(|t| t.0)).await
+                command_succeeds(
+                    ctx,
+                    action,
+                    probe_command(probe, action),
+                    p.timeout.map(|t| t.0),
+                )
+                .await
             }
             Some(p) if p.url.is_some() => {
                 http_answers(
@@ -324,6 +331,7 @@ pub(crate) async fn evaluate(
         Condition::Validation(ValidationKind::CommandSucceeds) => {
             command_succeeds(
                 ctx,
+                action,
                 probe_command(probe, action),
                 probe.and_then(|p| p.timeout).map(|t| t.0),
             )
@@ -332,6 +340,7 @@ pub(crate) async fn evaluate(
         Condition::Validation(ValidationKind::SqlReturnsZero) => {
             sql_is_zero(
                 ctx,
+                action,
                 probe
                     .and_then(|p| p.database_url.as_ref())
                     .or(action.database_url.as_ref())
@@ -372,9 +381,16 @@ pub(crate) async fn evaluate(
     }
 }
 
-async fn sql_is_zero(ctx: &Context<'_>, url: Option<&str>, sql: &str) -> Result<Check, Error> {
+/// One evaluation is bounded by the validation's whole `timeout`.
+async fn sql_is_zero(
+    ctx: &Context<'_>,
+    action: &ActionFile,
+    url: Option<&str>,
+    sql: &str,
+) -> Result<Check, Error> {
     let url = database_url(url)?;
-    let value = probes::run_sql(&ctx.cloud.audit, &url, sql, false).await?;
+    let (_, timeout) = timing(action, ctx.sequence);
+    let value = probes::run_sql(&ctx.cloud.audit, &url, sql, timeout, false).await?;
     Ok(match value.as_deref().map(str::trim) {
         None | Some("0") => Check::Holds(format!(
             "`{sql}` returned {}",
@@ -386,6 +402,7 @@ async fn sql_is_zero(ctx: &Context<'_>, url: Option<&str>, sql: &str) -> Result<
 
 async fn command_succeeds(
     ctx: &Context<'_>,
+    action: &ActionFile,
     command: &str,
     timeout: Option<Duration>,
 ) -> Result<Check, Error> {
@@ -393,6 +410,7 @@ async fn command_succeeds(
         &ctx.cloud.audit,
         command,
         None,
+        &action.env,
         timeout.unwrap_or(Duration::from_secs(60)),
         false,
     )

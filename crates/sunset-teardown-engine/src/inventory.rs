@@ -2,6 +2,8 @@
 //! `rollback` can recreate what it removed (DNS records, volume attachments) and a reviewer can
 //! see what was there.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -45,7 +47,7 @@ impl Inventory {
         if path.exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir)
+        sunset_checkpoint::create_private_dir(&self.dir)
             .map_err(Error::io("create inventory directory", &self.dir))?;
         let saved = Saved {
             kind,
@@ -57,10 +59,17 @@ impl Inventory {
         };
         let bytes = serde_json::to_vec_pretty(&saved).expect("descriptions serialize");
         let temp = path.with_extension("tmp");
-        std::fs::write(&temp, bytes).map_err(Error::io("write inventory file", &temp))?;
-        std::fs::File::open(&temp)
-            .and_then(|f| f.sync_all())
-            .map_err(Error::io("fsync inventory file", &temp))?;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            });
+        written.map_err(Error::io("write inventory file", &temp))?;
         std::fs::rename(&temp, &path).map_err(Error::io("rename inventory file", &path))
     }
 

@@ -19,7 +19,10 @@ mod model;
 mod probes;
 mod resolve;
 mod resources;
+mod rollback;
 mod runner;
+mod safety;
+mod states;
 
 pub use audit::{AuditLog, AuditRecord, CallCounts, read_audit_log};
 pub use checks::{Check, Condition, Polled, poll};
@@ -27,7 +30,8 @@ pub use cloud::Cloud;
 pub use error::Error;
 pub use model::{ActionPhase, ActionRecord, ResourceKind, RunState, StepRecord, Target};
 pub use resolve::{GROUP_TAG_KEYS, action_name};
+pub use rollback::RollbackReport;
 pub use runner::{
-    ApplyOutcome, Event, Options, PROTECT_TAG, PlanReport, RollbackReport, RunPaths, Teardown, Ui,
-    irreversible, target_list,
+    ApplyOutcome, Event, Options, PROTECT_TAG, PlanReport, RunPaths, Teardown, Ui, irreversible,
+    target_list,
 };

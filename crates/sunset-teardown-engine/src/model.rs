@@ -84,6 +84,11 @@ pub struct ActionRecord {
     /// What the action produced or left alone, by target id (snapshot ids, skip reasons).
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+    /// Each target's state just before the action first started (`running`, `stopped`,
+    /// `attached to i-... as /dev/sdf`, ...): rollback returns each target to exactly this and
+    /// touches nothing that was already where the action would take it.
+    #[serde(default)]
+    pub before: BTreeMap<String, String>,
     pub rolled_back_at: Option<DateTime<Utc>>,
 }
 
@@ -98,6 +103,7 @@ impl ActionRecord {
             applied_at: None,
             validated_at: None,
             outputs: BTreeMap::new(),
+            before: BTreeMap::new(),
             rolled_back_at: None,
         }
     }
@@ -123,6 +129,11 @@ pub struct StepRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunState {
     pub sequence: String,
+    /// This attempt's identity: a fresh one for every start (first `plan` or `apply`, or
+    /// `--restart`). Snapshots, archives and the inventory carry it, so a resumed attempt reuses
+    /// its own work and never an earlier attempt's.
+    #[serde(default)]
+    pub attempt: String,
     pub account: String,
     pub region: String,
     pub planned_at: DateTime<Utc>,
@@ -130,6 +141,23 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// A new attempt's state, with a fresh attempt id.
+    pub fn new(sequence: String, account: String, region: String, steps: Vec<StepRecord>) -> Self {
+        let seed = format!(
+            "{}-{}-{sequence}",
+            Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
+        );
+        RunState {
+            sequence,
+            attempt: sunset_plan::Fingerprint::of(&seed).to_string()[..12].to_owned(),
+            account,
+            region,
+            planned_at: Utc::now(),
+            steps,
+        }
+    }
+
     pub fn step(&self, name: &str) -> Option<&StepRecord> {
         self.steps.iter().find(|s| s.name == name)
     }

@@ -3,22 +3,35 @@
 
 use std::time::Duration;
 
+use sunset_plan::Text;
+
 use crate::Error;
 use crate::audit::AuditLog;
 use crate::resources::InstanceInfo;
 
 /// Runs `command` with `sh -c`; for a target instance its id, Name and private IP are in
-/// `SUNSET_TARGET_ID`, `SUNSET_TARGET_NAME` and `SUNSET_TARGET_IP`. Returns the exit status and
-/// the last line of output (for messages).
+/// `SUNSET_TARGET_ID`, `SUNSET_TARGET_NAME` and `SUNSET_TARGET_IP`. The command sees only PATH,
+/// HOME, those and the variables named in `pass_env`: never sunset's own AWS keys or
+/// `DATABASE_URL` unless the sequence asks. Returns the exit status and the last line of output
+/// (for messages).
 pub(crate) async fn run_command(
     audit: &AuditLog,
     command: &str,
     target: Option<&InstanceInfo>,
+    pass_env: &[Text],
     timeout: Duration,
     mutating: bool,
 ) -> Result<(bool, String), Error> {
     let mut child = tokio::process::Command::new("sh");
-    child.arg("-c").arg(command).kill_on_drop(true);
+    child.arg("-c").arg(command).kill_on_drop(true).env_clear();
+    let passed = ["PATH", "HOME"]
+        .into_iter()
+        .chain(pass_env.iter().map(Text::as_str));
+    for name in passed {
+        if let Some(value) = std::env::var_os(name) {
+            child.env(name, value);
+        }
+    }
     if let Some(target) = target {
         child
             .env("SUNSET_TARGET_ID", &target.id)
@@ -67,13 +80,23 @@ pub(crate) async fn run_command(
 }
 
 /// Runs `sql` and returns the first column of the first row as text (`None` for no rows).
+/// Connecting and the statement together take at most `timeout`: the server cancels the
+/// statement itself (`statement_timeout`), so a slow query does not outlive the check.
 pub(crate) async fn run_sql(
     audit: &AuditLog,
     database_url: &str,
     sql: &str,
+    timeout: Duration,
     mutating: bool,
 ) -> Result<Option<String>, Error> {
-    let result = query_first(database_url, sql).await;
+    let result = match tokio::time::timeout(timeout, query_first(database_url, sql, timeout)).await
+    {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "`{sql}` did not finish within {}",
+            sunset_plan::format_duration(timeout)
+        )),
+    };
     audit.record(
         "sql",
         sql,
@@ -84,10 +107,21 @@ pub(crate) async fn run_sql(
     result.map_err(Error::Probe)
 }
 
-async fn query_first(database_url: &str, sql: &str) -> Result<Option<String>, String> {
+async fn query_first(
+    database_url: &str,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Option<String>, String> {
     let client = sunset_pg::connect(database_url, "sunset-teardown")
         .await
         .map_err(|e| format!("cannot connect to the database of the `sql` step: {e}"))?;
+    client
+        .simple_query(&format!(
+            "SET statement_timeout = {}",
+            timeout.as_millis().clamp(1, i32::MAX as u128)
+        ))
+        .await
+        .map_err(|e| format!("cannot set statement_timeout: {}", describe_pg(&e)))?;
     let messages = client
         .simple_query(sql)
         .await

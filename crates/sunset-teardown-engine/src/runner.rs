@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sunset_checkpoint::FileStore;
 use sunset_plan::format::{ActionFile, ActionKind, SequenceFile};
-use sunset_plan::{Fingerprint, StepState, StepView, format_duration};
+use sunset_plan::{Fingerprint, Redactor, StepState, StepView, format_duration};
 
 use crate::Error;
 use crate::actions::{self, Context};
@@ -33,7 +33,9 @@ pub struct Teardown {
     /// The run's name: the sequence file's stem and a hash of its absolute path.
     pub run: String,
     pub state_dir: PathBuf,
-    store: FileStore,
+    pub(crate) store: FileStore,
+    /// The environment values the sequence interpolated: no file or output shows them.
+    pub(crate) redactor: Redactor,
 }
 
 /// What the caller decides for every run.
@@ -47,6 +49,8 @@ pub struct Options {
     pub restart: bool,
     /// Caps every `wait_time` (rehearsals and demos).
     pub max_wait: Option<Duration>,
+    /// Steps whose interrupted `command`, `sql` or `http` actions may be sent again.
+    pub rerun: Vec<String>,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -69,7 +73,32 @@ pub struct Event {
     pub message: String,
 }
 
-fn event(event: &'static str, step: Option<&str>, action: Option<&str>, message: String) -> Event {
+/// The caller's display, with every environment value of the sequence put back as its
+/// `${NAME}` before anything is shown.
+pub(crate) struct Redacting<'a> {
+    pub(crate) ui: &'a mut dyn Ui,
+    pub(crate) redactor: &'a Redactor,
+}
+
+impl Ui for Redacting<'_> {
+    fn event(&mut self, event: &Event) {
+        let mut event = event.clone();
+        event.message = self.redactor.redact(&event.message);
+        self.ui.event(&event);
+    }
+
+    fn confirm(&mut self, step: &str, summary: &str, irreversible: bool) -> Result<bool, Error> {
+        self.ui
+            .confirm(step, &self.redactor.redact(summary), irreversible)
+    }
+}
+
+pub(crate) fn event(
+    event: &'static str,
+    step: Option<&str>,
+    action: Option<&str>,
+    message: String,
+) -> Event {
     Event {
         event,
         at: Utc::now(),
@@ -114,6 +143,12 @@ pub struct PlanAction {
     pub summary: String,
     pub phase: ActionPhase,
     pub irreversible: bool,
+    /// Set for `command`, `sql` and `http` actions not marked `idempotent`: what happens if a
+    /// run is interrupted while one is in flight.
+    pub rerun: Option<String>,
+    pub target_count: usize,
+    /// The `expect` the sequence gives, or the `max_targets` cap that applies.
+    pub target_limit: Option<String>,
     pub derived_from: Option<String>,
     pub targets: Vec<PlanTarget>,
     pub checks: Vec<String>,
@@ -139,6 +174,12 @@ impl PlanReport {
                     details.push(format!("{}: {}", action.action, action.summary));
                     if let Some(derived) = &action.derived_from {
                         details.push(format!("  targets: {derived}"));
+                    }
+                    if let Some(limit) = &action.target_limit {
+                        details.push(format!("  {} target(s), {limit}", action.target_count));
+                    }
+                    if let Some(rerun) = &action.rerun {
+                        details.push(format!("  note: {rerun}"));
                     }
                     for target in &action.targets {
                         let label = target
@@ -212,7 +253,7 @@ pub fn irreversible(action: &ActionFile) -> bool {
     }
 }
 
-fn summary(action: &ActionFile, record: &ActionRecord) -> String {
+pub(crate) fn summary(action: &ActionFile, record: &ActionRecord) -> String {
     let count = record.targets.len();
     let noun = record
         .targets
@@ -277,6 +318,7 @@ impl Teardown {
             .map(|s| format!("{}-", s.to_string_lossy()))
             .unwrap_or_default();
         let hash = Fingerprint::of(&absolute.display().to_string()).to_string();
+        let redactor = loaded.redactor;
         let run = format!("{parent}{stem}-{}", &hash[..8]);
         let dir = state_dir.join("teardown");
         Ok(Teardown {
@@ -286,6 +328,23 @@ impl Teardown {
             store: FileStore::in_dir(&dir, &run),
             run,
             state_dir: state_dir.to_owned(),
+            redactor,
+        })
+    }
+
+    /// `text` with every environment value of the sequence shown as its `${NAME}`, for
+    /// messages the caller prints (errors above all).
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
+    /// The inventory of one attempt: a restarted run never rolls back to an earlier one's.
+    pub(crate) fn inventory(&self, state: &RunState) -> Inventory {
+        let base = self.paths().inventory;
+        Inventory::new(&if state.attempt.is_empty() {
+            base
+        } else {
+            base.join(&state.attempt)
         })
     }
 
@@ -303,25 +362,28 @@ impl Teardown {
         Ok(self.store.load::<RunState>()?.map(|c| c.state))
     }
 
+    /// `--step` and `--rerun` name steps of this sequence.
     fn check_step_option(&self, options: &Options) -> Result<(), Error> {
-        if let Some(step) = &options.step
-            && !self
-                .sequence
-                .decommission_sequence
-                .iter()
-                .any(|(name, _)| name.as_str() == step)
-        {
-            let names: Vec<&str> = self
-                .sequence
-                .decommission_sequence
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect();
+        let names: Vec<&str> = self
+            .sequence
+            .decommission_sequence
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let named = options
+            .step
+            .iter()
+            .map(|s| ("--step", s))
+            .chain(options.rerun.iter().map(|s| ("--rerun", s)));
+        for (flag, step) in named {
+            if names.contains(&step.as_str()) {
+                continue;
+            }
             let hint = sunset_plan::closest(step, &names)
                 .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();
             return Err(Error::BadInput(format!(
-                "--step `{step}` is not a step of {}{hint}; its steps are {}",
+                "{flag} `{step}` is not a step of {}{hint}; its steps are {}",
                 self.path.display(),
                 names.join(", ")
             )));
@@ -330,9 +392,17 @@ impl Teardown {
     }
 
     /// Connects, writes the audit log from here on, and refuses an account that is not allowed.
-    async fn connect(&self, command: &str, options: &Options) -> Result<(Cloud, String), Error> {
+    pub(crate) async fn connect(
+        &self,
+        command: &str,
+        options: &Options,
+    ) -> Result<(Cloud, String), Error> {
         self.check_step_option(options)?;
-        let audit = Arc::new(AuditLog::open(&self.paths().audit_log, command)?);
+        let audit = Arc::new(AuditLog::open(
+            &self.paths().audit_log,
+            command,
+            self.redactor.clone(),
+        )?);
         let cloud =
             Cloud::connect(self.sequence.region.as_ref().map(|r| r.as_str()), audit).await?;
         let account = cloud.account().await?;
@@ -362,6 +432,7 @@ impl Teardown {
         let _lock = self.store.lock()?;
         let mut resolver = Resolver::new(&cloud);
         let fresh = resolve_sequence(&self.sequence, &mut resolver).await?;
+        crate::safety::check_target_counts(&self.sequence, &fresh)?;
         let previous = self
             .store
             .resume::<RunState>(&self.fingerprint.to_string(), options.restart)?;
@@ -369,7 +440,7 @@ impl Teardown {
             // Re-planning keeps the progress of started steps and re-pins the rest.
             Some(checkpoint) => {
                 let mut state = checkpoint.state;
-                self.check_same_account(&state, &account)?;
+                self.check_same_place(&state, &account, cloud.region())?;
                 for (pinned, fresh) in state.steps.iter_mut().zip(fresh) {
                     if pinned.state == StepState::Pending {
                         *pinned = fresh;
@@ -378,24 +449,35 @@ impl Teardown {
                 state.planned_at = Utc::now();
                 state
             }
-            None => RunState {
-                sequence: self.path.display().to_string(),
-                account: account.clone(),
-                region: cloud.region().to_owned(),
-                planned_at: Utc::now(),
-                steps: fresh,
-            },
+            None => RunState::new(
+                self.path.display().to_string(),
+                account.clone(),
+                cloud.region().to_owned(),
+                fresh,
+            ),
         };
         self.store.save(&self.fingerprint.to_string(), &state)?;
         self.report(&cloud, &state, options, resolver.known_states())
             .await
     }
 
-    fn check_same_account(&self, state: &RunState, account: &str) -> Result<(), Error> {
+    /// A checkpoint's pinned ids mean something only in the account and region it was made in.
+    pub(crate) fn check_same_place(
+        &self,
+        state: &RunState,
+        account: &str,
+        region: &str,
+    ) -> Result<(), Error> {
         if state.account != account {
             return Err(Error::BadInput(format!(
                 "the checkpoint of this sequence was made in account {}, but the credentials are for {account}; use the same account, or --restart",
                 state.account
+            )));
+        }
+        if state.region != region {
+            return Err(Error::BadInput(format!(
+                "the checkpoint of this sequence was made in region {}, but this run is in {region} (AWS_REGION or the sequence's `region`); use the same region, or --restart",
+                state.region
             )));
         }
         Ok(())
@@ -430,9 +512,15 @@ impl Teardown {
                     .zip(&step.actions)
                     .map(|(action, record)| PlanAction {
                         action: action_name(action.action),
-                        summary: summary(action, record),
+                        summary: self.redactor.redact(&summary(action, record)),
                         phase: record.phase,
                         irreversible: irreversible(action),
+                        rerun: crate::safety::needs_rerun_flag(action).then(|| format!(
+                            "not idempotent: if a run is interrupted while it is in flight, it is sent again only with --rerun {}",
+                            step.name
+                        )),
+                        target_count: record.targets.len(),
+                        target_limit: crate::safety::target_limit(&self.sequence, action, record),
                         derived_from: record.derived_from.clone(),
                         targets: record
                             .targets
@@ -449,7 +537,7 @@ impl Teardown {
                             .collect(),
                         checks: checks::conditions(action)
                             .into_iter()
-                            .map(|c| checks::describe(c, action))
+                            .map(|c| self.redactor.redact(&checks::describe(c, action)))
                             .collect(),
                     })
                     .collect(),
@@ -467,6 +555,10 @@ impl Teardown {
 
     /// Runs the steps in order from the checkpoint; see [`ApplyOutcome`].
     pub async fn apply(&self, options: &Options, ui: &mut dyn Ui) -> Result<ApplyOutcome, Error> {
+        let ui = &mut Redacting {
+            ui,
+            redactor: &self.redactor,
+        };
         let (cloud, account) = self.connect("apply", options).await?;
         let _lock = self.store.lock()?;
         let fingerprint = self.fingerprint.to_string();
@@ -476,20 +568,20 @@ impl Teardown {
         {
             Some(checkpoint) => {
                 let state = checkpoint.state;
-                self.check_same_account(&state, &account)?;
+                self.check_same_place(&state, &account, cloud.region())?;
                 self.check_pins(&cloud, &state).await?;
                 state
             }
             None => {
                 let mut resolver = Resolver::new(&cloud);
                 let steps = resolve_sequence(&self.sequence, &mut resolver).await?;
-                let state = RunState {
-                    sequence: self.path.display().to_string(),
-                    account: account.clone(),
-                    region: cloud.region().to_owned(),
-                    planned_at: Utc::now(),
+                crate::safety::check_target_counts(&self.sequence, &steps)?;
+                let state = RunState::new(
+                    self.path.display().to_string(),
+                    account.clone(),
+                    cloud.region().to_owned(),
                     steps,
-                };
+                );
                 self.store.save(&fingerprint, &state)?;
                 state
             }
@@ -505,7 +597,7 @@ impl Teardown {
             .report(&cloud, &state, options, BTreeMap::new())
             .await?;
         ui.event(&event("plan", None, None, plan.render()));
-        let inventory = Inventory::new(&self.paths().inventory);
+        let inventory = self.inventory(&state);
         let mut steps_run = 0;
         let step_count = state.steps.len();
         for index in 0..step_count {
@@ -595,7 +687,7 @@ impl Teardown {
             .unwrap_or(usize::MAX)
     }
 
-    fn actions_of(&self, step: &str) -> &[ActionFile] {
+    pub(crate) fn actions_of(&self, step: &str) -> &[ActionFile] {
         self.sequence
             .decommission_sequence
             .iter()
@@ -640,7 +732,7 @@ impl Teardown {
         Ok(())
     }
 
-    fn save(&self, state: &RunState) -> Result<(), Error> {
+    pub(crate) fn save(&self, state: &RunState) -> Result<(), Error> {
         self.store
             .save(&self.fingerprint.to_string(), state)
             .map_err(Error::from)
@@ -678,10 +770,12 @@ impl Teardown {
             None,
             format!("step `{name}`"),
         ));
+        let attempt = state.attempt.clone();
         let ctx = Context {
             cloud,
             sequence: &self.sequence,
             run: &self.run,
+            attempt: &attempt,
             step: &name,
             inventory,
             state_dir: &self.state_dir,
@@ -694,7 +788,7 @@ impl Teardown {
             {
                 if !matches!(error, Error::Stopped(_)) {
                     let step = &mut state.steps[index];
-                    step.failure = Some(error.to_string());
+                    step.failure = Some(self.redactor.redact(&error.to_string()));
                     if let Ok(failed) = step.state.transition(StepState::Failed) {
                         step.state = failed;
                     }
@@ -757,8 +851,26 @@ impl Teardown {
         if phase == ActionPhase::Validated {
             return Ok(());
         }
+        if phase == ActionPhase::Started
+            && crate::safety::needs_rerun_flag(action)
+            && !options.rerun.iter().any(|s| s == step)
+        {
+            return Err(Error::Refused {
+                step: step.to_owned(),
+                message: self.redactor.redact(&format!(
+                    "`{name}` ({}) was interrupted while it ran, so it may have taken effect; it is not marked `idempotent`, so it is not sent again. Check what it did, then run apply with --rerun {step} to send it again",
+                    summary(action, &state.steps[index].actions[position])
+                )),
+            });
+        }
         if matches!(phase, ActionPhase::Pending | ActionPhase::Started) {
             actions::save_inventory(ctx, &state.steps[index].actions[position]).await?;
+            if phase == ActionPhase::Pending {
+                let before =
+                    crate::states::states_before(ctx.cloud, &state.steps[index].actions[position])
+                        .await?;
+                state.steps[index].actions[position].before = before;
+            }
             let record = &mut state.steps[index].actions[position];
             record.phase = ActionPhase::Started;
             record.started_at.get_or_insert_with(Utc::now);
@@ -775,7 +887,11 @@ impl Teardown {
             let outputs =
                 actions::execute(ctx, action, &state.steps[index].actions[position]).await?;
             let record = &mut state.steps[index].actions[position];
-            record.outputs.extend(outputs);
+            record.outputs.extend(
+                outputs
+                    .into_iter()
+                    .map(|(k, v)| (self.redactor.redact(&k), self.redactor.redact(&v))),
+            );
             record.phase = ActionPhase::Applied;
             record.applied_at = Some(Utc::now());
             let outcome: Vec<String> = record
@@ -936,381 +1052,21 @@ impl Teardown {
             })
         }
     }
-
-    /// Undoes the reversible actions that ran, last first; lists the irreversible ones.
-    pub async fn rollback(
-        &self,
-        options: &Options,
-        ui: &mut dyn Ui,
-    ) -> Result<RollbackReport, Error> {
-        let (cloud, account) = self.connect("rollback", options).await?;
-        let _lock = self.store.lock()?;
-        let mut state = self
-            .store
-            .resume::<RunState>(&self.fingerprint.to_string(), false)?
-            .ok_or_else(|| {
-                Error::BadInput(format!(
-                    "nothing to roll back: {} was never applied",
-                    self.path.display()
-                ))
-            })?
-            .state;
-        self.check_same_account(&state, &account)?;
-        let mut report = RollbackReport::default();
-        let mut work: Vec<(usize, usize)> = Vec::new();
-        for (index, step) in state.steps.iter().enumerate().rev() {
-            if options.step.as_deref().is_some_and(|s| s != step.name) {
-                continue;
-            }
-            for (position, record) in step.actions.iter().enumerate().rev() {
-                if record.phase == ActionPhase::Pending || record.rolled_back_at.is_some() {
-                    continue;
-                }
-                let action = &self.actions_of(&step.name)[position];
-                let label = format!("{}: {}", step.name, action_name(action.action));
-                match rollback_kind(action) {
-                    Undo::Reverse => work.push((index, position)),
-                    Undo::Kept(why) => report.kept.push(format!("{label}: {why}")),
-                    Undo::Irreversible => report.irreversible.push(format!(
-                        "{label} ({} — not undone)",
-                        summary(action, record)
-                    )),
-                }
-            }
-        }
-        for line in report.irreversible.iter().chain(&report.kept) {
-            ui.event(&event("rollback_skipped", None, None, line.clone()));
-        }
-        if work.is_empty() {
-            ui.event(&event(
-                "done",
-                None,
-                None,
-                "nothing reversible to roll back".to_owned(),
-            ));
-            return Ok(report);
-        }
-        let listing: Vec<String> = work
-            .iter()
-            .map(|&(i, p)| {
-                format!(
-                    "{}: undo {}",
-                    state.steps[i].name,
-                    action_name(state.steps[i].actions[p].kind)
-                )
-            })
-            .collect();
-        if !ui.confirm("rollback", &listing.join("; "), false)? {
-            return Err(Error::Stopped(
-                "rollback was not confirmed; nothing was changed".to_owned(),
-            ));
-        }
-        let inventory = Inventory::new(&self.paths().inventory);
-        for (index, position) in work {
-            let step_name = state.steps[index].name.clone();
-            let action = self.actions_of(&step_name)[position].clone();
-            let record = state.steps[index].actions[position].clone();
-            cloud.audit.set_scope(
-                Some(&step_name),
-                Some(&format!("rollback {}", action_name(action.action))),
-            );
-            let ctx = Context {
-                cloud: &cloud,
-                sequence: &self.sequence,
-                run: &self.run,
-                step: &step_name,
-                inventory: &inventory,
-                state_dir: &self.state_dir,
-                stop: &options.stop,
-            };
-            let done = undo(&ctx, &action, &record).await?;
-            state.steps[index].actions[position].rolled_back_at = Some(Utc::now());
-            self.save(&state)?;
-            let line = format!(
-                "{step_name}: undid {} ({})",
-                action_name(action.action),
-                done.iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            ui.event(&event("rolled_back", Some(&step_name), None, line.clone()));
-            report.undone.push(line);
-        }
-        Ok(report)
-    }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RollbackReport {
-    pub undone: Vec<String>,
-    pub kept: Vec<String>,
-    pub irreversible: Vec<String>,
-}
-
-enum Undo {
-    Reverse,
-    Kept(&'static str),
-    Irreversible,
-}
-
-fn rollback_kind(action: &ActionFile) -> Undo {
-    use ActionKind::*;
-    match action.action {
-        StopServices if action.command.is_some() => Undo::Irreversible,
-        StopServices | StopInstances => Undo::Reverse,
-        StartInstances => Undo::Reverse,
-        DetachVolumes => Undo::Reverse,
-        RemoveDns => Undo::Reverse,
-        SnapshotVolumes => Undo::Kept("snapshots are kept (they change nothing)"),
-        Archive => Undo::Kept("the archive is kept"),
-        _ => Undo::Irreversible,
-    }
-}
-
-/// Undoes one reversible action from the inventory, waiting until the undo took effect.
-async fn undo(
-    ctx: &Context<'_>,
-    action: &ActionFile,
-    record: &ActionRecord,
-) -> Result<BTreeMap<String, String>, Error> {
-    let ids = record.target_ids();
-    let cloud = ctx.cloud;
-    let mut done = BTreeMap::new();
-    match action.action {
-        ActionKind::StopServices | ActionKind::StopInstances => {
-            let instances = cloud.instances_by_id(&ids).await?;
-            let startable: Vec<String> = instances
-                .iter()
-                .filter(|i| i.state == "stopped")
-                .map(|i| i.id.clone())
-                .collect();
-            for i in instances.iter().filter(|i| i.state != "stopped") {
-                done.insert(i.id.clone(), format!("left {} (not stopped)", i.state));
-            }
-            if !startable.is_empty() {
-                cloud
-                    .call(
-                        "ec2",
-                        "StartInstances",
-                        true,
-                        &startable,
-                        cloud
-                            .ec2
-                            .start_instances()
-                            .set_instance_ids(Some(startable.clone()))
-                            .send(),
-                    )
-                    .await?;
-                for id in startable {
-                    done.insert(id, "started".to_owned());
-                }
-            }
-        }
-        ActionKind::StartInstances => {
-            let running: Vec<String> = cloud
-                .instances_by_id(&ids)
-                .await?
-                .into_iter()
-                .filter(|i| i.state == "running")
-                .map(|i| i.id)
-                .collect();
-            if !running.is_empty() {
-                cloud
-                    .call(
-                        "ec2",
-                        "StopInstances",
-                        true,
-                        &running,
-                        cloud
-                            .ec2
-                            .stop_instances()
-                            .set_instance_ids(Some(running.clone()))
-                            .send(),
-                    )
-                    .await?;
-                for id in running {
-                    done.insert(id, "stopped".to_owned());
-                }
-            }
-        }
-        ActionKind::DetachVolumes => {
-            #[derive(serde::Deserialize)]
-            struct SavedVolume {
-                attachments: Vec<crate::resources::Attachment>,
-            }
-            let volumes = cloud.volumes_by_id(&ids).await?;
-            for id in &ids {
-                let Some(saved) = ctx
-                    .inventory
-                    .load::<SavedVolume>(ResourceKind::Volume, id)?
-                else {
-                    done.insert(id.clone(), "no saved attachment".to_owned());
-                    continue;
-                };
-                let Some(volume) = volumes.iter().find(|v| &v.id == id) else {
-                    done.insert(id.clone(), "volume no longer exists".to_owned());
-                    continue;
-                };
-                for attachment in saved.attachments {
-                    if volume
-                        .attachments
-                        .iter()
-                        .any(|a| a.instance_id == attachment.instance_id)
-                    {
-                        done.insert(
-                            id.clone(),
-                            format!("already attached to {}", attachment.instance_id),
-                        );
-                        continue;
-                    }
-                    let live = cloud
-                        .instances_by_id(std::slice::from_ref(&attachment.instance_id))
-                        .await?;
-                    if live
-                        .iter()
-                        .all(|i| matches!(i.state.as_str(), "terminated" | "shutting-down"))
-                    {
-                        done.insert(
-                            id.clone(),
-                            format!("not re-attached: {} is terminated", attachment.instance_id),
-                        );
-                        continue;
-                    }
-                    let request = cloud
-                        .ec2
-                        .attach_volume()
-                        .volume_id(id)
-                        .instance_id(&attachment.instance_id)
-                        .device(&attachment.device);
-                    cloud
-                        .call(
-                            "ec2",
-                            "AttachVolume",
-                            true,
-                            &[id.clone(), attachment.instance_id.clone()],
-                            request.send(),
-                        )
-                        .await?;
-                    done.insert(
-                        id.clone(),
-                        format!(
-                            "attached to {} as {}",
-                            attachment.instance_id, attachment.device
-                        ),
-                    );
-                }
-            }
-        }
-        ActionKind::RemoveDns => {
-            let mut saved = Vec::new();
-            for id in &ids {
-                if let Some(record) = ctx
-                    .inventory
-                    .load::<crate::resources::RecordInfo>(ResourceKind::Record, id)?
-                {
-                    saved.push(record);
-                }
-            }
-            done.extend(
-                actions::change_records(
-                    cloud,
-                    &ids,
-                    aws_sdk_route53::types::ChangeAction::Upsert,
-                    &saved,
-                )
-                .await?,
-            );
-        }
-        _ => {}
-    }
-    Ok(done)
-}
-
-/// The current state of every pinned target, read in one batch per kind (`known` states, just
-/// read by the resolver, are not read again).
+/// The current state of every pinned target (`known` states, just read by the resolver, are
+/// not read again).
 async fn current_states(
     cloud: &Cloud,
     state: &RunState,
     known: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, Error> {
-    let mut by_kind: BTreeMap<ResourceKind, Vec<String>> = BTreeMap::new();
-    for target in state
+    let targets = state
         .steps
         .iter()
         .flat_map(|s| &s.actions)
-        .flat_map(|a| &a.targets)
-        .filter(|t| !known.contains_key(&t.id))
-    {
-        let ids = by_kind.entry(target.kind).or_default();
-        if !ids.contains(&target.id) {
-            ids.push(target.id.clone());
-        }
-    }
-    let mut states = known;
-    for (kind, ids) in by_kind {
-        match kind {
-            ResourceKind::Instance => {
-                for i in cloud.instances_by_id(&ids).await? {
-                    states.insert(i.id, i.state);
-                }
-            }
-            ResourceKind::Volume => {
-                for v in cloud.volumes_by_id(&ids).await? {
-                    let attached = v
-                        .attachments
-                        .iter()
-                        .map(|a| format!(", attached to {} as {}", a.instance_id, a.device))
-                        .collect::<String>();
-                    states.insert(v.id, format!("{}{attached}", v.state));
-                }
-            }
-            ResourceKind::Address => {
-                for a in cloud
-                    .addresses()
-                    .await?
-                    .into_iter()
-                    .filter(|a| ids.contains(&a.allocation_id))
-                {
-                    let state = a.instance_id.map_or_else(
-                        || "unassociated".to_owned(),
-                        |i| format!("associated with {i}"),
-                    );
-                    states.insert(a.allocation_id, state);
-                }
-            }
-            ResourceKind::SecurityGroup => {
-                for g in cloud
-                    .security_groups()
-                    .await?
-                    .into_iter()
-                    .filter(|g| ids.contains(&g.id))
-                {
-                    states.insert(g.id, format!("exists ({})", g.group_name));
-                }
-            }
-            ResourceKind::LoadBalancer => {
-                for lb in cloud
-                    .load_balancers()
-                    .await?
-                    .into_iter()
-                    .filter(|lb| ids.contains(&lb.arn))
-                {
-                    states.insert(lb.arn, lb.state);
-                }
-            }
-            ResourceKind::Record => {
-                for r in actions::current_records(cloud, &ids).await? {
-                    let values = match &r.alias {
-                        Some(alias) => format!("alias {}", alias.dns_name),
-                        None => r.values.join(" "),
-                    };
-                    states.insert(crate::resolve::record_id(&r), format!("present: {values}"));
-                }
-            }
-        }
-    }
-    Ok(states)
+        .flat_map(|a| &a.targets);
+    crate::states::target_states(cloud, targets, known).await
 }
 
 /// A human summary of a step's targets, for `status`.

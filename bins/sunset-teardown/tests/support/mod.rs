@@ -6,8 +6,12 @@
     reason = "each test file uses a different part of the support"
 )]
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{
@@ -366,4 +370,39 @@ decommission_sequence:
         record = names.record,
         lb = names.lb,
     )
+}
+
+/// A legacy service's admin endpoint: `POST /drain` answers 202; `GET /health` answers 200 for
+/// the first two requests (still draining), then 503.
+pub(crate) fn legacy_service() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let health_checks = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&health_checks);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request_line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            reader.read_line(&mut request_line).unwrap_or_default();
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+            }
+            let status = if request_line.starts_with("POST /drain") {
+                "202 Accepted"
+            } else if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    (url, health_checks)
 }

@@ -483,9 +483,9 @@ pub(crate) async fn read_health(client: &Client, table_oids: &[u32]) -> Health {
                 COALESCE((SELECT EXTRACT(epoch FROM max(replay_lag)) FROM pg_stat_replication), 0)::float8,
                 COALESCE((SELECT EXTRACT(epoch FROM now() - min(xact_start)) FROM pg_stat_activity
                           WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()
-                            AND application_name <> $2 AND xact_start IS NOT NULL), 0)::float8,
+                            AND application_name <> current_setting('application_name') AND xact_start IS NOT NULL), 0)::float8,
                 (SELECT count(*) FROM pg_locks WHERE relation = ANY($1) AND NOT granted)::int4",
-            &[&table_oids, &crate::connect::APPLICATION_NAME],
+            &[&table_oids],
         )
         .await;
     match row {

@@ -22,7 +22,9 @@ pub async fn connect(url: &str) -> Result<Client, Error> {
 
 fn parse(url: &str) -> Result<Database, Error> {
     let mut database = Database::parse(url).map_err(|e| Error::BadInput(e.to_string()))?;
-    database.config.application_name(APPLICATION_NAME);
+    if !database.user_set.application_name {
+        database.config.application_name(APPLICATION_NAME);
+    }
     Ok(database)
 }
 
@@ -49,34 +51,19 @@ pub struct Verification {
     pub seconds: f64,
 }
 
-/// libpq keyword/value connection string for `pg_dump` and `psql`; the password goes through
-/// `PGPASSWORD` instead, so it never shows in `ps`.
+/// libpq keyword/value connection string for `pg_dump` and `psql`: the scratch or source
+/// database and what the user set, nothing else (their libpq reads the same environment and
+/// defaults). The password goes through `PGPASSWORD` instead, so it never shows in `ps`.
 fn conninfo(database: &Database, dbname: &str) -> String {
-    let config = &database.config;
     let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
     let mut parts = vec![format!("dbname={}", quote(dbname))];
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(host) => host.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    if !hosts.is_empty() {
-        parts.push(format!("host={}", quote(&hosts.join(","))));
-    }
-    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
-    if !ports.is_empty() {
-        parts.push(format!("port={}", quote(&ports.join(","))));
-    }
-    if let Some(user) = config.get_user() {
-        parts.push(format!("user={}", quote(user)));
-    }
-    parts.push(format!("application_name={}", quote(APPLICATION_NAME)));
-    for (key, value) in database.libpq_tls_params() {
+    for (key, value) in database.libpq_params() {
         parts.push(format!("{key}={}", quote(&value)));
     }
+    parts.push(format!(
+        "fallback_application_name={}",
+        quote(APPLICATION_NAME)
+    ));
     parts.join(" ")
 }
 
@@ -368,7 +355,7 @@ mod tests {
         let info = conninfo(&database, "it's");
         assert_eq!(
             info,
-            "dbname='it\\'s' host='db.example' port='6432' user='app' application_name='sunset-drop-column' sslmode='require' sslrootcert='/etc/ca.pem'"
+            "dbname='it\\'s' host='db.example' port='6432' user='app' sslmode='require' sslrootcert='/etc/ca.pem' fallback_application_name='sunset-drop-column'"
         );
         assert!(!info.contains("s3cret"));
     }

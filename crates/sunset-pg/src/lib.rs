@@ -1,23 +1,20 @@
-//! Connections to PostgreSQL for every sunset crate, with libpq's `sslmode` semantics over
-//! rustls: `disable`, `allow`/`prefer` (TLS when the server offers it, unverified), `require`
-//! (TLS, unverified, as libpq does), `verify-ca` (the chain against `sslrootcert`) and
-//! `verify-full` (the chain and the host name). tokio-postgres parses only the first three, so
-//! `sslmode` and `sslrootcert` are taken out of the URL here and applied by hand.
+//! Connections to PostgreSQL for every sunset crate, as libpq makes them: the URL (or key/value
+//! string) completed from libpq's environment and password file (`libpq`), and `sslmode` with
+//! libpq's meaning over rustls (`tls`): `disable`; `allow` (plain first, TLS if the server
+//! insists); `prefer` (TLS when offered, plain again if the handshake fails); `require` (TLS; the
+//! chain checked when there is a root file); `verify-ca` (the chain); `verify-full` (the chain
+//! and the host name). tokio-postgres parses only the first three, so `sslmode` and
+//! `sslrootcert` are taken out of the URL here and applied by hand.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod libpq;
+mod tls;
 
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub use libpq::{Env, UserSet, process_env};
+pub use tls::Roots;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,7 +58,7 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
-    fn parse(text: &str) -> Result<TlsMode, Error> {
+    pub fn parse(text: &str) -> Result<TlsMode, Error> {
         Ok(match text {
             "disable" => TlsMode::Disable,
             "allow" => TlsMode::Allow,
@@ -94,7 +91,9 @@ impl TlsMode {
 pub struct Database {
     pub config: Config,
     pub tls_mode: TlsMode,
-    pub root_cert: Option<PathBuf>,
+    pub roots: Roots,
+    /// What the user set in the URL or the environment, to pass on to client programs.
+    pub user_set: UserSet,
     connector: Option<MakeRustlsConnect>,
 }
 
@@ -102,74 +101,145 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database")
             .field("tls_mode", &self.tls_mode)
-            .field("root_cert", &self.root_cert)
+            .field("roots", &self.roots)
             .finish_non_exhaustive()
     }
 }
 
 impl Database {
     /// Parses a URL (`postgres://...?sslmode=verify-full&sslrootcert=/path`) or a libpq
-    /// key/value string (`host=... sslmode=require`).
+    /// key/value string (`host=... sslmode=require`), completed from the process environment.
     pub fn parse(url: &str) -> Result<Database, Error> {
-        let (rest, sslmode, root_cert) = take_tls_settings(url);
-        let mut config: Config = rest
-            .parse()
-            .map_err(|e: tokio_postgres::Error| Error::Url(e.to_string()))?;
-        let tls_mode = match sslmode {
-            Some(mode) => TlsMode::parse(&mode)?,
-            None => TlsMode::Prefer,
+        Database::parse_with_env(url, &process_env)
+    }
+
+    /// [`Database::parse`] with the environment given (tests).
+    pub fn parse_with_env(url: &str, env: Env<'_>) -> Result<Database, Error> {
+        let (rest, sslmode, root_cert) = libpq::take_tls_settings(url);
+        let mut config: Config = if rest.trim().is_empty() {
+            Config::new()
+        } else {
+            rest.parse()
+                .map_err(|e: tokio_postgres::Error| Error::Url(e.to_string()))?
         };
-        let root_cert = root_cert.map(PathBuf::from);
-        config.ssl_mode(match tls_mode {
-            TlsMode::Disable => SslMode::Disable,
-            TlsMode::Allow | TlsMode::Prefer => SslMode::Prefer,
-            _ => SslMode::Require,
-        });
+        let user_set = libpq::complete(&mut config, sslmode, root_cert, env)?;
+        let rootcert = user_set.sslrootcert.as_deref();
+        let tls_mode = match (user_set.sslmode.as_deref(), rootcert) {
+            (Some(mode), Some("system")) if mode != "verify-full" => {
+                return Err(Error::Url(format!(
+                    "weak sslmode `{mode}` may not be used with sslrootcert=system (use verify-full)"
+                )));
+            }
+            (None, Some("system")) => TlsMode::VerifyFull,
+            (Some(mode), _) => TlsMode::parse(mode)?,
+            (None, _) => TlsMode::Prefer,
+        };
+        let roots = tls::resolve_roots(tls_mode, rootcert, env)?;
         let connector = match tls_mode {
             TlsMode::Disable => None,
-            mode => Some(MakeRustlsConnect::new(client_config(
-                mode,
-                root_cert.as_deref(),
-            )?)),
+            mode => Some(MakeRustlsConnect::new(tls::client_config(mode, &roots)?)),
         };
         Ok(Database {
             config,
             tls_mode,
-            root_cert,
+            roots,
+            user_set,
             connector,
         })
     }
 
     /// Connects and drives the connection on a task of its own.
     pub async fn connect(&self) -> Result<Client, Error> {
-        let client = match &self.connector {
-            None => {
-                let (client, connection) =
-                    self.config.connect(NoTls).await.map_err(Error::Connect)?;
-                tokio::spawn(drive(connection));
-                client
+        let mut config = self.config.clone();
+        match (&self.connector, self.tls_mode) {
+            (None, _) => {
+                config.ssl_mode(SslMode::Disable);
+                connect_plain(&config).await
             }
-            Some(tls) => {
-                let (client, connection) = self
-                    .config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(Error::Connect)?;
-                tokio::spawn(drive(connection));
-                client
+            // libpq tries without TLS first and with it only if the server refuses.
+            (Some(tls), TlsMode::Allow) => {
+                config.ssl_mode(SslMode::Disable);
+                match connect_plain(&config).await {
+                    Ok(client) => Ok(client),
+                    Err(_) => {
+                        config.ssl_mode(SslMode::Require);
+                        connect_tls(&config, tls).await
+                    }
+                }
             }
-        };
-        Ok(client)
+            // libpq goes on without TLS when the handshake fails.
+            (Some(tls), TlsMode::Prefer) => {
+                config.ssl_mode(SslMode::Prefer);
+                match connect_tls(&config, tls).await {
+                    Err(Error::Connect(e)) if e.as_db_error().is_none() => {
+                        config.ssl_mode(SslMode::Disable);
+                        connect_plain(&config).await
+                    }
+                    other => other,
+                }
+            }
+            (Some(tls), _) => {
+                config.ssl_mode(SslMode::Require);
+                connect_tls(&config, tls).await
+            }
+        }
     }
 
-    /// The TLS settings as libpq keywords, for `pg_dump` and `psql`.
-    pub fn libpq_tls_params(&self) -> Vec<(&'static str, String)> {
-        let mut params = vec![("sslmode", self.tls_mode.name().to_owned())];
-        if let Some(root) = &self.root_cert {
-            params.push(("sslrootcert", root.display().to_string()));
+    /// The settings the user gave that libpq keywords carry (host, port, user, TLS, timeout),
+    /// for `pg_dump` and `psql`: only those, so a client program's own environment and
+    /// defaults apply as they would for the user, and nothing sunset chose overrides them.
+    pub fn libpq_params(&self) -> Vec<(&'static str, String)> {
+        let config = &self.config;
+        let set = &self.user_set;
+        let mut params = Vec::new();
+        if set.host {
+            let hosts: Vec<String> = config
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(host) => host.clone(),
+                    tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                })
+                .collect();
+            params.push(("host", hosts.join(",")));
+        }
+        if set.port {
+            let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+            params.push(("port", ports.join(",")));
+        }
+        if set.user
+            && let Some(user) = config.get_user()
+        {
+            params.push(("user", user.to_owned()));
+        }
+        if set.application_name
+            && let Some(name) = config.get_application_name()
+        {
+            params.push(("application_name", name.to_owned()));
+        }
+        if let Some(timeout) = config.get_connect_timeout() {
+            params.push(("connect_timeout", timeout.as_secs().to_string()));
+        }
+        if let Some(mode) = &set.sslmode {
+            params.push(("sslmode", mode.clone()));
+        }
+        if let Some(root) = &set.sslrootcert {
+            params.push(("sslrootcert", root.clone()));
         }
         params
     }
+}
+
+async fn connect_plain(config: &Config) -> Result<Client, Error> {
+    let (client, connection) = config.connect(NoTls).await.map_err(Error::Connect)?;
+    tokio::spawn(drive(connection));
+    Ok(client)
+}
+
+async fn connect_tls(config: &Config, tls: &MakeRustlsConnect) -> Result<Client, Error> {
+    let (client, connection) = config.connect(tls.clone()).await.map_err(Error::Connect)?;
+    tokio::spawn(drive(connection));
+    Ok(client)
 }
 
 async fn drive<F, E>(connection: F)
@@ -182,314 +252,105 @@ where
     }
 }
 
-/// Parses `url`, names the session `application_name`, connects.
+/// Parses `url`, names the session `application_name` unless the user named it (in the URL or
+/// `PGAPPNAME`, which win as they do over libpq's `fallback_application_name`), connects.
 pub async fn connect(url: &str, application_name: &str) -> Result<Client, Error> {
     let mut database = Database::parse(url)?;
-    database.config.application_name(application_name);
+    if !database.user_set.application_name {
+        database.config.application_name(application_name);
+    }
     database.connect().await
-}
-
-/// Splits `sslmode` and `sslrootcert` off a URL or key/value string.
-fn take_tls_settings(url: &str) -> (String, Option<String>, Option<String>) {
-    let mut sslmode = None;
-    let mut root_cert = None;
-    let mut take = |key: &str, value: String| match key {
-        "sslmode" => {
-            sslmode = Some(value);
-            true
-        }
-        "sslrootcert" => {
-            root_cert = Some(value);
-            true
-        }
-        _ => false,
-    };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else {
-            return (url.to_owned(), None, None);
-        };
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                !take(key, percent_decode(value))
-            })
-            .collect();
-        let rest = if kept.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return (rest, sslmode, root_cert);
-    }
-    let mut kept = Vec::new();
-    for token in key_value_tokens(url) {
-        let taken = token
-            .split_once('=')
-            .is_some_and(|(key, value)| take(key.trim(), unquote(value.trim())));
-        if !taken {
-            kept.push(token);
-        }
-    }
-    (kept.join(" "), sslmode, root_cert)
-}
-
-/// `key=value` tokens of a libpq string; single-quoted values may hold spaces.
-fn key_value_tokens(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    let mut escaped = false;
-    for c in text.chars() {
-        match c {
-            _ if escaped => {
-                current.push(c);
-                escaped = false;
-            }
-            '\\' => {
-                current.push(c);
-                escaped = true;
-            }
-            '\'' => {
-                current.push(c);
-                quoted = !quoted;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if !current.is_empty() {
-                    tokens.push(std::mem::take(&mut current));
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        tokens.push(current);
-    }
-    tokens
-}
-
-fn unquote(value: &str) -> String {
-    let inner = value
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or(value);
-    inner.replace("\\'", "'").replace("\\\\", "\\")
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Trust anchors for `verify-*`: `sslrootcert` (a PEM file, or `system` for the Mozilla set),
-/// else `~/.postgresql/root.crt` as libpq reads it, else the Mozilla set.
-fn roots(root_cert: Option<&Path>) -> Result<RootCertStore, Error> {
-    let default = std::env::var_os("HOME")
-        .map(|home| Path::new(&home).join(".postgresql/root.crt"))
-        .filter(|p| p.is_file());
-    let file = match root_cert {
-        Some(path) if path == Path::new("system") => None,
-        Some(path) => Some(path.to_path_buf()),
-        None => default,
-    };
-    let mut store = RootCertStore::empty();
-    match file {
-        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(file) => {
-            let certs = CertificateDer::pem_file_iter(&file)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| Error::Url(format!("sslrootcert {}: {e}", file.display())))?;
-            let (added, _) = store.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(Error::Url(format!(
-                    "sslrootcert {}: no certificate in it",
-                    file.display()
-                )));
-            }
-        }
-    }
-    Ok(store)
-}
-
-fn client_config(mode: TlsMode, root_cert: Option<&Path>) -> Result<ClientConfig, Error> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Url(format!("TLS setup: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match mode {
-        TlsMode::VerifyFull => {
-            return Ok(builder
-                .with_root_certificates(roots(root_cert)?)
-                .with_no_client_auth());
-        }
-        TlsMode::VerifyCa => Arc::new(ChainOnly(
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root_cert)?), provider)
-                .build()
-                .map_err(|e| Error::Url(format!("TLS setup: {e}")))?,
-        )),
-        _ => Arc::new(Unverified(provider)),
-    };
-    Ok(builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
-}
-
-/// `require`/`prefer`: encrypted, the certificate not checked (libpq's meaning of them).
-#[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn tls_settings_come_off_urls() {
-        let (rest, mode, root) = take_tls_settings(
-            "postgres://app@db:5432/prod?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
-        );
-        assert_eq!(rest, "postgres://app@db:5432/prod?application_name=x");
-        assert_eq!(mode.as_deref(), Some("verify-full"));
-        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
-        let (rest, mode, _) = take_tls_settings("postgres://db/prod?sslmode=require");
-        assert_eq!(rest, "postgres://db/prod");
-        assert_eq!(mode.as_deref(), Some("require"));
-    }
-
-    #[test]
-    fn tls_settings_come_off_key_value_strings() {
-        let (rest, mode, root) = take_tls_settings(
-            "host=db dbname=prod sslmode=verify-ca sslrootcert='/my certs/ca.pem' user=app",
-        );
-        assert_eq!(rest, "host=db dbname=prod user=app");
-        assert_eq!(mode.as_deref(), Some("verify-ca"));
-        assert_eq!(root.as_deref(), Some("/my certs/ca.pem"));
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     #[test]
     fn unknown_modes_and_missing_roots_are_bad_input() {
-        let error = Database::parse("postgres://db/prod?sslmode=verify").unwrap_err();
+        let none = &|_: &str| None;
+        let error =
+            Database::parse_with_env("postgres://db/prod?sslmode=verify", none).unwrap_err();
         assert!(
             error.is_bad_input() && error.to_string().contains("expected disable"),
             "{error}"
         );
-        let error =
-            Database::parse("postgres://db/prod?sslmode=verify-full&sslrootcert=/nonexistent.pem")
-                .unwrap_err();
+        let error = Database::parse_with_env(
+            "postgres://db/prod?sslmode=verify-full&sslrootcert=/nonexistent.pem",
+            none,
+        )
+        .unwrap_err();
         assert!(
             error.is_bad_input() && error.to_string().contains("/nonexistent.pem"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn verification_without_a_root_file_fails_as_libpq_does() {
+        let home = env_of(&[("HOME", "/nonexistent-home")]);
+        for mode in ["verify-ca", "verify-full"] {
+            let error =
+                Database::parse_with_env(&format!("postgres://db/prod?sslmode={mode}"), &home)
+                    .unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("/nonexistent-home/.postgresql/root.crt")
+                    && error.to_string().contains("sslrootcert=system"),
+                "{error}"
+            );
+        }
+        // Without a root file, `require` encrypts without checking; a missing explicit file too.
+        let db = Database::parse_with_env(
+            "postgres://db/prod?sslmode=require&sslrootcert=/nonexistent.pem",
+            &home,
+        )
+        .unwrap();
+        assert_eq!(db.roots, Roots::None);
+        let system =
+            Database::parse_with_env("postgres://db/prod?sslrootcert=system", &home).unwrap();
+        assert_eq!(
+            (system.tls_mode, system.roots),
+            (TlsMode::VerifyFull, Roots::System)
+        );
+        let error = Database::parse_with_env(
+            "postgres://db/prod?sslmode=require&sslrootcert=system",
+            &home,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("weak sslmode `require`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_environment_sets_tls_and_client_programs_get_only_what_the_user_set() {
+        let env = env_of(&[("PGSSLMODE", "require"), ("PGAPPNAME", "nightly")]);
+        let db = Database::parse_with_env("postgres://app@db:6432/prod", &env).unwrap();
+        assert_eq!(db.tls_mode, TlsMode::Require);
+        assert_eq!(
+            db.libpq_params(),
+            [
+                ("host", "db".to_owned()),
+                ("port", "6432".to_owned()),
+                ("user", "app".to_owned()),
+                ("application_name", "nightly".to_owned()),
+                ("sslmode", "require".to_owned()),
+            ]
+        );
+        let bare = Database::parse_with_env("dbname=prod", &|_| None).unwrap();
+        assert_eq!(bare.libpq_params(), [], "libpq's own defaults apply");
+        assert_eq!(bare.tls_mode, TlsMode::Prefer);
     }
 }

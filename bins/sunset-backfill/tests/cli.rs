@@ -709,3 +709,53 @@ fn a_run_over_verified_tls_encrypts_every_session() {
         stderr(&wrong)
     );
 }
+
+#[test]
+fn a_lost_run_lock_stops_the_workers_after_their_batch_and_the_run_resumes_exactly() {
+    let db = Db::new("bf-lock");
+    db.exec(&ACCOUNTS.replace("ROWS", "30000"));
+    db.slow_down_each_statement("accounts", "UPDATE");
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 40, min_size: 10, max_size: 40, target_duration: 1s }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let mut child = db.spawn(&["run", plan, "--workers", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'sunset' AND tablename = 'run_locks'") == 1
+            && db.int("SELECT count(*) FROM sunset.run_locks WHERE run = 'accounts-sti'") == 1
+            && db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'sunset' AND tablename = 'backfill_ranges'") == 1
+            && db.int("SELECT COALESCE(sum(rows_seen), 0)::bigint FROM sunset.backfill_ranges WHERE run = 'accounts-sti'") > 0;
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never made progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The lock's own session ends, as when its connection drops; the workers' sessions live on.
+    let terminated = db.int(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(backend_pid) FROM sunset.run_locks WHERE run = 'accounts-sti') t",
+    );
+    assert_eq!(terminated, 1);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+    let err = child.stderr_text();
+    assert_eq!(status, Some(1), "{err}");
+    assert!(err.contains("run lock of `accounts-sti` was lost"), "{err}");
+    let left = db.int(
+        "SELECT count(*) FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND state <> 'done'",
+    );
+    assert!(left > 0, "the kill landed mid-run: ranges were left to do");
+    // Nothing of the stopped run was lost or doubled: the resumed run finishes and validates,
+    // and every row the plan changes was updated exactly once.
+    run_and_validate(&db, plan, &[]);
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates WHERE n <> 1"),
+        0,
+        "a row was updated twice"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates"),
+        should_change(&db)
+    );
+}

@@ -20,6 +20,12 @@ pub enum Error {
     /// failure of the run (exit 1), never blamed on the input.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The run lock's connection ended mid-run: the workers stopped after their batch, since
+    /// another runner may now hold the run. The checkpoint is intact; run again to resume.
+    #[error(
+        "the run lock of `{0}` was lost (its connection to PostgreSQL ended); the workers stopped after their current batch and the checkpoint is intact: run the same command again to resume"
+    )]
+    LockLost(String),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
     /// The server's message is interpolated (tokio-postgres alone says only "db error"), so the

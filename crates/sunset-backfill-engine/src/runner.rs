@@ -118,6 +118,16 @@ pub async fn run(
         .batch_size
         .store(backfill.batch.size, std::sync::atomic::Ordering::Relaxed);
 
+    // Workers stop when the caller asks or when the run lock is lost.
+    let lock = lock.map(Arc::new);
+    let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop_tx, worker_shutdown) = watch::channel(*shutdown.borrow());
+    let guard = tokio::spawn(guard_lock(
+        lock.clone(),
+        shutdown,
+        stop_tx,
+        lock_lost.clone(),
+    ));
     let (control_tx, control_rx) = watch::channel(Control::default());
     let monitor = tokio::spawn(monitor(
         client,
@@ -133,7 +143,7 @@ pub async fn run(
             backfill: backfill.clone(),
             stats: stats.clone(),
             control: control_rx.clone(),
-            shutdown: shutdown.clone(),
+            shutdown: worker_shutdown.clone(),
             shutdown_closed: false,
             statements: std::collections::HashMap::new(),
         };
@@ -158,6 +168,10 @@ pub async fn run(
         }
     }
     monitor.abort();
+    guard.abort();
+    if lock_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::LockLost(backfill.run.clone()));
+    }
     if let Some(error) = first_error {
         return Err(error);
     }
@@ -170,7 +184,7 @@ pub async fn run(
         .await
         .map_err(Error::db("checking the remaining ranges"))?
         .get(0);
-    if let Some(lock) = lock {
+    if let Some(lock) = lock.and_then(|lock| Arc::try_unwrap(lock).ok()) {
         lock.release().await?;
     }
     if remaining == 0 {
@@ -472,6 +486,45 @@ async fn monitor(
             )
             .await;
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How often the run lock's session is checked, and how long it may take to answer.
+const LOCK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Passes the caller's shutdown on to the workers, and stops them too when the run lock's
+/// session is gone: going on unlocked could let a second runner work the same ranges.
+async fn guard_lock(
+    lock: Option<Arc<PgRunLock>>,
+    mut shutdown: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut shutdown_open = true;
+    loop {
+        tokio::select! {
+            changed = shutdown.changed(), if shutdown_open => {
+                match changed {
+                    Ok(()) if *shutdown.borrow() => {
+                        let _ = stop.send(true);
+                    }
+                    Ok(()) => {}
+                    Err(_) => shutdown_open = false,
+                }
+            }
+            () = tokio::time::sleep(LOCK_CHECK_INTERVAL) => {
+                if let Some(lock) = &lock
+                    && !lock.is_held(LOCK_CHECK_TIMEOUT).await
+                {
+                    tracing::error!(run = lock.run(), "the run lock's connection ended; stopping the workers after their batch");
+                    lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = stop.send(true);
+                    // Keep the sender alive so the workers see `true`, not a closed channel.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 

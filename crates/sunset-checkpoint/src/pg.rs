@@ -223,6 +223,19 @@ impl PgRunLock {
         &self.run
     }
 
+    /// Whether the lock is still held: its session answers within `timeout`. A session lock
+    /// lives exactly as long as its session, so a dead connection means another runner may
+    /// already have taken the run.
+    pub async fn is_held(&self, timeout: std::time::Duration) -> bool {
+        if self.client.is_closed() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(timeout, self.client.simple_query("SELECT 1")).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Releases the lock now instead of when the connection drops.
     pub async fn release(self) -> Result<(), Error> {
         self.client

@@ -167,6 +167,13 @@ impl std::ops::DerefMut for Running {
     }
 }
 
+impl Running {
+    /// What the child wrote to stderr so far.
+    pub(crate) fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self.1.path()).unwrap_or_default()
+    }
+}
+
 impl Drop for Running {
     #[expect(
         clippy::print_stderr,

@@ -759,3 +759,16 @@ fn a_lost_run_lock_stops_the_workers_after_their_batch_and_the_run_resumes_exact
         should_change(&db)
     );
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let db = Db::new("bf-pipe");
+    db.exec(&ACCOUNTS.replace("ROWS", "100"));
+    let plan = db.plan("plan.yaml", &accounts_plan(""));
+    let plan = plan.to_str().unwrap();
+    run_and_validate(&db, plan, &[]);
+    let (exit, stderr) =
+        sunset_test_support::run_with_closed_stdout(&mut db.command(&["status", plan, "--json"]));
+    assert_eq!(exit, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,6 +1,8 @@
 //! `sunset-drop-column`: argument parsing and wiring over `sunset-drop-column-engine`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
@@ -126,15 +128,15 @@ fn parse_timestamp(text: &str) -> Result<chrono::NaiveDateTime, String> {
 }
 
 /// Runs the command; errors are reported here, and the exit code says what happened.
-pub async fn run(args: Args) -> Exit {
-    match execute(args).await {
+pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
+    match execute(args, &stop).await {
         Ok(exit) => exit,
         Err(error) => {
-            let bad_input = error
-                .downcast_ref::<Error>()
-                .is_some_and(Error::is_bad_input);
+            let engine = error.downcast_ref::<Error>();
             report_error(&format!("error: {error:#}"));
-            if bad_input {
+            if engine.is_some_and(Error::is_stopped) {
+                Exit::Stopped
+            } else if engine.is_some_and(Error::is_bad_input) {
                 Exit::BadInput
             } else {
                 Exit::Failed
@@ -178,7 +180,7 @@ fn check_request(subject: &Subject) -> Result<CheckRequest, Error> {
     })
 }
 
-async fn execute(args: Args) -> anyhow::Result<Exit> {
+async fn execute(args: Args, stop: &AtomicBool) -> anyhow::Result<Exit> {
     if let Command::Codes = args.command {
         for (code, meaning) in CODES {
             emit(&format!("{code:<26} {meaning}"));
@@ -235,7 +237,8 @@ async fn execute(args: Args) -> anyhow::Result<Exit> {
                 pull_request: pr,
             };
             let client = scratch::connect(&url).await?;
-            let outcome = sunset_drop_column_engine::generate(&client, &url, &request).await?;
+            let outcome =
+                sunset_drop_column_engine::generate(&client, &url, &request, stop).await?;
             match outcome {
                 GenerateOutcome::Blocked(report) => {
                     if json {

@@ -1,5 +1,6 @@
-//! Entry point: parse, set up tracing, run, map the outcome to an exit code. An interrupt while
-//! the scratch database is in use stops there; the scratch database is dropped by the next run.
+//! Entry point: parse, set up tracing, run, map the outcome to an exit code. A first Ctrl-C or
+//! SIGTERM stops `generate` before anything is written (exit 3; a scratch database left behind
+//! is dropped by the next run); a second aborts.
 
 use std::process::ExitCode;
 
@@ -9,5 +10,7 @@ use sunset_drop_column::{Args, run};
 fn main() -> ExitCode {
     let args = Args::parse();
     sunset_cli::init_tracing(args.verbose, false);
-    sunset_cli::run_with_interrupts("stopping", |_stop| run(args))
+    sunset_cli::run_with_interrupts("stopping before anything is written", |stop| {
+        run(args, stop)
+    })
 }

@@ -360,3 +360,60 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
         "the checkout is untouched"
     );
 }
+
+#[test]
+fn ctrl_c_during_generate_stops_with_exit_3_and_writes_nothing() {
+    let db = Db::new("dc-ctrlc");
+    // Every DDL statement sleeps, so the scratch verification is still running when the
+    // interrupt comes; pg_dump carries the event trigger into the scratch database.
+    db.exec(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, legacy_kind text);
+         CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); END $$;
+         CREATE EVENT TRIGGER slow_ddl ON ddl_command_end EXECUTE FUNCTION slow_ddl();",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    let mut child = Command::new(BIN)
+        .args(generate_args(
+            migrations.to_str().unwrap(),
+            &["--table", "accounts", "--column", "legacy_kind"],
+        ))
+        .envs(service_env())
+        .env("DATABASE_URL", &db.url)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sleeping = db.strings(
+            "SELECT datname::text FROM pg_stat_activity WHERE datname LIKE 'sunset_scratch_%' AND query LIKE '%DROP COLUMN%'",
+        );
+        if !sleeping.is_empty() {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "generate ended before the scratch verification was seen"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scratch verification never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("interrupted before anything was written"),
+        "{stderr}"
+    );
+    assert!(!migrations.exists() || std::fs::read_dir(&migrations).unwrap().next().is_none());
+}

@@ -488,3 +488,26 @@ fn statements_hidden_from_the_checking_role_are_reported_as_unknown() {
         "{unknown}"
     );
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let db = Db::new("dc-pipe");
+    db.exec("CREATE TABLE accounts (id bigint PRIMARY KEY, legacy_kind text)");
+    let mut command = std::process::Command::new(support::BIN);
+    command
+        .args([
+            "check",
+            "--format",
+            "json",
+            "--table",
+            "accounts",
+            "--column",
+            "legacy_kind",
+        ])
+        .envs(sunset_test_support::service_env())
+        .env("DATABASE_URL", &db.url)
+        .env_remove("RUST_LOG");
+    let (exit, stderr) = sunset_test_support::run_with_closed_stdout(&mut command);
+    assert!(matches!(exit, Some(0 | 1)), "{exit:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -662,3 +662,17 @@ fn a_terminated_namesake_is_not_a_target_but_an_id_still_is() {
     );
     assert_eq!(world.instance_state(&replacement), "stopped");
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let world = World::new("td-pipe");
+    let sequence = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../sequences/legacy-metrics/decommission.yaml");
+    let (exit, stderr) = sunset_test_support::run_with_closed_stdout(&mut world.command(&[
+        "status",
+        sequence.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(exit, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -111,12 +111,20 @@ fn tracing_line(line: &str) {
 
 /// A command's output (reports, JSON) on stdout.
 pub fn emit(text: &str) {
-    #[allow(
-        clippy::print_stdout,
-        reason = "reports and JSON are the command's output"
-    )]
-    {
-        println!("{text}");
+    use std::io::Write;
+    static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let written = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+    if let Err(error) = written {
+        // A reader that went away (`status --json | head`) is not a failure of the command,
+        // and the work goes on to its end: only the output stops.
+        CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        if error.kind() != std::io::ErrorKind::BrokenPipe {
+            report_error(&format!("warning: cannot write to stdout: {error}"));
+        }
     }
 }
 

@@ -17,6 +17,9 @@ pub enum Error {
     /// The generated migration did not survive up, down, up on the scratch database.
     #[error("{0}")]
     Verification(String),
+    /// Interrupted (Ctrl-C, SIGTERM) before anything was written: run again.
+    #[error("{0}")]
+    Stopped(String),
     /// An outside program (pg_dump, psql, git, gh) is missing or failed.
     #[error("{0}")]
     Tool(String),
@@ -42,6 +45,11 @@ impl Error {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+
+    /// Whether the run was interrupted on purpose (exit 3) rather than failed.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, Error::Stopped(_))
     }
 
     /// Whether the error is the user's input rather than a failure.

@@ -168,10 +168,13 @@ pub enum GenerateOutcome {
 }
 
 /// Check, build, verify on a scratch database, then write: nothing is written unless all passed.
+/// `stop` (set by the first Ctrl-C) ends the run before anything is written, with
+/// [`Error::Stopped`]; the scratch database a stopped verification leaves is dropped by the next run.
 pub async fn generate(
     client: &Client,
     url: &str,
     request: &GenerateRequest,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<GenerateOutcome, Error> {
     let pr_root = if request.pull_request {
         let repo = request
@@ -212,8 +215,12 @@ pub async fn generate(
     let column_line = format!("column {}.{} ", target.table_sql, target.column.name_sql);
     let column_gone =
         move |catalog: &[String]| !catalog.iter().any(|line| line.starts_with(&column_line));
-    let verification =
-        scratch::verify(client, url, &rendered.up, &rendered.down, &column_gone).await?;
+    stopped(stop)?;
+    let verification = tokio::select! {
+        verified = scratch::verify(client, url, &rendered.up, &rendered.down, &column_gone) => verified?,
+        () = until_set(stop) => return Err(stopped(stop).unwrap_err()),
+    };
+    stopped(stop)?;
     let file_names: Vec<String> = rendered
         .files
         .iter()
@@ -271,6 +278,21 @@ pub async fn generate(
         Box::new(report),
         Box::new(generated),
     ))
+}
+
+fn stopped(stop: &std::sync::atomic::AtomicBool) -> Result<(), Error> {
+    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::Stopped(
+            "interrupted before anything was written; run the same command again".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+async fn until_set(stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A file is either absent, the old one, or complete: a killed run never leaves half a migration.

@@ -201,6 +201,72 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// A program run as an unprivileged user (`nobody`), for tests of what root would bypass (an
+/// unreadable file). The checkout may sit in a directory only its owner can enter (root's home,
+/// a 0700 `mktemp -d`), so the program is copied into a temporary directory the user can reach;
+/// keep the returned directory alive while the command runs.
+pub struct Unprivileged {
+    pub command: std::process::Command,
+    _copy: tempfile::TempDir,
+}
+
+/// `program` as `nobody` when running as root, else as ourselves; `Err` says why the switch is
+/// impossible here (no such user), for the test to report.
+pub fn unprivileged(program: &std::path::Path) -> Result<Unprivileged, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let as_root = std::fs::metadata("/proc/self")
+        .map_err(|e| e.to_string())?
+        .uid()
+        == 0;
+    let copy = tempfile::Builder::new()
+        .prefix("sunset-unprivileged-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for the program: {e}"))?;
+    if !as_root {
+        return Ok(Unprivileged {
+            command: std::process::Command::new(program),
+            _copy: copy,
+        });
+    }
+    let known = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !known {
+        return Err("this machine has no `nobody` user to run the program as (root reads every file, so the check needs another user): add one with `useradd --system nobody`".to_owned());
+    }
+    let name = program.file_name().ok_or("a program path without a name")?;
+    let reachable = copy.path().join(name);
+    std::fs::copy(program, &reachable).map_err(|e| format!("copy {}: {e}", program.display()))?;
+    for (path, mode) in [(copy.path(), 0o755), (reachable.as_path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    }
+    let mut command = std::process::Command::new("runuser");
+    command.args(["-u", "nobody", "--"]).arg(&reachable);
+    Ok(Unprivileged {
+        command,
+        _copy: copy,
+    })
+}
+
+/// Runs `command` with its stdout a pipe nobody reads any more (as `cmd | head -c0` leaves it),
+/// so every write to it fails with EPIPE; returns the exit code and stderr.
+pub fn run_with_closed_stdout(command: &mut std::process::Command) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = command
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the command");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -583,17 +583,12 @@ fn an_unreadable_file_is_refused_before_anything_is_uploaded() {
     std::fs::write(&secret, "key").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
     // Root reads everything: run as `nobody` then, with a scratch tree it can traverse.
-    let as_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
     for dir in [world.scratch.path(), world.state.path()] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
-    let mut command = if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "nobody", "--", BIN]);
-        c
-    } else {
-        Command::new(BIN)
-    };
+    let mut unprivileged = sunset_test_support::unprivileged(Path::new(BIN))
+        .unwrap_or_else(|why| panic!("cannot check an unreadable file here: {why}"));
+    let command = &mut unprivileged.command;
     let output = command
         .args([
             "create",
@@ -1162,4 +1157,28 @@ fn a_local_destination_sigkilled_mid_write_resumes_to_the_exact_archive() {
     );
     let verify = world.run(&["verify", &format!("{}/bulk", dest.display()), "--deep"]);
     assert_eq!(code(&verify), 0, "{}", text(&verify));
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let world = World::new("arc-pipe");
+    let dest = world.path("archives");
+    std::fs::create_dir_all(&dest).unwrap();
+    let out = world.run(&[
+        "create",
+        "--dest",
+        dest.to_str().unwrap(),
+        "--name",
+        "one",
+        "--dir",
+        world.path("archives").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let (exit, stderr) = sunset_test_support::run_with_closed_stdout(&mut world.command(&[
+        "list",
+        dest.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(exit, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

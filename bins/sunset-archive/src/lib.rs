@@ -117,7 +117,8 @@ pub struct CreateArgs {
     /// Compression threads (default: every core).
     #[arg(long)]
     threads: Option<usize>,
-    #[arg(long)]
+    /// S3 storage class of the archive object (STANDARD, STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE, ...).
+    #[arg(long, value_parser = sunset_archive_engine::parse_storage_class)]
     storage_class: Option<String>,
     #[arg(long)]
     sse_kms_key_id: Option<String>,

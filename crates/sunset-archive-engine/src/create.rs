@@ -145,6 +145,7 @@ async fn preflight(
         }
     };
     store.check_destination(&request.archive.dest).await?;
+    store.check_retention(&request.s3).await?;
     Ok((items, exports))
 }
 

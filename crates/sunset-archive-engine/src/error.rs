@@ -88,13 +88,43 @@ pub(crate) fn describe_s3<E>(error: &aws_sdk_s3::error::SdkError<E>) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    use aws_sdk_s3::error::ProvideErrorMetadata;
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
+    aws_error_line(error)
+}
+
+/// One line for any AWS SDK error, as a user needs it: the service's error code, its own
+/// message and the request id; for a transport failure (refused, timed out), the chain of
+/// causes. Never the SDK's `Debug` dump.
+pub fn aws_error_line<E>(error: &E) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error,
+{
+    let meta = error.meta();
+    let request_id = meta
+        .extra("aws_request_id")
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default();
+    match (meta.code(), meta.message()) {
+        (Some(code), Some(message)) if !message.is_empty() => {
+            format!("{code}: {message}{request_id}")
+        }
+        (Some(code), _) => format!("{code}{request_id}"),
         // Transport errors: the chain says what happened (connection refused, timeout).
-        _ => crate::store::chain(error),
+        _ => chain(error),
     }
+}
+
+/// An error and its causes, one after the other, each once.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
@@ -107,5 +137,31 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
             }
             text
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+
+    use super::*;
+
+    #[test]
+    fn an_aws_error_is_its_code_message_and_request_id() {
+        let meta = ErrorMetadata::builder()
+            .code("InvalidInput")
+            .message("Invalid XML ; cvc-complex-type.2.4.a")
+            .custom("aws_request_id", "9b2f-41c7")
+            .build();
+        assert_eq!(
+            aws_error_line(&GetObjectError::generic(meta)),
+            "InvalidInput: Invalid XML ; cvc-complex-type.2.4.a (request id 9b2f-41c7)"
+        );
+        let bare = ErrorMetadata::builder().code("InvalidRequest").build();
+        assert_eq!(
+            aws_error_line(&GetObjectError::generic(bare)),
+            "InvalidRequest"
+        );
     }
 }

@@ -22,11 +22,11 @@ mod store;
 mod tarball;
 
 pub use create::{CreateRequest, CreateStats, Created, MIN_PART_SIZE, create};
-pub use error::Error;
+pub use error::{Error, aws_error_line};
 pub use location::{ARCHIVE_OBJECT, ArchiveRef, Destination, MANIFEST_OBJECT, parse_size};
 pub use manifest::{
     ColumnSchema, Entry, EntryKind, FORMAT_VERSION, Manifest, TableExport, TableSchema,
 };
 pub use read::{Cleaned, Listed, VerifyReport, cleanup, default_state_dir, list, verify};
 pub use restore::{RestoreReport, RestoreRequest, restore};
-pub use store::{OpenUpload, S3Options};
+pub use store::{OpenUpload, S3Options, parse_storage_class};

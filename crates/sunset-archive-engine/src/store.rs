@@ -26,6 +26,23 @@ pub struct S3Options {
     pub retain_until: Option<DateTime<Utc>>,
 }
 
+/// A storage class S3 knows (`GLACIER_IR`, ...): a typo is bad input before any upload, not an
+/// `InvalidStorageClass` from the last call of it.
+pub fn parse_storage_class(text: &str) -> Result<String, String> {
+    let known = StorageClass::values();
+    if known.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        let hint = sunset_plan::closest(text, known)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        Err(format!(
+            "unknown storage class `{text}`{hint}; expected one of {}",
+            known.join(", ")
+        ))
+    }
+}
+
 impl S3Options {
     fn encryption(&self) -> Option<ServerSideEncryption> {
         self.sse_kms_key_id
@@ -106,6 +123,31 @@ impl Store {
                 bucket: bucket.clone(),
             },
             Destination::Local(_) => Store::Local,
+        }
+    }
+
+    /// Bad input, before any upload, if `--retain-until` is asked of a bucket without object
+    /// lock: S3 refuses the retention only at some call of the upload (the emulator only at the
+    /// manifest), which would leave an archive without its manifest.
+    pub(crate) async fn check_retention(&self, options: &S3Options) -> Result<(), Error> {
+        let (Store::S3 { client, bucket }, Some(_)) = (self, options.retain_until) else {
+            return Ok(());
+        };
+        let enabled = client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .ok()
+            .and_then(|out| out.object_lock_configuration)
+            .and_then(|c| c.object_lock_enabled)
+            .is_some_and(|e| e == aws_sdk_s3::types::ObjectLockEnabled::Enabled);
+        if enabled {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "--retain-until needs a bucket with object lock enabled, and `{bucket}` has none (create it with --object-lock-enabled-for-bucket)"
+            )))
         }
     }
 
@@ -527,7 +569,7 @@ impl Store {
                         let item = match tokio::time::timeout(stall, body.try_next()).await {
                             Ok(Ok(Some(chunk))) => Ok(chunk),
                             Ok(Ok(None)) => break,
-                            Ok(Err(e)) => Err(std::io::Error::other(chain(&e))),
+                            Ok(Err(e)) => Err(std::io::Error::other(crate::error::chain(&e))),
                             Err(_) => Err(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
                                 format!(
@@ -788,17 +830,6 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
     }
-}
-
-/// An error with its causes, for errors whose display alone says little ("streaming error").
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 
 use crate::Error;
 use crate::audit::AuditLog;
@@ -71,7 +71,7 @@ impl Cloud {
             }
             Err(error) => {
                 let code = error.code().map(str::to_owned);
-                let message = DisplayErrorContext(&error).to_string();
+                let message = sunset_archive_engine::aws_error_line(&error);
                 self.audit
                     .record(service, operation, mutating, ids, Err(&message))?;
                 Err(Error::Aws {

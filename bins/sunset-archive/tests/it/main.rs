@@ -1182,3 +1182,34 @@ fn a_closed_stdout_is_not_a_failure() {
     assert_eq!(exit, Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn retention_without_object_lock_and_unknown_storage_classes_are_bad_input_before_any_upload() {
+    let world = World::new("arc-lockless");
+    let tree = world.path("conf");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("a.conf"), "x").unwrap();
+    for (extra, needle) in [
+        (
+            ["--retain-until", "2031-01-01"],
+            "--retain-until needs a bucket with object lock enabled",
+        ),
+        (
+            ["--storage-class", "GLACIER_RI"],
+            "unknown storage class `GLACIER_RI` (did you mean `GLACIER_IR`?)",
+        ),
+    ] {
+        let dest = world.dest();
+        let mut args = vec!["create", "--dest", &dest, "--dir", tree.to_str().unwrap()];
+        args.extend(extra);
+        let out = world.run(&args);
+        assert_eq!(code(&out), 2, "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{}",
+            text(&out)
+        );
+        assert!(world.keys().is_empty());
+        assert_eq!(world.open_uploads(), 0);
+    }
+}

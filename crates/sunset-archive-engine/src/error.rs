@@ -10,7 +10,8 @@ pub enum Error {
     /// archive that already exists): nothing was uploaded.
     #[error("{0}")]
     Invalid(String),
-    #[error("{context} `{}`: {source}", path.display())]
+    /// The cause is the `source` (shown by `{:#}` and error chains), not repeated here.
+    #[error("{context} `{}`", path.display())]
     Io {
         context: &'static str,
         path: PathBuf,

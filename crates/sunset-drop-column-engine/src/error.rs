@@ -23,7 +23,8 @@ pub enum Error {
     /// An outside program (pg_dump, psql, git, gh) is missing or failed.
     #[error("{0}")]
     Tool(String),
-    #[error("{context}: {source}")]
+    /// The cause is the `source` (shown by `{:#}` and error chains), not repeated here.
+    #[error("{context}")]
     Io {
         context: String,
         source: std::io::Error,

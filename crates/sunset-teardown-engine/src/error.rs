@@ -48,12 +48,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Probe(String),
-    /// Not a `source`: the message already says it all, and `{:#}` would repeat it.
-    #[error("archive: {0}")]
-    Archive(sunset_archive_engine::Error),
+    #[error("archive")]
+    Archive(#[source] sunset_archive_engine::Error),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
-    #[error("{what} {path}: {source}")]
+    /// The cause is the `source` (shown by `{:#}` and [`Error::with_causes`]), not repeated.
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: String,
@@ -83,6 +83,17 @@ impl Error {
             Error::Stopped(_) => 3,
             _ => 1,
         }
+    }
+
+    /// The message and each cause once, `: `-separated: what a checkpoint or a log line keeps.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
     }
 
     pub(crate) fn io(

@@ -788,7 +788,7 @@ impl Teardown {
             {
                 if !matches!(error, Error::Stopped(_)) {
                     let step = &mut state.steps[index];
-                    step.failure = Some(self.redactor.redact(&error.to_string()));
+                    step.failure = Some(self.redactor.redact(&error.with_causes()));
                     if let Ok(failed) = step.state.transition(StepState::Failed) {
                         step.state = failed;
                     }

@@ -85,18 +85,15 @@ fn step_views(sequence: &SequenceFile) -> Vec<StepView> {
             summary: actions
                 .iter()
                 .map(|a| {
-                    let action = serde_json::to_value(a.action)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned));
+                    let action = a.action.as_str();
                     let targets: Vec<&str> = a
                         .targets
                         .iter()
                         .chain(&a.records)
                         .map(|t| t.as_str())
                         .collect();
-                    let action = action.unwrap_or_default();
                     if targets.is_empty() {
-                        action
+                        action.to_owned()
                     } else {
                         format!("{action} {}", targets.join(","))
                     }
@@ -106,23 +103,9 @@ fn step_views(sequence: &SequenceFile) -> Vec<StepView> {
             validation: actions
                 .iter()
                 .filter_map(|a| a.validation.as_ref())
-                .map(|v| {
-                    serde_json::to_value(v.check)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default()
-                })
+                .map(|v| v.check.as_str().to_owned())
                 .reduce(|a, b| format!("{a}, {b}")),
-            irreversible: actions.iter().any(|a| {
-                matches!(
-                    a.action,
-                    sunset_plan::format::ActionKind::TerminateInstances
-                        | sunset_plan::format::ActionKind::DeleteVolumes
-                        | sunset_plan::format::ActionKind::DeleteLoadBalancers
-                        | sunset_plan::format::ActionKind::CleanSecurityGroups
-                        | sunset_plan::format::ActionKind::DeleteSecurityGroups
-                )
-            }),
+            irreversible: actions.iter().any(|a| a.is_irreversible()),
             details: actions
                 .iter()
                 .filter_map(|a| a.wait_time)

@@ -238,10 +238,7 @@ fn check_action(
         p.push(key(field));
         p
     };
-    let name = serde_json::to_value(action.action)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let name = action.action.as_str();
     if action.targets.is_empty() && !may_inherit_targets(action.action) {
         checker.error(
             path,

@@ -32,6 +32,5 @@ pub use model::{ActionPhase, ActionRecord, ResourceKind, RunState, StepRecord, T
 pub use resolve::{GROUP_TAG_KEYS, action_name};
 pub use rollback::RollbackReport;
 pub use runner::{
-    ApplyOutcome, Event, Options, PROTECT_TAG, PlanReport, RunPaths, Teardown, Ui, irreversible,
-    target_list,
+    ApplyOutcome, Event, Options, PROTECT_TAG, PlanReport, RunPaths, Teardown, Ui, target_list,
 };

@@ -846,10 +846,7 @@ async fn resolve_action(
 
 /// The sequence file's name of an action kind (`snapshot_volumes`).
 pub fn action_name(kind: ActionKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    kind.as_str().to_owned()
 }
 
 /// The ids of pinned targets and freshly resolved ones differ: says how.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use serde::Serialize;
+use sunset_plan::Undo;
 use sunset_plan::format::{ActionFile, ActionKind};
 
 use crate::Error;
@@ -56,7 +57,7 @@ impl Teardown {
                 }
                 let action = &self.actions_of(&step.name)[position];
                 let label = format!("{}: {}", step.name, action_name(action.action));
-                match rollback_kind(action) {
+                match action.undo() {
                     Undo::Reverse => work.push((index, position)),
                     Undo::Kept(why) => report.kept.push(format!("{label}: {why}")),
                     Undo::Irreversible => report.irreversible.push(self.redact(&format!(
@@ -128,26 +129,6 @@ impl Teardown {
             report.undone.push(self.redact(&line));
         }
         Ok(report)
-    }
-}
-
-enum Undo {
-    Reverse,
-    Kept(&'static str),
-    Irreversible,
-}
-
-fn rollback_kind(action: &ActionFile) -> Undo {
-    use ActionKind::*;
-    match action.action {
-        StopServices if action.command.is_some() => Undo::Irreversible,
-        StopServices | StopInstances => Undo::Reverse,
-        StartInstances => Undo::Reverse,
-        DetachVolumes => Undo::Reverse,
-        RemoveDns => Undo::Reverse,
-        SnapshotVolumes => Undo::Kept("snapshots are kept (they change nothing)"),
-        Archive => Undo::Kept("the archive is kept"),
-        _ => Undo::Irreversible,
     }
 }
 

@@ -240,19 +240,6 @@ pub enum ApplyOutcome {
     },
 }
 
-/// Whether an action destroys what `rollback` can not bring back.
-pub fn irreversible(action: &ActionFile) -> bool {
-    use ActionKind::*;
-    match action.action {
-        StopServices => action.command.is_some(),
-        StopInstances | StartInstances | DetachVolumes | RemoveDns | SnapshotVolumes | Archive => {
-            false
-        }
-        TerminateInstances | DeleteVolumes | ReleaseAddresses | DeleteSecurityGroups
-        | CleanSecurityGroups | DeleteLoadBalancers | Command | Sql | Http => true,
-    }
-}
-
 pub(crate) fn summary(action: &ActionFile, record: &ActionRecord) -> String {
     let count = record.targets.len();
     let noun = record
@@ -500,7 +487,7 @@ impl Teardown {
             .map(|((_, actions), step)| PlanStep {
                 name: step.name.clone(),
                 state: step.state.as_str().to_owned(),
-                irreversible: actions.iter().any(irreversible),
+                irreversible: actions.iter().any(ActionFile::is_irreversible),
                 wait_time: actions
                     .iter()
                     .filter_map(|a| a.wait_time)
@@ -514,7 +501,7 @@ impl Teardown {
                         action: action_name(action.action),
                         summary: self.redactor.redact(&summary(action, record)),
                         phase: record.phase,
-                        irreversible: irreversible(action),
+                        irreversible: action.is_irreversible(),
                         rerun: crate::safety::needs_rerun_flag(action).then(|| format!(
                             "not idempotent: if a run is interrupted while it is in flight, it is sent again only with --rerun {}",
                             step.name
@@ -638,7 +625,11 @@ impl Teardown {
                         .join("; ")
                 })
                 .unwrap_or_default();
-            if !ui.confirm(&name, &step_summary, actions.iter().any(irreversible))? {
+            if !ui.confirm(
+                &name,
+                &step_summary,
+                actions.iter().any(ActionFile::is_irreversible),
+            )? {
                 return Err(Error::Stopped(format!(
                     "step `{name}` was not confirmed; nothing in it was changed. Run apply again to continue"
                 )));

@@ -1,7 +1,7 @@
 //! Plan-time limits a sequence puts on itself: how many targets one action may resolve to, and
 //! which actions may not simply be sent again after an interruption.
 
-use sunset_plan::format::{ActionFile, ActionKind, DEFAULT_MAX_TARGETS, SequenceFile};
+use sunset_plan::format::{ActionFile, DEFAULT_MAX_TARGETS, SequenceFile};
 
 use crate::Error;
 use crate::model::{ActionRecord, StepRecord};
@@ -78,10 +78,5 @@ pub(crate) fn target_limit(
 /// interrupted in flight, nobody knows whether they took effect, so they are not sent again
 /// unless the sequence says that is harmless or the operator asks.
 pub(crate) fn needs_rerun_flag(action: &ActionFile) -> bool {
-    let local = match action.action {
-        ActionKind::Command | ActionKind::Sql | ActionKind::Http => true,
-        ActionKind::StopServices => action.command.is_some(),
-        _ => false,
-    };
-    local && !action.idempotent
+    action.runs_locally() && !action.idempotent
 }

@@ -53,15 +53,20 @@ pub enum Command {
     /// Re-read an archive and check it against its manifest.
     Verify {
         /// DEST/NAME, as in s3://bucket/prefix/NAME or DIR/NAME.
+        /// The archive: `s3://bucket/prefix/NAME` or `DIR/NAME`.
         archive: String,
         /// Also decompress, re-hash every entry and recount every table's rows.
         #[arg(long)]
         deep: bool,
     },
     /// List the complete archives in a destination.
-    List { dest: String },
+    List {
+        /// Where archives are: `s3://bucket/prefix` or a directory.
+        dest: String,
+    },
     /// Extract an archive's files into a directory and load its tables into a schema.
     Restore {
+        /// The archive: `s3://bucket/prefix/NAME` or `DIR/NAME`.
         archive: String,
         /// Directory to extract files into (created if missing; existing files are not overwritten).
         #[arg(long)]
@@ -78,7 +83,9 @@ pub enum Command {
     },
     /// Abort uploads under DEST that were started before --older-than and never completed.
     Cleanup {
+        /// Where archives are: `s3://bucket/prefix` or a directory.
         dest: String,
+        /// Only uploads started longer ago than this (`7d`, `12h`).
         #[arg(long, value_parser = parse_duration)]
         older_than: Duration,
         /// Where the run locks of `create` live (default as for create): an upload whose
@@ -120,6 +127,7 @@ pub struct CreateArgs {
     /// S3 storage class of the archive object (STANDARD, STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE, ...).
     #[arg(long, value_parser = sunset_archive_engine::parse_storage_class)]
     storage_class: Option<String>,
+    /// Encrypt the archive and its manifest with this KMS key (id, ARN or alias/NAME).
     #[arg(long)]
     sse_kms_key_id: Option<String>,
     /// An object tag, k=v (repeatable).

@@ -44,6 +44,7 @@ pub struct Args {
 pub enum Command {
     /// Run (or resume) the backfill; preflight runs first.
     Run {
+        /// The backfill plan (YAML).
         plan: PathBuf,
         /// Workers in this process; each leases key ranges from the run's work table.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -59,21 +60,45 @@ pub enum Command {
         metrics_addr: Option<SocketAddr>,
     },
     /// Check the plan against the table, count unmapped values, explain and time one batch.
-    Preflight { plan: PathBuf },
+    Preflight {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Show a run's progress and throttle state (from any terminal).
-    Status { plan: PathBuf },
+    Status {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Pause a running backfill before its next batch.
-    Pause { plan: PathBuf },
+    Pause {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Resume a paused backfill.
-    Resume { plan: PathBuf },
+    Resume {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Stop a running backfill after its current batch (resumable with `run`).
-    Cancel { plan: PathBuf },
+    Cancel {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Compare types against the legacy column; exit 1 on any mismatch.
-    Validate { plan: PathBuf },
+    Validate {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Restore the exact old values from the undo journal.
-    Rollback { plan: PathBuf },
+    Rollback {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
     /// Validate, then make the discriminator NOT NULL without a long lock.
-    Finish { plan: PathBuf },
+    Finish {
+        /// The backfill plan (YAML).
+        plan: PathBuf,
+    },
 }
 
 impl Command {

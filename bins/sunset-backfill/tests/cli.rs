@@ -772,3 +772,8 @@ fn a_closed_stdout_is_not_a_failure() {
     assert_eq!(exit, Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn help_of_every_command_is_pinned() {
+    expect_test::expect_file!["snapshots/help.txt"].assert_eq(&sunset_test_support::help_text(BIN));
+}

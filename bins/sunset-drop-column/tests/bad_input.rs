@@ -417,3 +417,8 @@ fn ctrl_c_during_generate_stops_with_exit_3_and_writes_nothing() {
     );
     assert!(!migrations.exists() || std::fs::read_dir(&migrations).unwrap().next().is_none());
 }
+
+#[test]
+fn help_of_every_command_is_pinned() {
+    expect_test::expect_file!["snapshots/help.txt"].assert_eq(&sunset_test_support::help_text(BIN));
+}

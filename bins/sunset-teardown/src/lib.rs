@@ -58,6 +58,7 @@ pub struct Args {
 pub enum Command {
     /// Resolve every target, show its state and what each step will do and check; pins the targets.
     Plan {
+        /// The decommission sequence (YAML).
         sequence: PathBuf,
         /// Forget earlier progress and pin everything afresh.
         #[arg(long)]
@@ -65,6 +66,7 @@ pub enum Command {
     },
     /// Run the steps in order from the checkpoint, validating each before the next.
     Apply {
+        /// The decommission sequence (YAML).
         sequence: PathBuf,
         /// Forget earlier progress (and pins) and start over.
         #[arg(long)]
@@ -78,9 +80,15 @@ pub enum Command {
         rerun: Vec<String>,
     },
     /// Each step's state and timestamps, from the checkpoint (no AWS call).
-    Status { sequence: PathBuf },
+    Status {
+        /// The decommission sequence (YAML).
+        sequence: PathBuf,
+    },
     /// Undo the reversible actions that ran, last first; irreversible ones are listed.
-    Rollback { sequence: PathBuf },
+    Rollback {
+        /// The decommission sequence (YAML).
+        sequence: PathBuf,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

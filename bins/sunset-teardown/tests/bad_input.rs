@@ -240,3 +240,9 @@ fn other_bad_input_is_refused_before_any_call() {
     );
     assert_eq!(world.instance_state(&id), "running");
 }
+
+#[test]
+fn help_of_every_command_is_pinned() {
+    expect_test::expect_file!["snapshots/help.txt"]
+        .assert_eq(&sunset_test_support::help_text(support::BIN));
+}

@@ -16,6 +16,7 @@ mod cloud;
 mod error;
 mod inventory;
 mod model;
+mod plan;
 mod probes;
 mod resolve;
 mod resources;
@@ -29,8 +30,7 @@ pub use checks::{Check, Condition, Polled, poll};
 pub use cloud::Cloud;
 pub use error::Error;
 pub use model::{ActionPhase, ActionRecord, ResourceKind, RunState, StepRecord, Target};
+pub use plan::{PlanAction, PlanReport, PlanStep, PlanTarget};
 pub use resolve::{GROUP_TAG_KEYS, action_name};
 pub use rollback::RollbackReport;
-pub use runner::{
-    ApplyOutcome, Event, Options, PROTECT_TAG, PlanReport, RunPaths, Teardown, Ui, target_list,
-};
+pub use runner::{ApplyOutcome, Event, Options, PROTECT_TAG, RunPaths, Teardown, Ui, target_list};

@@ -1,5 +1,6 @@
-//! `plan`, `apply`, `status` and `rollback` of one sequence: the checkpoint (pinned targets and
-//! per-action progress), the safety rules, confirmations, validations and wait gates.
+//! `apply` and `status` of one sequence: the checkpoint (pinned targets and per-action
+//! progress), confirmations, validations and wait gates. `plan`, `safety` and `rollback` live
+//! beside it. Over 600 lines: the apply state machine (step, action, phase) reads best whole.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sunset_checkpoint::FileStore;
 use sunset_plan::format::{ActionFile, ActionKind, SequenceFile};
-use sunset_plan::{Fingerprint, Redactor, StepState, StepView, format_duration};
+use sunset_plan::{Fingerprint, Redactor, StepState, format_duration};
 
 use crate::Error;
 use crate::actions::{self, Context};
@@ -19,7 +20,7 @@ use crate::audit::AuditLog;
 use crate::checks::{self, Polled};
 use crate::cloud::Cloud;
 use crate::inventory::Inventory;
-use crate::model::{ActionPhase, ActionRecord, ResourceKind, RunState, StepRecord, Target};
+use crate::model::{ActionPhase, ActionRecord, RunState, Target};
 use crate::resolve::{Resolver, action_name, difference, resolve_sequence};
 
 /// Tag keys that protect a resource from every action, besides the sequence's `protect_tag`.
@@ -114,117 +115,6 @@ pub struct RunPaths {
     pub checkpoint: PathBuf,
     pub audit_log: PathBuf,
     pub inventory: PathBuf,
-}
-
-/// A plan: every step, its resolved targets with their current state, and what will be checked.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanReport {
-    pub run: String,
-    pub sequence: String,
-    pub account: String,
-    pub region: String,
-    pub paths: RunPaths,
-    pub steps: Vec<PlanStep>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanStep {
-    pub name: String,
-    pub state: String,
-    pub irreversible: bool,
-    pub wait_time: Option<String>,
-    pub next_eligible_at: Option<DateTime<Utc>>,
-    pub actions: Vec<PlanAction>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanAction {
-    pub action: String,
-    pub summary: String,
-    pub phase: ActionPhase,
-    pub irreversible: bool,
-    /// Set for `command`, `sql` and `http` actions not marked `idempotent`: what happens if a
-    /// run is interrupted while one is in flight.
-    pub rerun: Option<String>,
-    pub target_count: usize,
-    /// The `expect` the sequence gives, or the `max_targets` cap that applies.
-    pub target_limit: Option<String>,
-    pub derived_from: Option<String>,
-    pub targets: Vec<PlanTarget>,
-    pub checks: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanTarget {
-    pub id: String,
-    pub label: Option<String>,
-    pub via: String,
-    pub state: String,
-}
-
-impl PlanReport {
-    /// The aligned text of `plan` and `apply`.
-    pub fn render(&self) -> String {
-        let views: Vec<StepView> = self
-            .steps
-            .iter()
-            .map(|step| {
-                let mut details = Vec::new();
-                for action in &step.actions {
-                    details.push(format!("{}: {}", action.action, action.summary));
-                    if let Some(derived) = &action.derived_from {
-                        details.push(format!("  targets: {derived}"));
-                    }
-                    if let Some(limit) = &action.target_limit {
-                        details.push(format!("  {} target(s), {limit}", action.target_count));
-                    }
-                    if let Some(rerun) = &action.rerun {
-                        details.push(format!("  note: {rerun}"));
-                    }
-                    for target in &action.targets {
-                        let label = target
-                            .label
-                            .as_deref()
-                            .filter(|l| *l != target.id)
-                            .map(|l| format!(" ({l})"))
-                            .unwrap_or_default();
-                        details.push(format!(
-                            "  {}{label}: {} [via {}]",
-                            target.id, target.state, target.via
-                        ));
-                    }
-                    for check in &action.checks {
-                        details.push(format!("  then: {check}"));
-                    }
-                }
-                if let Some(wait) = &step.wait_time {
-                    details.push(format!("then wait {wait} before the next step"));
-                }
-                let summary = step
-                    .actions
-                    .iter()
-                    .map(|a| a.summary.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                StepView {
-                    name: step.name.clone(),
-                    state: step.state.parse().unwrap_or(StepState::Pending),
-                    summary,
-                    validation: None,
-                    irreversible: step.irreversible,
-                    details,
-                }
-            })
-            .collect();
-        format!(
-            "sequence {} (run {}) in account {} region {}\n{}",
-            self.sequence,
-            self.run,
-            self.account,
-            self.region,
-            sunset_plan::render_steps(&views)
-        )
-    }
 }
 
 /// How `apply` ended when it did not fail.
@@ -413,41 +303,6 @@ impl Teardown {
         Ok((cloud, account))
     }
 
-    /// Resolves every target and pins the resolution in the checkpoint; makes no mutating call.
-    pub async fn plan(&self, options: &Options) -> Result<PlanReport, Error> {
-        let (cloud, account) = self.connect("plan", options).await?;
-        let _lock = self.store.lock()?;
-        let mut resolver = Resolver::new(&cloud);
-        let fresh = resolve_sequence(&self.sequence, &mut resolver).await?;
-        crate::safety::check_target_counts(&self.sequence, &fresh)?;
-        let previous = self
-            .store
-            .resume::<RunState>(&self.fingerprint.to_string(), options.restart)?;
-        let state = match previous {
-            // Re-planning keeps the progress of started steps and re-pins the rest.
-            Some(checkpoint) => {
-                let mut state = checkpoint.state;
-                self.check_same_place(&state, &account, cloud.region())?;
-                for (pinned, fresh) in state.steps.iter_mut().zip(fresh) {
-                    if pinned.state == StepState::Pending {
-                        *pinned = fresh;
-                    }
-                }
-                state.planned_at = Utc::now();
-                state
-            }
-            None => RunState::new(
-                self.path.display().to_string(),
-                account.clone(),
-                cloud.region().to_owned(),
-                fresh,
-            ),
-        };
-        self.store.save(&self.fingerprint.to_string(), &state)?;
-        self.report(&cloud, &state, options, resolver.known_states())
-            .await
-    }
-
     /// A checkpoint's pinned ids mean something only in the account and region it was made in.
     pub(crate) fn check_same_place(
         &self,
@@ -468,76 +323,6 @@ impl Teardown {
             )));
         }
         Ok(())
-    }
-
-    async fn report(
-        &self,
-        cloud: &Cloud,
-        state: &RunState,
-        options: &Options,
-        known: BTreeMap<String, String>,
-    ) -> Result<PlanReport, Error> {
-        let states = current_states(cloud, state, known).await?;
-        let steps = self
-            .sequence
-            .decommission_sequence
-            .iter()
-            .zip(&state.steps)
-            .filter(|((name, _), _)| options.step.as_deref().is_none_or(|s| s == name.as_str()))
-            .map(|((_, actions), step)| PlanStep {
-                name: step.name.clone(),
-                state: step.state.as_str().to_owned(),
-                irreversible: actions.iter().any(ActionFile::is_irreversible),
-                wait_time: actions
-                    .iter()
-                    .filter_map(|a| a.wait_time)
-                    .max_by_key(|w| w.0)
-                    .map(|w| format_duration(w.0).to_string()),
-                next_eligible_at: step.next_eligible_at,
-                actions: actions
-                    .iter()
-                    .zip(&step.actions)
-                    .map(|(action, record)| PlanAction {
-                        action: action_name(action.action),
-                        summary: self.redactor.redact(&summary(action, record)),
-                        phase: record.phase,
-                        irreversible: action.is_irreversible(),
-                        rerun: crate::safety::needs_rerun_flag(action).then(|| format!(
-                            "not idempotent: if a run is interrupted while it is in flight, it is sent again only with --rerun {}",
-                            step.name
-                        )),
-                        target_count: record.targets.len(),
-                        target_limit: crate::safety::target_limit(&self.sequence, action, record),
-                        derived_from: record.derived_from.clone(),
-                        targets: record
-                            .targets
-                            .iter()
-                            .map(|t| PlanTarget {
-                                id: t.id.clone(),
-                                label: t.label.clone(),
-                                via: t.via.clone(),
-                                state: states
-                                    .get(&t.id)
-                                    .cloned()
-                                    .unwrap_or_else(|| "gone".to_owned()),
-                            })
-                            .collect(),
-                        checks: checks::conditions(action)
-                            .into_iter()
-                            .map(|c| self.redactor.redact(&checks::describe(c, action)))
-                            .collect(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(PlanReport {
-            run: self.run.clone(),
-            sequence: self.path.display().to_string(),
-            account: state.account.clone(),
-            region: state.region.clone(),
-            paths: self.paths(),
-            steps,
-        })
     }
 
     /// Runs the steps in order from the checkpoint; see [`ApplyOutcome`].
@@ -946,118 +731,6 @@ impl Teardown {
         record.validated_at = Some(Utc::now());
         self.save(state)
     }
-
-    /// Protection tags, termination protection and deletion protection, for every action of
-    /// the step that has not yet run: checked before the step changes anything.
-    async fn check_safety(
-        &self,
-        cloud: &Cloud,
-        step: &str,
-        actions: &[ActionFile],
-        record: &StepRecord,
-    ) -> Result<(), Error> {
-        let protect_keys = [PROTECT_TAG, self.sequence.protect_tag.as_str()];
-        let mut problems = Vec::new();
-        let mut resolver = Resolver::new(cloud);
-        for (action, pinned) in actions.iter().zip(&record.actions) {
-            cloud.audit.set_scope(
-                Some(step),
-                Some(&format!("{} safety checks", action_name(action.action))),
-            );
-            if matches!(pinned.phase, ActionPhase::Applied | ActionPhase::Validated)
-                || pinned.targets.is_empty()
-            {
-                continue;
-            }
-            let ids = pinned.target_ids();
-            let tagged: Vec<(String, crate::resources::Tags)> = match pinned.targets[0].kind {
-                ResourceKind::Instance => cloud
-                    .instances_by_id(&ids)
-                    .await?
-                    .into_iter()
-                    .map(|i| (i.id, i.tags))
-                    .collect(),
-                ResourceKind::Volume => cloud
-                    .volumes_by_id(&ids)
-                    .await?
-                    .into_iter()
-                    .map(|v| (v.id, v.tags))
-                    .collect(),
-                ResourceKind::Address => resolver
-                    .all_addresses()
-                    .await?
-                    .iter()
-                    .filter(|a| ids.contains(&a.allocation_id))
-                    .map(|a| (a.allocation_id.clone(), a.tags.clone()))
-                    .collect(),
-                ResourceKind::SecurityGroup => resolver
-                    .all_groups()
-                    .await?
-                    .iter()
-                    .filter(|g| ids.contains(&g.id))
-                    .map(|g| (g.id.clone(), g.tags.clone()))
-                    .collect(),
-                ResourceKind::LoadBalancer => {
-                    let mut lbs: Vec<_> = resolver
-                        .all_load_balancers()
-                        .await?
-                        .iter()
-                        .filter(|lb| ids.contains(&lb.arn))
-                        .cloned()
-                        .collect();
-                    cloud.tag_load_balancers(&mut lbs).await?;
-                    for lb in &lbs {
-                        if cloud.deletion_protected(&lb.arn).await? {
-                            problems.push(format!(
-                                "load balancer {} has deletion protection on",
-                                lb.name
-                            ));
-                        }
-                    }
-                    lbs.into_iter().map(|lb| (lb.arn, lb.tags)).collect()
-                }
-                ResourceKind::Record => Vec::new(),
-            };
-            for (id, tags) in tagged {
-                if let Some(key) = protect_keys.iter().find(|k| tags.contains_key(**k)) {
-                    problems.push(format!("{id} carries the protection tag `{key}`; remove the tag (or the target) to proceed"));
-                }
-            }
-            // Stop protection is enforced by EC2 itself on the whole StopInstances call, so only
-            // termination protection (which sunset reports before the step starts) is read: it
-            // costs one call per instance, as the API has no batch form.
-            // Stop protection is enforced by EC2 itself on the whole StopInstances call; only
-            // termination protection is read here (one call per instance: no batch form).
-            if action.action == ActionKind::TerminateInstances {
-                for id in cloud.termination_protected(&ids).await? {
-                    problems.push(format!("instance {id} has termination protection on"));
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Refused {
-                step: step.to_owned(),
-                message: problems.join("; "),
-            })
-        }
-    }
-}
-
-/// The current state of every pinned target (`known` states, just read by the resolver, are
-/// not read again).
-async fn current_states(
-    cloud: &Cloud,
-    state: &RunState,
-    known: BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, Error> {
-    let targets = state
-        .steps
-        .iter()
-        .flat_map(|s| &s.actions)
-        .flat_map(|a| &a.targets);
-    crate::states::target_states(cloud, targets, known).await
 }
 
 /// A human summary of a step's targets, for `status`.

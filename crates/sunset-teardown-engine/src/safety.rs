@@ -1,11 +1,15 @@
-//! Plan-time limits a sequence puts on itself: how many targets one action may resolve to, and
-//! which actions may not simply be sent again after an interruption.
+//! What stops a step before it changes anything: the plan-time limits a sequence puts on itself
+//! (how many targets one action may resolve to, which actions may not simply be sent again after
+//! an interruption) and the protections on the targets (tags, termination and deletion
+//! protection).
 
-use sunset_plan::format::{ActionFile, DEFAULT_MAX_TARGETS, SequenceFile};
+use sunset_plan::format::{ActionFile, ActionKind, DEFAULT_MAX_TARGETS, SequenceFile};
 
 use crate::Error;
-use crate::model::{ActionRecord, StepRecord};
-use crate::resolve::action_name;
+use crate::cloud::Cloud;
+use crate::model::{ActionPhase, ActionRecord, ResourceKind, StepRecord};
+use crate::resolve::{Resolver, action_name};
+use crate::runner::{PROTECT_TAG, Teardown};
 
 /// Refuses, before anything runs, an action whose targets are not as many as its `expect` says,
 /// or (without `expect`) more than the sequence's `max_targets`. Targets derived from an earlier
@@ -79,4 +83,103 @@ pub(crate) fn target_limit(
 /// unless the sequence says that is harmless or the operator asks.
 pub(crate) fn needs_rerun_flag(action: &ActionFile) -> bool {
     action.runs_locally() && !action.idempotent
+}
+
+impl Teardown {
+    /// Protection tags, termination protection and deletion protection, for every action of
+    /// the step that has not yet run: checked before the step changes anything.
+    pub(crate) async fn check_safety(
+        &self,
+        cloud: &Cloud,
+        step: &str,
+        actions: &[ActionFile],
+        record: &StepRecord,
+    ) -> Result<(), Error> {
+        let protect_keys = [PROTECT_TAG, self.sequence.protect_tag.as_str()];
+        let mut problems = Vec::new();
+        let mut resolver = Resolver::new(cloud);
+        for (action, pinned) in actions.iter().zip(&record.actions) {
+            cloud.audit.set_scope(
+                Some(step),
+                Some(&format!("{} safety checks", action_name(action.action))),
+            );
+            if matches!(pinned.phase, ActionPhase::Applied | ActionPhase::Validated)
+                || pinned.targets.is_empty()
+            {
+                continue;
+            }
+            let ids = pinned.target_ids();
+            let tagged: Vec<(String, crate::resources::Tags)> = match pinned.targets[0].kind {
+                ResourceKind::Instance => cloud
+                    .instances_by_id(&ids)
+                    .await?
+                    .into_iter()
+                    .map(|i| (i.id, i.tags))
+                    .collect(),
+                ResourceKind::Volume => cloud
+                    .volumes_by_id(&ids)
+                    .await?
+                    .into_iter()
+                    .map(|v| (v.id, v.tags))
+                    .collect(),
+                ResourceKind::Address => resolver
+                    .all_addresses()
+                    .await?
+                    .iter()
+                    .filter(|a| ids.contains(&a.allocation_id))
+                    .map(|a| (a.allocation_id.clone(), a.tags.clone()))
+                    .collect(),
+                ResourceKind::SecurityGroup => resolver
+                    .all_groups()
+                    .await?
+                    .iter()
+                    .filter(|g| ids.contains(&g.id))
+                    .map(|g| (g.id.clone(), g.tags.clone()))
+                    .collect(),
+                ResourceKind::LoadBalancer => {
+                    let mut lbs: Vec<_> = resolver
+                        .all_load_balancers()
+                        .await?
+                        .iter()
+                        .filter(|lb| ids.contains(&lb.arn))
+                        .cloned()
+                        .collect();
+                    cloud.tag_load_balancers(&mut lbs).await?;
+                    for lb in &lbs {
+                        if cloud.deletion_protected(&lb.arn).await? {
+                            problems.push(format!(
+                                "load balancer {} has deletion protection on",
+                                lb.name
+                            ));
+                        }
+                    }
+                    lbs.into_iter().map(|lb| (lb.arn, lb.tags)).collect()
+                }
+                ResourceKind::Record => Vec::new(),
+            };
+            for (id, tags) in tagged {
+                if let Some(key) = protect_keys.iter().find(|k| tags.contains_key(**k)) {
+                    problems.push(format!("{id} carries the protection tag `{key}`; remove the tag (or the target) to proceed"));
+                }
+            }
+            // Stop protection is enforced by EC2 itself on the whole StopInstances call, so only
+            // termination protection (which sunset reports before the step starts) is read: it
+            // costs one call per instance, as the API has no batch form.
+            // Stop protection is enforced by EC2 itself on the whole StopInstances call; only
+            // termination protection is read here (one call per instance: no batch form).
+            if action.action == ActionKind::TerminateInstances {
+                for id in cloud.termination_protected(&ids).await? {
+                    problems.push(format!("instance {id} has termination protection on"));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Refused {
+                step: step.to_owned(),
+                message: problems.join("; "),
+            })
+        }
+    }
 }

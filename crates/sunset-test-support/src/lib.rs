@@ -267,6 +267,43 @@ pub fn run_with_closed_stdout(command: &mut std::process::Command) -> (Option<i3
     )
 }
 
+/// `--help` of a binary and of each of its subcommands, as one text for a snapshot: what users
+/// read first, pinned so a change to it is a reviewed change.
+pub fn help_text(program: &str) -> String {
+    let help = |args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .env("COLUMNS", "100")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run --help");
+        assert!(output.status.success(), "{args:?} failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let name = std::path::Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let top = help(&["--help"]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    let mut text = format!("$ {name} --help\n{top}");
+    for command in commands {
+        text.push_str(&format!(
+            "\n$ {name} {command} --help\n{}",
+            help(&[&command, "--help"])
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

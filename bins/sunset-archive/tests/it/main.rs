@@ -1213,3 +1213,8 @@ fn retention_without_object_lock_and_unknown_storage_classes_are_bad_input_befor
         assert_eq!(world.open_uploads(), 0);
     }
 }
+
+#[test]
+fn help_of_every_command_is_pinned() {
+    expect_test::expect_file!["snapshots/help.txt"].assert_eq(&sunset_test_support::help_text(BIN));
+}

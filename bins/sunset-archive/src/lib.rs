@@ -318,7 +318,7 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
             let dest = Destination::parse(dest)?;
             let state_dir = state_dir
                 .clone()
-                .unwrap_or_else(sunset_archive_engine::default_state_dir);
+                .unwrap_or_else(sunset_checkpoint::default_state_dir);
             let cleaned = sunset_archive_engine::cleanup(&dest, *older_than, &state_dir).await?;
             if args.json {
                 let items: Vec<_> = cleaned
@@ -385,7 +385,7 @@ async fn run_create(
         state_dir: create
             .state_dir
             .clone()
-            .unwrap_or_else(sunset_archive_engine::default_state_dir),
+            .unwrap_or_else(sunset_checkpoint::default_state_dir),
         restart: create.restart,
     };
     let stats = Arc::new(CreateStats::default());

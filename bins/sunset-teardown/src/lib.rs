@@ -190,7 +190,7 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
     let state_dir = args
         .state_dir
         .clone()
-        .unwrap_or_else(sunset_archive_engine::default_state_dir);
+        .unwrap_or_else(sunset_checkpoint::default_state_dir);
     let (sequence, restart, max_wait, rerun) = match &args.command {
         Command::Plan { sequence, restart } => (sequence, *restart, None, Vec::new()),
         Command::Apply {

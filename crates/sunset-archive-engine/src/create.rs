@@ -653,14 +653,7 @@ impl CopyRows for PgCopy {
 }
 
 pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, Error> {
-    sunset_pg::connect(url, "sunset-archive")
-        .await
-        .map_err(|error| match error {
-            sunset_pg::Error::Url(message) => {
-                Error::Invalid(format!("invalid database URL: {message}"))
-            }
-            sunset_pg::Error::Connect(cause) => Error::db("connecting to PostgreSQL")(cause),
-        })
+    Ok(sunset_pg::connect(url, "sunset-archive").await?)
 }
 
 /// Every export of one archive reads one snapshot. Sequential scans start at the first block

@@ -26,6 +26,9 @@ pub enum Error {
         context: String,
         cause: tokio_postgres::Error,
     },
+    /// The database URL is wrong (bad input) or the server could not be reached.
+    #[error(transparent)]
+    Connection(#[from] sunset_pg::Error),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
     /// The sources no longer produce the bytes of the interrupted upload, so it cannot be
@@ -78,10 +81,13 @@ impl Error {
 
     /// Whether the error is the user's input rather than a failure of the run.
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            Error::Invalid(_) | Error::Checkpoint(sunset_checkpoint::Error::PlanChanged { .. })
-        )
+        match self {
+            Error::Connection(error) => error.is_bad_input(),
+            other => matches!(
+                other,
+                Error::Invalid(_) | Error::Checkpoint(sunset_checkpoint::Error::PlanChanged { .. })
+            ),
+        }
     }
 }
 

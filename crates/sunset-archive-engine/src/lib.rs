@@ -27,6 +27,6 @@ pub use location::{ARCHIVE_OBJECT, ArchiveRef, Destination, MANIFEST_OBJECT, par
 pub use manifest::{
     ColumnSchema, Entry, EntryKind, FORMAT_VERSION, Manifest, TableExport, TableSchema,
 };
-pub use read::{Cleaned, Listed, VerifyReport, cleanup, default_state_dir, list, verify};
+pub use read::{Cleaned, Listed, VerifyReport, cleanup, list, verify};
 pub use restore::{RestoreReport, RestoreRequest, restore};
 pub use store::{OpenUpload, S3Options, parse_storage_class};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -300,19 +300,6 @@ pub async fn cleanup(
         cleaned.aborted.push(upload);
     }
     Ok(cleaned)
-}
-
-pub fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("SUNSET_STATE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return Path::new(&dir).join("sunset");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => Path::new(&home).join(".local/state/sunset"),
-        None => PathBuf::from(".sunset"),
-    }
 }
 
 #[cfg(test)]

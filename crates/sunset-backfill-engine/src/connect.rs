@@ -10,17 +10,7 @@ use crate::error::Error;
 pub(crate) const APPLICATION_NAME: &str = "sunset-backfill";
 
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    sunset_pg::connect(url, APPLICATION_NAME)
-        .await
-        .map_err(|error| match error {
-            sunset_pg::Error::Url(message) => {
-                Error::Invalid(format!("invalid database URL: {message}"))
-            }
-            sunset_pg::Error::Connect(cause) => Error::Database {
-                context: "connecting to PostgreSQL".to_owned(),
-                cause,
-            },
-        })
+    Ok(sunset_pg::connect(url, APPLICATION_NAME).await?)
 }
 
 /// `SET` statements for the plan's per-batch timeouts: `SET LOCAL` (one transaction) or `SET`

@@ -26,6 +26,9 @@ pub enum Error {
         "the run lock of `{0}` was lost (its connection to PostgreSQL ended); the workers stopped after their current batch and the checkpoint is intact: run the same command again to resume"
     )]
     LockLost(String),
+    /// The database URL is wrong (bad input) or the server could not be reached.
+    #[error(transparent)]
+    Connection(#[from] sunset_pg::Error),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
     /// The server's message is interpolated (tokio-postgres alone says only "db error"), so the
@@ -45,7 +48,10 @@ impl Error {
 
     /// Whether the error is the user's input rather than a failure of the run.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Error::Invalid(_) | Error::Plan(_))
+        match self {
+            Error::Connection(error) => error.is_bad_input(),
+            other => matches!(other, Error::Invalid(_) | Error::Plan(_)),
+        }
     }
 
     /// The SQLSTATE of a database error, if it came from the server.

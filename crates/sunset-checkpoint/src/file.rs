@@ -173,6 +173,21 @@ impl FileRunLock {
     }
 }
 
+/// Where sunset keeps file state (checkpoints, run locks, audit logs, inventories) unless told:
+/// `$SUNSET_STATE_DIR`, else `$XDG_STATE_HOME/sunset`, else `~/.local/state/sunset`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SUNSET_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return Path::new(&dir).join("sunset");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Path::new(&home).join(".local/state/sunset"),
+        None => PathBuf::from(".sunset"),
+    }
+}
+
 /// Creates `dir` and any missing parents as 0700: state (checkpoints, audit logs, inventories)
 /// can hold what an operator would not show other users of the machine. Existing directories
 /// keep their mode.

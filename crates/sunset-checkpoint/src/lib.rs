@@ -24,7 +24,7 @@ mod holder;
 mod pg;
 
 pub use error::Error;
-pub use file::{FileRunLock, FileStore, create_private_dir};
+pub use file::{FileRunLock, FileStore, create_private_dir, default_state_dir};
 pub use holder::Holder;
 pub use pg::{PgRunLock, PgStore};
 

@@ -14,6 +14,9 @@ pub enum Error {
     File(#[from] sunset_plan::Diagnostics),
     #[error(transparent)]
     Backfill(#[from] sunset_backfill_engine::Error),
+    /// The database URL is wrong (bad input) or the server could not be reached.
+    #[error(transparent)]
+    Connection(#[from] sunset_pg::Error),
     /// The generated migration did not survive up, down, up on the scratch database.
     #[error("{0}")]
     Verification(String),
@@ -57,6 +60,7 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Error::BadInput(_) | Error::File(_) => true,
+            Error::Connection(error) => error.is_bad_input(),
             Error::Backfill(inner) => inner.is_bad_input(),
             _ => false,
         }

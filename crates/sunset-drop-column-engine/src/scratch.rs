@@ -17,25 +17,15 @@ use crate::{snapshot, tool};
 pub const APPLICATION_NAME: &str = "sunset-drop-column";
 
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    parse(url)?.connect().await.map_err(connect_error)
+    Ok(parse(url)?.connect().await?)
 }
 
 fn parse(url: &str) -> Result<Database, Error> {
-    let mut database = Database::parse(url).map_err(|e| Error::BadInput(e.to_string()))?;
+    let mut database = Database::parse(url)?;
     if !database.user_set.application_name {
         database.config.application_name(APPLICATION_NAME);
     }
     Ok(database)
-}
-
-fn connect_error(error: sunset_pg::Error) -> Error {
-    match error {
-        sunset_pg::Error::Connect(cause) => Error::Database {
-            context: "connecting to PostgreSQL".to_owned(),
-            cause,
-        },
-        url => Error::BadInput(url.to_string()),
-    }
 }
 
 /// What the verification proved, for the report and the pull request.
@@ -231,7 +221,7 @@ async fn run_in_scratch(
     load_schema(database, source, scratch, pg_dump, psql)?;
     let mut scratch_database = database.clone();
     scratch_database.config.dbname(scratch);
-    let client = scratch_database.connect().await.map_err(connect_error)?;
+    let client = scratch_database.connect().await?;
     let before = snapshot::catalog(&client).await?;
     apply(&client, up, "up").await?;
     let after_up = snapshot::catalog(&client).await?;

@@ -41,9 +41,8 @@ pub struct Args {
     /// Machine-readable output: JSON events and a JSON result on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub verbosity: sunset_cli::Verbosity,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,6 @@ use sunset_archive::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbose, false);
+    sunset_cli::init_tracing(args.verbosity);
     sunset_cli::run_with_interrupts("stopping after the parts in flight", |stop| run(args, stop))
 }

@@ -9,7 +9,7 @@ use sunset_backfill::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbose, false);
+    sunset_cli::init_tracing(args.verbosity);
     // One thread: the work is in PostgreSQL, and waking a connection task on another thread
     // for every batch added a measurable share of a batch's round trip.
     let runtime = match tokio::runtime::Builder::new_current_thread()

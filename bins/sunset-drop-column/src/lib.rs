@@ -32,9 +32,8 @@ pub struct Args {
     /// PostgreSQL URL (libpq style); secrets in it are never printed.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub verbosity: sunset_cli::Verbosity,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,7 @@ use sunset_drop_column::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbose, false);
+    sunset_cli::init_tracing(args.verbosity);
     sunset_cli::run_with_interrupts("stopping before anything is written", |stop| {
         run(args, stop)
     })

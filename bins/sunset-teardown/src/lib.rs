@@ -49,9 +49,8 @@ pub struct Args {
     /// Where checkpoints, audit logs and inventories live (default: $SUNSET_STATE_DIR, else $XDG_STATE_HOME/sunset, else ~/.local/state/sunset).
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
-    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    #[command(flatten)]
+    pub verbosity: sunset_cli::Verbosity,
 }
 
 #[derive(Debug, Subcommand)]

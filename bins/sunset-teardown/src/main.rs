@@ -8,6 +8,6 @@ use sunset_teardown::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbose, false);
+    sunset_cli::init_tracing(args.verbosity);
     sunset_cli::run_with_interrupts("stopping after the call in flight", |stop| run(args, stop))
 }

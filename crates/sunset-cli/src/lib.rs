@@ -24,8 +24,20 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
+/// `-v`/`-q`, declared once for every binary (`#[command(flatten)]`).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Verbosity {
+    /// More logging on stderr (-v, -vv); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Errors only on stderr (no warnings); RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
 /// Installs the tracing subscriber on stderr; `RUST_LOG` overrides the verbosity flags.
-pub fn init_tracing(verbose: u8, quiet: bool) {
+pub fn init_tracing(verbosity: Verbosity) {
+    let Verbosity { verbose, quiet } = verbosity;
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",

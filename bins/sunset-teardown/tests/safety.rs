@@ -129,45 +129,77 @@ decommission_sequence:
     assert_eq!(operations(&done, "StartInstances"), [running.as_str()]);
 }
 
-#[test]
-fn a_command_killed_while_it_ran_is_not_sent_again_without_rerun() {
-    let world = World::new("td-rerun");
-    let dir = world.dir.path();
-    let runs = dir.join("runs");
-    let gate = dir.join("gate");
-    let sequence = world.sequence(
-        "hook",
-        &format!(
-            r#"allowed_accounts: ["{{account}}"]
+/// A one-step sequence whose `command` notes each time it is sent in `runs`, then waits until
+/// `gate` exists.
+struct Hook {
+    sequence: std::path::PathBuf,
+    runs: std::path::PathBuf,
+    gate: std::path::PathBuf,
+}
+
+impl Hook {
+    fn new(world: &World, idempotent: bool) -> Hook {
+        let dir = world.dir.path();
+        let (runs, gate) = (dir.join("runs"), dir.join("gate"));
+        let sequence = world.sequence(
+            "hook",
+            &format!(
+                r#"allowed_accounts: ["{{account}}"]
 region: {{region}}
 decommission_sequence:
   notify:
     - action: command
+      idempotent: {idempotent}
       command: "echo sent >> {runs}; while [ ! -f {gate} ]; do sleep 0.1; done"
       timeout: 2m
 "#,
-            runs = runs.display(),
-            gate = gate.display(),
-        ),
-    );
-    let seq = sequence.to_str().unwrap();
-    let plan = world.run(&["plan", seq]);
+                runs = runs.display(),
+                gate = gate.display(),
+            ),
+        );
+        Hook {
+            sequence,
+            runs,
+            gate,
+        }
+    }
+
+    fn seq(&self) -> &str {
+        self.sequence.to_str().unwrap()
+    }
+
+    /// How many times the command was sent.
+    fn sent(&self) -> usize {
+        std::fs::read_to_string(&self.runs).map_or(0, |t| t.lines().count())
+    }
+
+    /// SIGKILLs an `apply` while its command runs, then opens the gate for the orphaned shell
+    /// (still waiting on it: proof the kill landed mid-command).
+    fn kill_apply_mid_command(&self, world: &World) {
+        let mut child = world.spawn(&["apply", self.seq(), "--yes"]);
+        wait_until("the command is running", Duration::from_secs(60), || {
+            self.sent() == 1
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::write(&self.gate, "").unwrap();
+    }
+}
+
+#[test]
+fn a_command_killed_while_it_ran_is_not_sent_again_without_rerun() {
+    let world = World::new("td-rerun");
+    let hook = Hook::new(&world, false);
+    let plan = world.run(&["plan", hook.seq()]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
     assert!(
         String::from_utf8_lossy(&plan.stdout).contains("only with --rerun notify"),
         "the plan says what an interruption means: {}",
         text(&plan)
     );
-    let mut child = world.spawn(&["apply", seq, "--yes"]);
-    wait_until("the command is running", Duration::from_secs(60), || {
-        std::fs::read_to_string(&runs).is_ok_and(|t| t.lines().count() == 1)
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // The orphaned shell is still waiting on the gate: proof the kill landed mid-command.
-    std::fs::write(&gate, "").unwrap();
+    hook.kill_apply_mid_command(&world);
 
-    let resumed = world.run(&["apply", seq, "--yes"]);
+    let resumed = world.run(&["apply", hook.seq(), "--yes"]);
     assert_eq!(resumed.status.code(), Some(1), "{}", text(&resumed));
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(
@@ -176,46 +208,21 @@ decommission_sequence:
         text(&resumed)
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
+    assert_eq!(hook.sent(), 1);
 
-    let forced = world.run(&["apply", seq, "--yes", "--rerun", "notify"]);
+    let forced = world.run(&["apply", hook.seq(), "--yes", "--rerun", "notify"]);
     assert_eq!(forced.status.code(), Some(0), "{}", text(&forced));
-    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+    assert_eq!(hook.sent(), 2);
 }
 
 #[test]
 fn an_idempotent_command_resumes_without_rerun() {
     let world = World::new("td-idem");
-    let dir = world.dir.path();
-    let runs = dir.join("runs");
-    let gate = dir.join("gate");
-    let sequence = world.sequence(
-        "hook",
-        &format!(
-            r#"allowed_accounts: ["{{account}}"]
-region: {{region}}
-decommission_sequence:
-  notify:
-    - action: command
-      idempotent: true
-      command: "echo sent >> {runs}; while [ ! -f {gate} ]; do sleep 0.1; done"
-      timeout: 2m
-"#,
-            runs = runs.display(),
-            gate = gate.display(),
-        ),
-    );
-    let seq = sequence.to_str().unwrap();
-    let mut child = world.spawn(&["apply", seq, "--yes"]);
-    wait_until("the command is running", Duration::from_secs(60), || {
-        std::fs::read_to_string(&runs).is_ok_and(|t| t.lines().count() == 1)
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::write(&gate, "").unwrap();
-    let resumed = world.run(&["apply", seq, "--yes"]);
+    let hook = Hook::new(&world, true);
+    hook.kill_apply_mid_command(&world);
+    let resumed = world.run(&["apply", hook.seq(), "--yes"]);
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
-    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+    assert_eq!(hook.sent(), 2);
 }
 
 #[test]

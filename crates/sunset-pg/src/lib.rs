@@ -58,7 +58,7 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
-    pub fn parse(text: &str) -> Result<TlsMode, Error> {
+    fn parse(text: &str) -> Result<TlsMode, Error> {
         Ok(match text {
             "disable" => TlsMode::Disable,
             "allow" => TlsMode::Allow,
@@ -265,15 +265,7 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use crate::libpq::env_of;
 
     #[test]
     fn unknown_modes_and_missing_roots_are_bad_input() {

@@ -2,15 +2,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sunset_archive_engine::{
     ArchiveRef, CreateRequest, CreateStats, Destination, Error, RestoreRequest, S3Options,
 };
-use sunset_cli::{Exit, emit, report_error};
+use sunset_cli::progress::{Display, Meter, Progress, Sample, Unit};
+use sunset_cli::{DatabaseArgs, Exit, GlobalArgs, Shutdown, StateDirArgs, emit, parse};
 
 const EXAMPLES: &str = "Examples:
   sunset-archive create --dest s3://legacy-archive/metrics --name 2026-11 \\
@@ -35,14 +35,10 @@ uploaded), 3 stopped early (Ctrl-C): run the same command again to resume.";
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
-    /// PostgreSQL URL (libpq style) for table exports and restores; secrets in it are never printed.
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Machine-readable output: JSON events and a JSON result on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
     #[command(flatten)]
-    pub verbosity: sunset_cli::Verbosity,
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,12 +81,11 @@ pub enum Command {
         /// Where archives are: `s3://bucket/prefix` or a directory.
         dest: String,
         /// Only uploads started longer ago than this (`7d`, `12h`).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse::duration)]
         older_than: Duration,
-        /// Where the run locks of `create` live (default as for create): an upload whose
-        /// `create` is running is never aborted.
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        /// Where `create` keeps its run locks: an upload whose `create` is running is never aborted.
+        #[command(flatten)]
+        state: StateDirArgs,
     },
 }
 
@@ -112,7 +107,7 @@ pub struct CreateArgs {
     #[arg(long = "query", value_parser = parse_query)]
     queries: Vec<(String, String)>,
     /// Upload part size (S3 needs at least 5MiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_parser = parse::size)]
     part_size: u64,
     /// Parts uploaded at once.
     #[arg(long, default_value_t = 4)]
@@ -133,35 +128,21 @@ pub struct CreateArgs {
     #[arg(long = "tag", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
     /// Object lock retention (compliance mode) until this date: YYYY-MM-DD or RFC 3339.
-    #[arg(long, value_parser = parse_date)]
+    #[arg(long, value_parser = parse::date)]
     retain_until: Option<chrono::DateTime<chrono::Utc>>,
-    /// Where checkpoints live (default: $SUNSET_STATE_DIR, else $XDG_STATE_HOME/sunset, else ~/.local/state/sunset).
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateDirArgs,
     /// Abort an interrupted upload of this archive and start afresh.
     #[arg(long)]
     restart: bool,
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
-    sunset_archive_engine::parse_size(text).map_err(|e| e.to_string())
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    sunset_plan::parse_duration(text).map_err(|e| e.to_string())
-}
-
 fn parse_query(text: &str) -> Result<(String, String), String> {
-    let (name, sql) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}`: expected NAME=SQL"))?;
-    Ok((name.trim().to_owned(), sql.trim().to_owned()))
+    parse::pair(text, "NAME=SQL")
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("`{text}`: expected key=value"))?;
+    let (key, value) = parse::pair(text, "key=value")?;
     // S3's rules, checked here so a bad tag fails before any upload, not at its completion.
     let allowed = |c: char| c.is_alphanumeric() || " +-=._:/@".contains(c);
     if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
@@ -174,51 +155,26 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
             "`{text}`: `{bad}` is not allowed in a tag (letters, digits, spaces and + - = . _ : / @)"
         ));
     }
-    Ok((key.to_owned(), value.to_owned()))
-}
-
-fn parse_date(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&chrono::Utc));
-    }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
-        .ok_or_else(|| format!("`{text}`: expected YYYY-MM-DD or an RFC 3339 time"))
+    Ok((key, value))
 }
 
 /// Runs the command; errors are reported here, and the exit code says what happened.
-pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
-    match execute(&args, stop).await {
-        Ok(exit) => exit,
-        Err(error) => {
-            let engine = error.downcast_ref::<Error>();
-            report_error(&format!("error: {error:#}"));
-            match engine {
-                Some(Error::Stopped) => Exit::Stopped,
-                Some(e) if e.is_bad_input() => Exit::BadInput,
-                _ => Exit::Failed,
-            }
-        }
-    }
+pub async fn run(args: Args, stop: Shutdown) -> Exit {
+    let json = args.global.json;
+    sunset_cli::conclude::<Error>(execute(&args, stop).await, json)
 }
 
-async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
+async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
     match &args.command {
         Command::Create(create) => run_create(args, create, stop).await,
         Command::Verify { archive, deep } => {
             let archive = ArchiveRef::parse(archive)?;
             let read = Arc::new(AtomicU64::new(0));
-            let display = tokio::spawn(show_bytes(
-                vec![("read", Arc::clone(&read))],
-                None,
-                args.json,
-            ));
+            let display = show_read(&read, args.global.json);
             let report = sunset_archive_engine::verify(&archive, *deep, read).await;
-            display.abort();
+            display.stop();
             let report = report?;
-            if args.json {
+            if args.global.json {
                 emit(&serde_json::to_string_pretty(&report)?);
             } else if report.problems.is_empty() {
                 emit(&format!(
@@ -250,7 +206,7 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
         Command::List { dest } => {
             let dest = Destination::parse(dest)?;
             let listed = sunset_archive_engine::list(&dest).await?;
-            if args.json {
+            if args.global.json {
                 emit(&serde_json::to_string_pretty(&listed)?);
             } else {
                 for item in &listed {
@@ -279,21 +235,17 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
             let request = RestoreRequest {
                 archive: ArchiveRef::parse(archive)?,
                 to: to.clone(),
-                database_url: into_schema.as_ref().and(args.database_url.clone()),
+                database_url: into_schema.as_ref().and(args.database.database_url.clone()),
                 into_schema: into_schema.clone(),
                 same_owner: *same_owner,
                 preserve_special_bits: *preserve_special_bits,
             };
             let read = Arc::new(AtomicU64::new(0));
-            let display = tokio::spawn(show_bytes(
-                vec![("read", Arc::clone(&read))],
-                None,
-                args.json,
-            ));
+            let display = show_read(&read, args.global.json);
             let report = sunset_archive_engine::restore(&request, read).await;
-            display.abort();
+            display.stop();
             let report = report?;
-            if args.json {
+            if args.global.json {
                 emit(&serde_json::to_string_pretty(&report)?);
             } else {
                 let mut text = format!(
@@ -312,14 +264,12 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
         Command::Cleanup {
             dest,
             older_than,
-            state_dir,
+            state,
         } => {
             let dest = Destination::parse(dest)?;
-            let state_dir = state_dir
-                .clone()
-                .unwrap_or_else(sunset_checkpoint::default_state_dir);
-            let cleaned = sunset_archive_engine::cleanup(&dest, *older_than, &state_dir).await?;
-            if args.json {
+            let cleaned =
+                sunset_archive_engine::cleanup(&dest, *older_than, &state.resolve()).await?;
+            if args.global.json {
                 let items: Vec<_> = cleaned
                     .aborted
                     .iter()
@@ -353,11 +303,7 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
     }
 }
 
-async fn run_create(
-    args: &Args,
-    create: &CreateArgs,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<Exit> {
+async fn run_create(args: &Args, create: &CreateArgs, stop: Shutdown) -> anyhow::Result<Exit> {
     let dest = Destination::parse(&create.dest)?;
     let name = match &create.name {
         Some(name) => name.clone(),
@@ -368,7 +314,7 @@ async fn run_create(
         dirs: create.dirs.clone(),
         tables: create.tables.clone(),
         queries: create.queries.clone(),
-        database_url: args.database_url.clone(),
+        database_url: args.database.database_url.clone(),
         part_size: create.part_size,
         concurrency: create.concurrency,
         level: create.level,
@@ -381,46 +327,19 @@ async fn run_create(
             tags: create.tags.clone(),
             retain_until: create.retain_until,
         },
-        state_dir: create
-            .state_dir
-            .clone()
-            .unwrap_or_else(sunset_checkpoint::default_state_dir),
+        state_dir: create.state.resolve(),
         restart: create.restart,
     };
     let stats = Arc::new(CreateStats::default());
-    let bars = vec![
-        ("read", Arc::new(AtomicU64::new(0))),
-        ("compressed", Arc::new(AtomicU64::new(0))),
-        ("uploaded", Arc::new(AtomicU64::new(0))),
-    ];
-    let mirror = {
-        let stats = Arc::clone(&stats);
-        let bars = bars.clone();
-        tokio::spawn(async move {
-            loop {
-                bars[0]
-                    .1
-                    .store(stats.read.load(Ordering::Relaxed), Ordering::Relaxed);
-                bars[1]
-                    .1
-                    .store(stats.compressed.load(Ordering::Relaxed), Ordering::Relaxed);
-                bars[2]
-                    .1
-                    .store(stats.uploaded.load(Ordering::Relaxed), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let display = tokio::spawn(show_bytes(bars, Some(Arc::clone(&stats)), args.json));
+    let display = show_create(&stats, args.global.json);
     let created = sunset_archive_engine::create(&request, Arc::clone(&stats), stop).await;
-    mirror.abort();
-    display.abort();
+    display.stop();
     let created = created?;
     for warning in &created.warnings {
         tracing::warn!("{warning}");
     }
     let manifest = &created.manifest;
-    if args.json {
+    if args.global.json {
         emit(&serde_json::json!({
             "event": "done",
             "archive": request.archive.to_string(),
@@ -472,68 +391,46 @@ fn default_name(create: &CreateArgs) -> String {
     format!("{safe}-{}", chrono::Utc::now().format("%Y-%m-%d"))
 }
 
-/// Byte counters as bars on a TTY (rate and ETA against the estimate), a line every few seconds
-/// otherwise, or JSON events each second with `--json`.
-async fn show_bytes(
-    counters: Vec<(&'static str, Arc<AtomicU64>)>,
-    stats: Option<Arc<CreateStats>>,
-    json: bool,
-) {
-    let total = || {
-        stats
-            .as_ref()
-            .map_or(0, |s| s.read_total.load(Ordering::Relaxed))
+/// Bytes read, compressed and uploaded against the sources' estimated size.
+fn show_create(stats: &Arc<CreateStats>, json: bool) -> Display {
+    let stats = Arc::clone(stats);
+    let meter = |name| Meter {
+        name,
+        unit: Unit::Bytes,
     };
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-    let bars: Vec<ProgressBar> = if tty && !json {
-        let color = std::env::var_os("NO_COLOR").is_none();
-        let template = if color {
-            "{prefix:>10} {spinner:.green} {wide_bar:.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-        } else {
-            "{prefix:>10} {spinner} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-        };
-        counters
-            .iter()
-            .map(|(name, _)| {
-                let bar = multi.add(ProgressBar::new(total()));
-                bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
-                bar.set_prefix(*name);
-                bar
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut tick: u64 = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        tick += 1;
-        let values: Vec<u64> = counters
-            .iter()
-            .map(|(_, c)| c.load(Ordering::Relaxed))
-            .collect();
-        if !bars.is_empty() {
-            let total = total();
-            for (bar, value) in bars.iter().zip(&values) {
-                // Compressed and uploaded bytes are smaller than the input: their bars show
-                // position only once the estimate is exceeded.
-                bar.set_length(total.max(*value));
-                bar.set_position(*value);
-            }
-        } else if json && tick.is_multiple_of(5) {
-            let mut event = serde_json::json!({"event": "progress", "total_estimate": total()});
-            for ((name, _), value) in counters.iter().zip(&values) {
-                event[*name] = serde_json::json!(value);
-            }
-            emit(&event.to_string());
-        } else if !json && tick.is_multiple_of(25) {
-            let parts: Vec<String> = counters
-                .iter()
-                .zip(&values)
-                .map(|((name, _), value)| format!("{name} {value} bytes"))
-                .collect();
-            report_error(&parts.join(", "));
+    let meters = vec![meter("read"), meter("compressed"), meter("uploaded")];
+    Progress::spawn(meters, json, move || {
+        let values = [&stats.read, &stats.compressed, &stats.uploaded]
+            .map(|counter| counter.load(Ordering::Relaxed));
+        let total = stats.read_total.load(Ordering::Relaxed);
+        Sample {
+            values: values.to_vec(),
+            total,
+            note: None,
+            event: serde_json::json!({
+                "read": values[0],
+                "compressed": values[1],
+                "uploaded": values[2],
+                "total_estimate": total,
+            }),
         }
-    }
+    })
+}
+
+/// Bytes of the archive read (verify, restore); their total is not known up front.
+fn show_read(read: &Arc<AtomicU64>, json: bool) -> Display {
+    let read = Arc::clone(read);
+    let meters = vec![Meter {
+        name: "read",
+        unit: Unit::Bytes,
+    }];
+    Progress::spawn(meters, json, move || {
+        let value = read.load(Ordering::Relaxed);
+        Sample {
+            values: vec![value],
+            total: 0,
+            note: None,
+            event: serde_json::json!({ "read": value }),
+        }
+    })
 }

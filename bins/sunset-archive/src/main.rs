@@ -6,9 +6,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sunset_archive::{Args, run};
+use sunset_cli::Runtime;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbosity);
-    sunset_cli::run_with_interrupts("stopping after the parts in flight", |stop| run(args, stop))
+    sunset_cli::init_tracing(args.global.verbosity);
+    sunset_cli::run_with_interrupts(
+        Runtime::MultiThread,
+        "stopping after the parts in flight",
+        |stop| run(args, stop),
+    )
 }

@@ -3,15 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sunset_backfill_engine::ops::{self, Validation};
-use sunset_backfill_engine::{
-    Backfill, Error, Outcome, RunOptions, Stats, metrics, preflight, runner,
-};
-use sunset_cli::{Exit, Progress, emit, report_error};
-use tokio::sync::watch;
+use sunset_backfill_engine::{Backfill, Error, RunOptions, Stats, metrics, preflight, runner};
+use sunset_cli::progress::{Display, Meter, Progress, Sample, Unit};
+use sunset_cli::{Classify, DatabaseArgs, Exit, Failure, GlobalArgs, Shutdown, emit, report_error};
 
 const EXAMPLES: &str = "Examples:
   sunset-backfill preflight plans/accounts-sti.yaml
@@ -29,14 +26,10 @@ Exit codes: 0 done, 1 failed (or validation mismatch), 2 bad plan or flags (noth
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
-    /// PostgreSQL URL (libpq style); secrets in it are never printed.
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Machine-readable output: JSON events (run) or a JSON document (other commands) on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
     #[command(flatten)]
-    pub verbosity: sunset_cli::Verbosity,
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,49 +110,23 @@ impl Command {
 }
 
 /// Runs the command; errors are reported here, and the exit code says what happened.
-pub async fn run(args: Args, shutdown: watch::Receiver<bool>) -> Exit {
-    match execute(&args, shutdown).await {
-        Ok(exit) => exit,
-        Err(error) => {
-            let bad_input = error
-                .downcast_ref::<Error>()
-                .is_some_and(Error::is_bad_input)
-                || error.downcast_ref::<BadInput>().is_some();
-            report_error(&format!("error: {error:#}"));
-            if bad_input {
-                Exit::BadInput
-            } else {
-                Exit::Failed
-            }
-        }
-    }
+pub async fn run(args: Args, shutdown: Shutdown) -> Exit {
+    let json = args.global.json;
+    sunset_cli::conclude::<Error>(execute(&args, shutdown).await, json)
 }
 
-/// Input the user must fix (an unreadable plan file, a missing URL): exit 2.
-#[derive(Debug)]
-struct BadInput(String);
-
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BadInput {}
-
-async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result<Exit> {
+async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
+    let json = args.global.json;
     let path = args.command.plan();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| BadInput(format!("cannot read plan `{}`: {e}", path.display())))?;
+        .map_err(|e| Failure::bad_input(format!("cannot read plan `{}`: {e}", path.display())))?;
     let loaded = sunset_backfill_engine::load(&path.display().to_string(), &text)?;
-    let url = args.database_url.clone().ok_or_else(|| {
-        BadInput("no database: pass --database-url or set DATABASE_URL".to_owned())
-    })?;
+    let url = args.database.require()?;
     let (mut client, backfill) = sunset_backfill_engine::open(&url, &loaded).await?;
     match &args.command {
         Command::Preflight { .. } => {
             let report = preflight::check(&mut client, &backfill).await?;
-            print_preflight(args.json, true, &backfill, &report);
+            print_preflight(json, true, &backfill, &report);
             Ok(Exit::Done)
         }
         Command::Run {
@@ -170,7 +137,7 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
             ..
         } => {
             let report = preflight::check(&mut client, &backfill).await?;
-            if !args.json {
+            if !json {
                 print_preflight(false, false, &backfill, &report);
             }
             drop(client);
@@ -179,7 +146,9 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
                 Some(addr) => Some(
                     metrics::serve(*addr, backfill.run.clone(), stats.clone())
                         .await
-                        .map_err(|e| BadInput(format!("cannot serve metrics on `{addr}`: {e}")))?,
+                        .map_err(|e| {
+                            Failure::bad_input(format!("cannot serve metrics on `{addr}`: {e}"))
+                        })?,
                 ),
                 None => None,
             };
@@ -189,21 +158,23 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
                 restart: *restart,
                 rows_in_scope: Some(report.rows_in_scope),
             };
-            let display = tokio::spawn(show_progress(stats.clone(), args.json));
+            let display = show_progress(&stats, json);
             let outcome = runner::run(&url, &backfill, options, stats.clone(), shutdown).await;
-            display.abort();
-            finish_progress(&stats, args.json, &outcome);
-            match outcome? {
-                Outcome::Done => Ok(Exit::Done),
-                Outcome::Stopped => Ok(Exit::Stopped),
-            }
+            display.stop();
+            finish_progress(&stats, json, &outcome);
+            outcome?;
+            Ok(Exit::Done)
         }
         Command::Status { .. } => {
             let status = ops::status(&mut client, &backfill.run).await?;
             let Some(status) = status else {
-                return Err(BadInput(format!("run `{}` has never started", backfill.run)).into());
+                return Err(Failure::bad_input(format!(
+                    "run `{}` has never started",
+                    backfill.run
+                ))
+                .into());
             };
-            if args.json {
+            if json {
                 emit(&serde_json::to_string_pretty(&status)?);
             } else {
                 let percent = if status.total_rows == 0 {
@@ -241,7 +212,7 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
         }
         Command::Validate { .. } => {
             let validation = ops::validate(&client, &backfill).await?;
-            print_validation(args.json, &validation);
+            print_validation(json, &validation);
             Ok(if validation.passed() {
                 Exit::Done
             } else {
@@ -251,18 +222,16 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
         Command::Rollback { .. } => {
             drop(client);
             let stats = Arc::new(Stats::default());
-            let display = tokio::spawn(show_progress(stats.clone(), args.json));
+            let display = show_progress(&stats, json);
             let outcome = ops::rollback(&url, &backfill, stats.clone(), shutdown).await;
-            display.abort();
-            finish_progress(&stats, args.json, &outcome);
-            match outcome? {
-                Outcome::Done => Ok(Exit::Done),
-                Outcome::Stopped => Ok(Exit::Stopped),
-            }
+            display.stop();
+            finish_progress(&stats, json, &outcome);
+            outcome?;
+            Ok(Exit::Done)
         }
         Command::Finish { .. } => match ops::finish(&client, &backfill).await? {
             Ok(finished) => {
-                if args.json {
+                if json {
                     emit(&serde_json::to_string(&finished)?);
                 } else if finished.already_not_null {
                     emit(&format!(
@@ -278,7 +247,7 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
                 Ok(Exit::Done)
             }
             Err(validation) => {
-                print_validation(args.json, &validation);
+                print_validation(json, &validation);
                 report_error(
                     "error: finish refused: validation found rows with a wrong or missing type",
                 );
@@ -288,25 +257,23 @@ async fn execute(args: &Args, shutdown: watch::Receiver<bool>) -> anyhow::Result
     }
 }
 
-async fn show_progress(stats: Arc<Stats>, json: bool) {
-    let mut progress = Progress::new(Stats::get(&stats.total_rows), "rows", json);
-    let mut tick = 0u32;
-    loop {
-        let seen = Stats::get(&stats.rows_seen);
-        let total = Stats::get(&stats.total_rows);
-        let throttle = stats.throttle();
-        progress.update(seen, total, throttle.as_deref());
-        if json && tick.is_multiple_of(5) {
-            emit(&progress_event("progress", &stats).to_string());
-        }
-        tick = tick.wrapping_add(1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Rows visited against the total, with the throttle reason as the note.
+fn show_progress(stats: &Arc<Stats>, json: bool) -> Display {
+    let stats = Arc::clone(stats);
+    let meters = vec![Meter {
+        name: "rows",
+        unit: Unit::Rows,
+    }];
+    Progress::spawn(meters, json, move || Sample {
+        values: vec![Stats::get(&stats.rows_seen)],
+        total: Stats::get(&stats.total_rows),
+        note: stats.throttle(),
+        event: progress_fields(&stats),
+    })
 }
 
-fn progress_event(event: &str, stats: &Stats) -> serde_json::Value {
+fn progress_fields(stats: &Stats) -> serde_json::Value {
     serde_json::json!({
-        "event": event,
         "rows_done": Stats::get(&stats.rows_seen),
         "rows_changed": Stats::get(&stats.rows_changed),
         "rows_total": Stats::get(&stats.total_rows),
@@ -317,14 +284,15 @@ fn progress_event(event: &str, stats: &Stats) -> serde_json::Value {
     })
 }
 
-fn finish_progress<T>(stats: &Stats, json: bool, outcome: &Result<Outcome, T>) {
+fn finish_progress(stats: &Stats, json: bool, outcome: &Result<(), Error>) {
+    let stopped = outcome.as_ref().is_err_and(Error::is_stopped);
     let word = match outcome {
-        Ok(Outcome::Done) => "done",
-        Ok(Outcome::Stopped) => "stopped",
+        Ok(()) => "done",
+        Err(_) if stopped => "stopped",
         Err(_) => "failed",
     };
     if json {
-        emit(&progress_event(word, stats).to_string());
+        emit(&sunset_cli::progress::event(word, progress_fields(stats)).to_string());
     } else {
         report_error(&format!(
             "{word}: {} rows visited, {} changed, {} batches, {} retries",
@@ -333,7 +301,7 @@ fn finish_progress<T>(stats: &Stats, json: bool, outcome: &Result<Outcome, T>) {
             Stats::get(&stats.batches),
             Stats::get(&stats.retries)
         ));
-        if matches!(outcome, Ok(Outcome::Stopped)) {
+        if stopped {
             report_error("the checkpoint is saved: run the same command again to resume");
         }
     }

@@ -6,49 +6,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sunset_backfill::{Args, run};
+use sunset_cli::Runtime;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbosity);
-    // One thread: the work is in PostgreSQL, and waking a connection task on another thread
-    // for every batch added a measurable share of a batch's round trip.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            #[allow(clippy::print_stderr, reason = "nothing else can report this")]
-            {
-                eprintln!("error: cannot start the async runtime: {error}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let signal = async {
-                match term.as_mut() {
-                    Some(term) => {
-                        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-                    }
-                    None => drop(tokio::signal::ctrl_c().await),
-                }
-            };
-            signal.await;
-            tracing::warn!("stopping after the current batch (interrupt again to abort now)");
-            let _ = stop.send(true);
-            let _ = tokio::signal::ctrl_c().await;
-            #[allow(
-                clippy::exit,
-                clippy::disallowed_methods,
-                reason = "a second interrupt aborts at once; the open transaction rolls back"
-            )]
-            std::process::exit(130);
-        });
-        run(args, shutdown).await.into()
-    })
+    sunset_cli::init_tracing(args.global.verbosity);
+    sunset_cli::run_with_interrupts(
+        Runtime::CurrentThread,
+        "stopping after the current batch",
+        |shutdown| run(args, shutdown),
+    )
 }

@@ -1,12 +1,10 @@
 //! `sunset-drop-column`: argument parsing and wiring over `sunset-drop-column-engine`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
-use sunset_cli::{Exit, emit, report_error};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use sunset_cli::{DatabaseArgs, Exit, GlobalArgs, Shutdown, emit, parse, report_error};
 use sunset_drop_column_engine::findings::{self, CODES};
 use sunset_drop_column_engine::migration::Options;
 use sunset_drop_column_engine::{
@@ -16,7 +14,7 @@ use sunset_drop_column_engine::{
 
 const EXAMPLES: &str = "Examples:
   sunset-drop-column check --table accounts --column legacy_kind --backfill-plan plans/accounts-sti.yaml --repo .
-  sunset-drop-column check --table accounts --column legacy_kind --format json
+  sunset-drop-column check --table accounts --column legacy_kind --json
   sunset-drop-column generate --table accounts --column legacy_kind --format sqlx --migrations-dir migrations --pr --repo .
   sunset-drop-column codes        # every finding code, for --allow
 
@@ -29,11 +27,10 @@ migration failed on the scratch database, 2 bad input (nothing written).";
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
-    /// PostgreSQL URL (libpq style); secrets in it are never printed.
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
     #[command(flatten)]
-    pub verbosity: sunset_cli::Verbosity,
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,9 +39,6 @@ pub enum Command {
     Check {
         #[command(flatten)]
         subject: Subject,
-        /// Output: a readable report or one JSON document.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        format: Output,
     },
     /// Check, build the migration, verify it up/down/up on a scratch database, then write it.
     Generate {
@@ -63,17 +57,14 @@ pub enum Command {
         #[arg(long)]
         pr: bool,
         /// lock_timeout of the migration's statements.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = parse::duration)]
         lock_timeout: Duration,
         /// statement_timeout of the migration's statements (raise it for --restore-data on big tables).
-        #[arg(long, default_value = "1m", value_parser = parse_duration)]
+        #[arg(long, default_value = "1m", value_parser = parse::duration)]
         statement_timeout: Duration,
         /// Migration version as YYYYMMDDHHMMSS (default: the version of an earlier run, else now).
-        #[arg(long, value_parser = parse_timestamp)]
+        #[arg(long, value_parser = parse::timestamp)]
         timestamp: Option<chrono::NaiveDateTime>,
-        /// Print the outcome as JSON on stdout.
-        #[arg(long)]
-        json: bool,
     },
     /// List every finding code with what it means.
     Codes,
@@ -101,12 +92,6 @@ pub struct Subject {
     config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
-
 fn parse_format(text: &str) -> Result<Format, String> {
     Format::parse(text).ok_or_else(|| {
         let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
@@ -117,31 +102,10 @@ fn parse_format(text: &str) -> Result<Format, String> {
     })
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    sunset_plan::parse_duration(text).map_err(|e| e.to_string())
-}
-
-fn parse_timestamp(text: &str) -> Result<chrono::NaiveDateTime, String> {
-    chrono::NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S")
-        .map_err(|e| format!("expected YYYYMMDDHHMMSS: {e}"))
-}
-
 /// Runs the command; errors are reported here, and the exit code says what happened.
-pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
-    match execute(args, &stop).await {
-        Ok(exit) => exit,
-        Err(error) => {
-            let engine = error.downcast_ref::<Error>();
-            report_error(&format!("error: {error:#}"));
-            if engine.is_some_and(Error::is_stopped) {
-                Exit::Stopped
-            } else if engine.is_some_and(Error::is_bad_input) {
-                Exit::BadInput
-            } else {
-                Exit::Failed
-            }
-        }
-    }
+pub async fn run(args: Args, stop: Shutdown) -> Exit {
+    let json = args.global.json;
+    sunset_cli::conclude::<Error>(execute(args, &stop).await, json)
 }
 
 fn acknowledgements(subject: &Subject) -> Result<Acknowledgements, Error> {
@@ -179,32 +143,32 @@ fn check_request(subject: &Subject) -> Result<CheckRequest, Error> {
     })
 }
 
-async fn execute(args: Args, stop: &AtomicBool) -> anyhow::Result<Exit> {
+async fn execute(args: Args, stop: &Shutdown) -> anyhow::Result<Exit> {
+    let json = args.global.json;
     if let Command::Codes = args.command {
         for (code, meaning) in CODES {
             emit(&format!("{code:<26} {meaning}"));
         }
         return Ok(Exit::Done);
     }
-    let url = args.database_url.clone().ok_or_else(|| {
-        Error::BadInput("no database: pass --database-url or set DATABASE_URL".to_owned())
-    })?;
+    let url = args.database.require()?;
     match args.command {
         Command::Codes => Ok(Exit::Done),
-        Command::Check { subject, format } => {
+        Command::Check { subject } => {
             let request = check_request(&subject)?;
             let client = scratch::connect(&url).await?;
             let report = sunset_drop_column_engine::check(&client, &request).await?;
-            match format {
-                Output::Json => emit(&serde_json::to_string_pretty(&serde_json::json!({
+            if json {
+                emit(&serde_json::to_string_pretty(&serde_json::json!({
                     "table": format!("{}.{}", report.target.schema, report.target.table),
                     "column": report.target.column.name,
                     "passed": report.passed(),
                     "blocking": report.blocking().len(),
                     "findings": report.findings,
                     "unused_acknowledgements": report.unused_acknowledgements,
-                }))?),
-                Output::Text => emit(report::text(&report).trim_end()),
+                }))?);
+            } else {
+                emit(report::text(&report).trim_end());
             }
             Ok(if report.passed() {
                 Exit::Done
@@ -221,7 +185,6 @@ async fn execute(args: Args, stop: &AtomicBool) -> anyhow::Result<Exit> {
             lock_timeout,
             statement_timeout,
             timestamp,
-            json,
         } => {
             let request = GenerateRequest {
                 check: check_request(&subject)?,
@@ -262,7 +225,7 @@ async fn execute(args: Args, stop: &AtomicBool) -> anyhow::Result<Exit> {
                         }))?);
                     } else {
                         emit(report::text(&report).trim_end());
-                        emit(report::generated(&generated).trim_end());
+                        emit(generated.summary().trim_end());
                     }
                     Ok(Exit::Done)
                 }

@@ -5,12 +5,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sunset_cli::Runtime;
 use sunset_drop_column::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbosity);
-    sunset_cli::run_with_interrupts("stopping before anything is written", |stop| {
-        run(args, stop)
-    })
+    sunset_cli::init_tracing(args.global.verbosity);
+    sunset_cli::run_with_interrupts(
+        Runtime::MultiThread,
+        "stopping before anything is written",
+        |stop| run(args, stop),
+    )
 }

@@ -1,5 +1,5 @@
 //! One test per kind of evidence: each builds the dependent on a real PostgreSQL, runs
-//! `check --format json`, and asserts the finding's code and object name.
+//! `check --json`, and asserts the finding's code and object name.
 
 mod support;
 
@@ -497,8 +497,7 @@ fn a_closed_stdout_is_not_a_failure() {
     command
         .args([
             "check",
-            "--format",
-            "json",
+            "--json",
             "--table",
             "accounts",
             "--column",

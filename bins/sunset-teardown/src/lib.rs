@@ -2,12 +2,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sunset_cli::{Exit, emit, report_error};
+use sunset_cli::{Exit, Failure, GlobalArgs, Shutdown, StateDirArgs, emit, parse};
 use sunset_teardown_engine::{ApplyOutcome, Error, Event, Options, Teardown, Ui, target_list};
 
 const EXAMPLES: &str = "Examples:
@@ -43,14 +41,10 @@ pub struct Args {
     /// An AWS account id allowed besides the sequence's `allowed_accounts` (repeatable).
     #[arg(long = "allow-account", global = true)]
     pub allow_accounts: Vec<String>,
-    /// Machine-readable output: JSON events and a JSON result on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Where checkpoints, audit logs and inventories live (default: $SUNSET_STATE_DIR, else $XDG_STATE_HOME/sunset, else ~/.local/state/sunset).
-    #[arg(long, global = true)]
-    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
-    pub verbosity: sunset_cli::Verbosity,
+    pub state: StateDirArgs,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,7 +65,7 @@ pub enum Command {
         #[arg(long)]
         restart: bool,
         /// Cap every wait_time at this (rehearsals and demos), e.g. 5s.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse::duration)]
         max_wait: Option<Duration>,
         /// Send again the interrupted `command`, `sql` or `http` actions of this step, which a
         /// resumed run otherwise refuses to repeat (repeatable). Check what they did first.
@@ -90,48 +84,10 @@ pub enum Command {
     },
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    sunset_plan::parse_duration(text).map_err(|e| e.to_string())
-}
-
-/// An engine error with the sequence's environment values put back as their `${NAME}`: what
-/// the user sees, keeping the exit code of the error it stands for.
-#[derive(Debug)]
-struct RedactedError {
-    exit_code: u8,
-    message: String,
-}
-
-impl std::fmt::Display for RedactedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for RedactedError {}
-
 /// Runs the command; errors are reported here, and the exit code says what happened.
-pub async fn run(args: Args, stop: Arc<AtomicBool>) -> Exit {
-    match execute(&args, stop).await {
-        Ok(exit) => exit,
-        Err(error) => {
-            let code = error
-                .downcast_ref::<Error>()
-                .map(Error::exit_code)
-                .or_else(|| error.downcast_ref::<RedactedError>().map(|e| e.exit_code));
-            let exit = match code {
-                Some(2) => Exit::BadInput,
-                Some(3) => Exit::Stopped,
-                _ => Exit::Failed,
-            };
-            if args.json {
-                let code = exit as u8;
-                emit(&serde_json::json!({"event": "error", "exit_code": code, "message": format!("{error:#}")}).to_string());
-            }
-            report_error(&format!("error: {error:#}"));
-            exit
-        }
-    }
+pub async fn run(args: Args, stop: Shutdown) -> Exit {
+    let json = args.global.json;
+    sunset_cli::conclude::<Error>(execute(&args, stop).await, json)
 }
 
 struct Terminal {
@@ -185,11 +141,8 @@ impl Ui for Terminal {
     }
 }
 
-async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(sunset_checkpoint::default_state_dir);
+async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
+    let state_dir = args.state.resolve();
     let (sequence, restart, max_wait, rerun) = match &args.command {
         Command::Plan { sequence, restart } => (sequence, *restart, None, Vec::new()),
         Command::Apply {
@@ -214,11 +167,10 @@ async fn execute(args: &Args, stop: Arc<AtomicBool>) -> anyhow::Result<Exit> {
     run_loaded(args, &teardown, &options, sequence)
         .await
         .map_err(|error| {
-            let exit_code = error.downcast_ref::<Error>().map_or(1, Error::exit_code);
-            anyhow::Error::new(RedactedError {
-                exit_code,
-                message: teardown.redact(&format!("{error:#}")),
-            })
+            // The sequence's environment values put back as their `${NAME}`, keeping the exit
+            // of the error the text stands for.
+            let exit = sunset_cli::exit_code::<Error>(&error);
+            anyhow::Error::new(Failure::new(exit, teardown.redact(&format!("{error:#}"))))
         })
 }
 
@@ -229,13 +181,13 @@ async fn run_loaded(
     sequence: &std::path::Path,
 ) -> anyhow::Result<Exit> {
     let mut ui = Terminal {
-        json: args.json,
+        json: args.global.json,
         yes: args.yes,
     };
     match &args.command {
         Command::Plan { .. } => {
             let plan = teardown.plan(options).await?;
-            if args.json {
+            if args.global.json {
                 emit(&serde_json::to_string_pretty(&plan)?);
             } else {
                 emit(&plan.render());
@@ -252,7 +204,7 @@ async fn run_loaded(
         },
         Command::Status { .. } => {
             let state = teardown.status()?;
-            if args.json {
+            if args.global.json {
                 emit(&serde_json::to_string_pretty(
                     &serde_json::json!({"run": teardown.run, "paths": teardown.paths(), "state": state}),
                 )?);
@@ -318,7 +270,7 @@ async fn run_loaded(
         }
         Command::Rollback { .. } => {
             let report = teardown.rollback(options, &mut ui).await?;
-            if args.json {
+            if args.global.json {
                 emit(&serde_json::to_string_pretty(&report)?);
             } else if !report.irreversible.is_empty() {
                 emit(&format!(

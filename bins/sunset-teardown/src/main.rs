@@ -4,10 +4,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sunset_cli::Runtime;
 use sunset_teardown::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    sunset_cli::init_tracing(args.verbosity);
-    sunset_cli::run_with_interrupts("stopping after the call in flight", |stop| run(args, stop))
+    sunset_cli::init_tracing(args.global.verbosity);
+    sunset_cli::run_with_interrupts(
+        Runtime::MultiThread,
+        "stopping after the call in flight",
+        |stop| run(args, stop),
+    )
 }

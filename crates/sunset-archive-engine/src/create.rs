@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sunset_outcome::Shutdown;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -102,43 +104,43 @@ async fn preflight(
     client: Option<&tokio_postgres::Client>,
 ) -> Result<(Vec<FileItem>, Vec<Export>), Error> {
     if request.dirs.is_empty() && request.tables.is_empty() && request.queries.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "nothing to archive: give at least one --dir, --table or --query".into(),
         ));
     }
     if matches!(request.archive.dest, Destination::S3 { .. }) && request.part_size < MIN_PART_SIZE {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "--part-size {}: S3 needs parts of at least 5MiB",
             request.part_size
         )));
     }
     if request.part_size < BLOCK_SIZE as u64 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "--part-size {}: expected at least 1MiB",
             request.part_size
         )));
     }
     if request.part_size > 5 << 30 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "--part-size {}: S3 takes parts of at most 5GiB",
             request.part_size
         )));
     }
     if !(1..=9).contains(&request.level) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "--level {}: expected 1 (fastest) to 9 (smallest)",
             request.level
         )));
     }
     if request.concurrency == 0 {
-        return Err(Error::Invalid("--concurrency: expected at least 1".into()));
+        return Err(Error::BadInput("--concurrency: expected at least 1".into()));
     }
     let items = sources::walk(&request.dirs)?;
     let exports = match client {
         Some(client) => sources::resolve_exports(client, &request.tables, &request.queries).await?,
         None if request.tables.is_empty() && request.queries.is_empty() => Vec::new(),
         None => {
-            return Err(Error::Invalid(
+            return Err(Error::BadInput(
                 "--table and --query need a database: pass --database-url or set DATABASE_URL"
                     .into(),
             ));
@@ -177,7 +179,7 @@ fn fingerprint(request: &CreateRequest) -> String {
 pub async fn create(
     request: &CreateRequest,
     stats: Arc<CreateStats>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 ) -> Result<Created, Error> {
     let store = Store::for_destination(&request.archive.dest).await;
     let client = match &request.database_url {
@@ -201,7 +203,7 @@ pub async fn create(
         checkpoints.clear()?;
     }
     if resume.is_none() && store.exists(&request.archive).await? {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "archive `{}` already exists; archives are never overwritten: choose another --name",
             request.archive
         )));
@@ -299,7 +301,7 @@ async fn upload(
     exports: Arc<Vec<Export>>,
     client: Option<Arc<tokio_postgres::Client>>,
     stats: &Arc<CreateStats>,
-    stop: &Arc<AtomicBool>,
+    stop: &Shutdown,
 ) -> Result<Created, Error> {
     let archive = &request.archive;
     // Parts from an interrupted run count only if the destination still holds them as acked.
@@ -347,7 +349,7 @@ async fn upload(
     let (parts_tx, mut parts_rx) = tokio::sync::mpsc::channel::<Part>(1);
     let producer = {
         let stats = Arc::clone(stats);
-        let stop = Arc::clone(stop);
+        let stop = stop.clone();
         let level = request.level;
         let threads = request.threads;
         let part_size = request.part_size;
@@ -428,14 +430,14 @@ async fn upload(
     if let Some(mut error) = failure {
         if matches!(error, Error::SourcesChanged(_)) {
             abandon(store, archive, &state, checkpoints).await?;
-        } else if stop.load(Ordering::Relaxed) {
+        } else if stop.is_requested() {
             error = Error::Stopped;
         }
         return Err(error);
     }
     let (written, size, sha256) = match produced {
         Ok(produced) => produced,
-        Err(_) if stop.load(Ordering::Relaxed) => return Err(Error::Stopped),
+        Err(_) if stop.is_requested() => return Err(Error::Stopped),
         Err(error @ Error::SourcesChanged(_)) => {
             abandon(store, archive, &state, checkpoints).await?;
             return Err(error);
@@ -532,7 +534,7 @@ struct PartSink {
     whole: Sha256,
     size: u64,
     stats: Arc<CreateStats>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
 }
 
 impl PartSink {
@@ -540,7 +542,7 @@ impl PartSink {
         parts: tokio::sync::mpsc::Sender<Part>,
         part_size: u64,
         stats: Arc<CreateStats>,
-        stop: Arc<AtomicBool>,
+        stop: Shutdown,
     ) -> PartSink {
         let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
         PartSink {
@@ -557,7 +559,7 @@ impl PartSink {
     }
 
     fn send(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
-        if self.stop.load(Ordering::Relaxed) {
+        if self.stop.is_requested() {
             return Err(std::io::Error::other(STOPPED));
         }
         let part = Part {

@@ -4,12 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use sunset_outcome::{Classify, chain};
+pub(crate) use sunset_pg::describe;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Arguments or sources the user must fix (missing directory, unknown table, bad URL, an
     /// archive that already exists): nothing was uploaded.
     #[error("{0}")]
-    Invalid(String),
+    BadInput(String),
     /// The cause is the `source` (shown by `{:#}` and error chains), not repeated here.
     #[error("{context} `{}`", path.display())]
     Io {
@@ -78,16 +81,19 @@ impl Error {
         let context = format!("S3 {call} `{key}`");
         move |error| Error::S3(format!("{context}: {}", describe_s3(&error)))
     }
+}
 
-    /// Whether the error is the user's input rather than a failure of the run.
-    pub fn is_bad_input(&self) -> bool {
+impl Classify for Error {
+    fn is_bad_input(&self) -> bool {
         match self {
             Error::Connection(error) => error.is_bad_input(),
-            other => matches!(
-                other,
-                Error::Invalid(_) | Error::Checkpoint(sunset_checkpoint::Error::PlanChanged { .. })
-            ),
+            Error::Checkpoint(error) => error.is_bad_input(),
+            other => matches!(other, Error::BadInput(_)),
         }
+    }
+
+    fn is_stopped(&self) -> bool {
+        matches!(self, Error::Stopped)
     }
 }
 
@@ -117,33 +123,6 @@ where
         (Some(code), _) => format!("{code}{request_id}"),
         // Transport errors: the chain says what happened (connection refused, timeout).
         _ => chain(error),
-    }
-}
-
-/// An error and its causes, one after the other, each once.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ")
-}
-
-pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => db.message().to_owned(),
-        None => {
-            let mut text = error.to_string();
-            if let Some(cause) = std::error::Error::source(error) {
-                text.push_str(&format!(": {cause}"));
-            }
-            text
-        }
     }
 }
 

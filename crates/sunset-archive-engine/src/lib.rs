@@ -23,7 +23,7 @@ mod tarball;
 
 pub use create::{CreateRequest, CreateStats, Created, MIN_PART_SIZE, create};
 pub use error::{Error, aws_error_line};
-pub use location::{ARCHIVE_OBJECT, ArchiveRef, Destination, MANIFEST_OBJECT, parse_size};
+pub use location::{ARCHIVE_OBJECT, ArchiveRef, Destination, MANIFEST_OBJECT};
 pub use manifest::{
     ColumnSchema, Entry, EntryKind, FORMAT_VERSION, Manifest, TableExport, TableSchema,
 };

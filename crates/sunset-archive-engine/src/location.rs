@@ -20,18 +20,18 @@ impl Destination {
     pub fn parse(text: &str) -> Result<Destination, Error> {
         let Some(rest) = text.strip_prefix("s3://") else {
             if text.contains("://") {
-                return Err(Error::Invalid(format!(
+                return Err(Error::BadInput(format!(
                     "`{text}` is not a destination: expected s3://bucket/prefix or a local directory"
                 )));
             }
             if text.is_empty() {
-                return Err(Error::Invalid("the destination is empty".into()));
+                return Err(Error::BadInput("the destination is empty".into()));
             }
             return Ok(Destination::Local(PathBuf::from(text)));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         check_bucket_name(bucket).map_err(|why| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "`{text}`: bucket name `{bucket}` {why} (expected s3://bucket/prefix)"
             ))
         })?;
@@ -73,13 +73,13 @@ impl ArchiveRef {
     pub fn parse(text: &str) -> Result<ArchiveRef, Error> {
         let trimmed = text.trim_end_matches('/');
         let (dest, name) = trimmed.rsplit_once('/').ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "`{text}` is not an archive address: expected DEST/NAME, as in s3://bucket/prefix/NAME or DIR/NAME"
             ))
         })?;
         let dest = if dest.is_empty() { "/" } else { dest };
         let dest = if dest == "s3:/" {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "`{text}` names a bucket, not an archive: expected s3://bucket/prefix/NAME"
             )));
         } else {
@@ -119,7 +119,7 @@ fn check_archive_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
+        Err(Error::BadInput(format!(
             "archive name `{name}`: expected letters, digits, `-`, `_` and `.`"
         )))
     }
@@ -144,35 +144,6 @@ fn check_bucket_name(bucket: &str) -> Result<(), &'static str> {
         return Err("may not contain `..`");
     }
     Ok(())
-}
-
-/// Parses a size such as `64MiB`, `8MB`, `5242880` (bytes).
-pub fn parse_size(text: &str) -> Result<u64, Error> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    let multiplier: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(Error::Invalid(format!(
-                "size `{text}`: unknown unit `{other}` (expected B, KiB, MiB, GiB, KB, MB or GB)"
-            )));
-        }
-    };
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| Error::Invalid(format!("size `{text}`: expected a number such as 64MiB")))?;
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| Error::Invalid(format!("size `{text}` is too large")))
 }
 
 #[cfg(test)]
@@ -230,19 +201,5 @@ mod tests {
                 .archive("a/b")
                 .is_err()
         );
-    }
-
-    #[test]
-    fn sizes_take_binary_and_decimal_units() {
-        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
-        assert_eq!(parse_size("5MB").unwrap(), 5_000_000);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(
-            parse_size("12 parsecs")
-                .unwrap_err()
-                .to_string()
-                .contains("unit")
-        );
-        assert!(parse_size("MiB").is_err());
     }
 }

@@ -67,12 +67,12 @@ pub async fn restore(
     read: Arc<AtomicU64>,
 ) -> Result<RestoreReport, Error> {
     if request.into_schema.is_some() && request.database_url.is_none() {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "--into-schema needs --database-url (or DATABASE_URL)".into(),
         ));
     }
     if request.same_owner && !is_root() {
-        return Err(Error::Invalid(
+        return Err(Error::BadInput(
             "--same-owner needs root: only root can give files to other users".into(),
         ));
     }
@@ -467,7 +467,7 @@ impl Landing {
             }
         }
         if to.exists() && !to.is_dir() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "--to `{}` is not a directory",
                 to.display()
             )));
@@ -491,7 +491,7 @@ impl Landing {
             }
         }
         std::fs::create_dir_all(to)
-            .map_err(|e| Error::Invalid(format!("--to `{}`: {e}", to.display())))?;
+            .map_err(|e| Error::BadInput(format!("--to `{}`: {e}", to.display())))?;
         let to = to.canonicalize().map_err(Error::io("resolve", to))?;
         remove_stale_staging(&to);
         let staging = to.join(format!("{STAGING_PREFIX}{}", std::process::id()));
@@ -672,7 +672,7 @@ impl TableLoader {
             )
             .await
             .map_err(|e| {
-                Error::Invalid(format!(
+                Error::BadInput(format!(
                     "--into-schema `{schema}`: {}",
                     crate::error::describe(&e)
                 ))
@@ -808,7 +808,7 @@ impl TableLoader {
             )
             .await
             .map_err(|e| {
-                Error::Invalid(format!(
+                Error::BadInput(format!(
                     "restoring `{export}` as {target}: {}",
                     crate::error::describe(&e)
                 ))

@@ -26,19 +26,19 @@ pub(crate) fn walk(paths: &[PathBuf]) -> Result<Vec<FileItem>, Error> {
     let mut tops: Vec<String> = Vec::new();
     for path in paths {
         let metadata = std::fs::symlink_metadata(path)
-            .map_err(|e| Error::Invalid(format!("--dir `{}`: {}", path.display(), plain(&e))))?;
+            .map_err(|e| Error::BadInput(format!("--dir `{}`: {}", path.display(), plain(&e))))?;
         let top = path
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::BadInput(format!(
                     "--dir `{}` has no name to archive it under",
                     path.display()
                 ))
             })?;
         if tops.contains(&top) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "--dir `{}`: another source is also named `{top}`; archive their parent instead",
                 path.display()
             )));
@@ -59,7 +59,7 @@ fn visit(
     if kind.is_file() {
         // Opening proves it is readable now, before any byte is uploaded.
         std::fs::File::open(disk).map_err(|e| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "`{}` is not readable: {}",
                 disk.display(),
                 plain(&e)
@@ -78,7 +78,7 @@ fn visit(
         });
     } else if kind.is_dir() {
         let entries = std::fs::read_dir(disk).map_err(|e| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "directory `{}` is not readable: {}",
                 disk.display(),
                 plain(&e)
@@ -87,7 +87,7 @@ fn visit(
         let mut children = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| {
-                Error::Invalid(format!(
+                Error::BadInput(format!(
                     "directory `{}` is not readable: {}",
                     disk.display(),
                     plain(&e)
@@ -117,7 +117,7 @@ fn visit(
         } else {
             "a device"
         };
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "`{}` is {what}: only files, directories and symlinks can be archived",
             disk.display()
         )));
@@ -163,10 +163,10 @@ pub(crate) async fn resolve_exports(
             )
             .await
             .map_err(|e| match e.as_db_error() {
-                Some(db) => Error::Invalid(format!("--table `{table}`: {}", db.message())),
+                Some(db) => Error::BadInput(format!("--table `{table}`: {}", db.message())),
                 None => Error::db(format!("resolving table `{table}`"))(e),
             })?
-            .ok_or_else(|| Error::Invalid(format!("--table `{table}`: no such table")))?;
+            .ok_or_else(|| Error::BadInput(format!("--table `{table}`: no such table")))?;
         let (oid, schema, name): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
         let columns = client
             .query(
@@ -199,7 +199,7 @@ pub(crate) async fn resolve_exports(
         let qualified = format!("{}.{}", quote(&schema), quote(&name));
         let display = format!("{schema}.{name}");
         if exports.iter().any(|e: &Export| e.source == display) {
-            return Err(Error::Invalid(format!("--table `{table}` is given twice")));
+            return Err(Error::BadInput(format!("--table `{table}` is given twice")));
         }
         exports.push(Export {
             dir: format!("tables/{}", path_safe(&display)),
@@ -219,26 +219,26 @@ pub(crate) async fn resolve_exports(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "--query `{name}=...`: the name must be letters, digits, `_` or `-`"
             )));
         }
         if exports.iter().any(|e| e.dir == format!("queries/{name}")) {
-            return Err(Error::Invalid(format!("--query `{name}` is given twice")));
+            return Err(Error::BadInput(format!("--query `{name}` is given twice")));
         }
         if sql.trim_end().ends_with(';') {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "--query `{name}`: remove the trailing `;` (the query is exported as COPY (query) TO STDOUT)"
             )));
         }
         // One statement on its own (a second one, or text that closes the COPY's parenthesis,
         // does not prepare), and then exactly what will run.
         let statement = client.prepare(sql).await.map_err(|e| {
-            Error::Invalid(format!("--query `{name}`: {}", crate::error::describe(&e)))
+            Error::BadInput(format!("--query `{name}`: {}", crate::error::describe(&e)))
         })?;
         let copy_sql = format!("COPY ({sql}) TO STDOUT (FORMAT csv, HEADER)");
         client.prepare(&copy_sql).await.map_err(|e| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "--query `{name}` cannot be exported as COPY ({{query}}) TO STDOUT (a trailing comment?): {}",
                 crate::error::describe(&e)
             ))

@@ -145,7 +145,7 @@ impl Store {
         if enabled {
             Ok(())
         } else {
-            Err(Error::Invalid(format!(
+            Err(Error::BadInput(format!(
                 "--retain-until needs a bucket with object lock enabled, and `{bucket}` has none (create it with --object-lock-enabled-for-bucket)"
             )))
         }
@@ -164,16 +164,16 @@ impl Store {
                     .map_err(|e| {
                         let text = crate::error::describe_s3(&e);
                         if is_not_found(&e) {
-                            Error::Invalid(format!("bucket `{bucket}` does not exist"))
+                            Error::BadInput(format!("bucket `{bucket}` does not exist"))
                         } else {
-                            Error::Invalid(format!("bucket `{bucket}` is not reachable: {text}"))
+                            Error::BadInput(format!("bucket `{bucket}` is not reachable: {text}"))
                         }
                     })?;
                 Ok(())
             }
             (Store::Local, Destination::Local(dir)) => {
                 if dir.exists() && !dir.is_dir() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::BadInput(format!(
                         "destination `{}` is not a directory",
                         dir.display()
                     )));
@@ -522,7 +522,7 @@ impl Store {
                     .await
                     .map_err(|e| {
                         if is_not_found(&e) {
-                            Error::Invalid(format!("there is no archive `{archive}` (no `{key}`)"))
+                            Error::BadInput(format!("there is no archive `{archive}` (no `{key}`)"))
                         } else {
                             Error::s3("GetObject", &key)(e)
                         }
@@ -536,7 +536,7 @@ impl Store {
             }
             Store::Local => std::fs::read(&key).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::Invalid(format!("there is no archive `{archive}` (no `{key}`)"))
+                    Error::BadInput(format!("there is no archive `{archive}` (no `{key}`)"))
                 } else {
                     Error::io("read", Path::new(&key))(e)
                 }
@@ -569,7 +569,7 @@ impl Store {
                         let item = match tokio::time::timeout(stall, body.try_next()).await {
                             Ok(Ok(Some(chunk))) => Ok(chunk),
                             Ok(Ok(None)) => break,
-                            Ok(Err(e)) => Err(std::io::Error::other(crate::error::chain(&e))),
+                            Ok(Err(e)) => Err(std::io::Error::other(sunset_outcome::chain(&e))),
                             Err(_) => Err(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
                                 format!(
@@ -632,7 +632,7 @@ impl Store {
                 let entries = match std::fs::read_dir(dir) {
                     Ok(entries) => entries,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadInput(format!(
                             "`{}` does not exist",
                             dir.display()
                         )));
@@ -779,7 +779,7 @@ fn partial_path(archive: &ArchiveRef, upload_id: &str) -> PathBuf {
 fn link_into_place(from: &Path, to: &Path) -> Result<(), Error> {
     std::fs::hard_link(from, to).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "`{}` already exists; it is never overwritten",
                 to.display()
             ))

@@ -317,7 +317,7 @@ pub async fn resolve(
                 match resolved {
                     Ok(Some(source)) => sources.push(source),
                     Ok(None) => {}
-                    Err(Error::Invalid(problem)) => problems.push(format!("{role}: {problem}")),
+                    Err(Error::BadInput(problem)) => problems.push(format!("{role}: {problem}")),
                     Err(other) => return Err(other),
                 }
             }
@@ -325,7 +325,7 @@ pub async fn resolve(
         }
     };
     if !problems.is_empty() {
-        return Err(Error::Invalid(problems.join("\n")));
+        return Err(Error::BadInput(problems.join("\n")));
     }
     Ok(Backfill {
         run: plan.backfill.to_string(),
@@ -479,19 +479,19 @@ async fn resolve_table(client: &impl GenericClient, name: &str) -> Result<TableR
         )
         .await
         .map_err(|e| {
-            Error::Invalid(format!(
+            Error::BadInput(format!(
                 "table `{name}` is not a valid table name: {}",
                 describe(&e)
             ))
         })?;
     let Some(row) = row else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "table `{name}` does not exist (or is not visible on the search_path)"
         )));
     };
     let kind: String = row.get(3);
     if kind != "r" && kind != "p" {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "`{name}` is not a table (relkind `{kind}`); backfills update ordinary or partitioned tables"
         )));
     }

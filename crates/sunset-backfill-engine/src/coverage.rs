@@ -66,7 +66,7 @@ pub(crate) async fn install(client: &impl GenericClient, backfill: &Backfill) ->
 
 fn refuse_tag<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<(), Error> {
     if values.into_iter().any(|v| v.contains(TAG)) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "plan values may not contain `{TAG}`"
         )));
     }

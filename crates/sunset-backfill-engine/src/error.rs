@@ -1,6 +1,7 @@
 //! The backfill engine's error type. Bad input (plan or catalog mismatch) is kept apart from
 //! runtime failures because operators script on the difference (exit 2 versus exit 1).
 
+use sunset_outcome::Classify;
 /// The server's message and SQLSTATE, or a TLS or I/O failure with its causes.
 pub(crate) use sunset_pg::describe;
 
@@ -9,7 +10,7 @@ pub enum Error {
     /// The plan does not fit the database (missing table or column, key not unique, ...):
     /// nothing was changed.
     #[error("{0}")]
-    Invalid(String),
+    BadInput(String),
     /// The plan file itself is malformed.
     #[error("{0}")]
     Plan(#[from] sunset_plan::Diagnostics),
@@ -29,6 +30,10 @@ pub enum Error {
     /// The database URL is wrong (bad input) or the server could not be reached.
     #[error(transparent)]
     Connection(#[from] sunset_pg::Error),
+    /// Stopped early (Ctrl-C, SIGTERM, `cancel`, or a joined run whose last ranges other
+    /// processes hold) after the batches in flight committed: run the same command again to resume.
+    #[error("{0}")]
+    Stopped(String),
     #[error(transparent)]
     Checkpoint(#[from] sunset_checkpoint::Error),
     /// The server's message is interpolated (tokio-postgres alone says only "db error"), so the
@@ -46,14 +51,6 @@ impl Error {
         move |cause| Error::Database { context, cause }
     }
 
-    /// Whether the error is the user's input rather than a failure of the run.
-    pub fn is_bad_input(&self) -> bool {
-        match self {
-            Error::Connection(error) => error.is_bad_input(),
-            other => matches!(other, Error::Invalid(_) | Error::Plan(_)),
-        }
-    }
-
     /// The SQLSTATE of a database error, if it came from the server.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
@@ -62,5 +59,20 @@ impl Error {
             }
             _ => None,
         }
+    }
+}
+
+impl Classify for Error {
+    fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Connection(error) => error.is_bad_input(),
+            Error::Checkpoint(error) => error.is_bad_input(),
+            other => matches!(other, Error::BadInput(_) | Error::Plan(_)),
+        }
+    }
+
+    /// Ctrl-C, SIGTERM or `cancel`: the batch in flight committed, the rest resumes.
+    fn is_stopped(&self) -> bool {
+        matches!(self, Error::Stopped(_))
     }
 }

@@ -11,6 +11,7 @@ mod error;
 pub mod metrics;
 pub mod ops;
 pub mod preflight;
+mod queries;
 pub mod runner;
 mod schema;
 mod sql;
@@ -21,7 +22,7 @@ pub mod throttle;
 pub use catalog::Backfill;
 pub use connect::connect;
 pub use error::Error;
-pub use runner::{Outcome, RunOptions};
+pub use runner::RunOptions;
 pub use statements::KeyText;
 pub use stats::Stats;
 

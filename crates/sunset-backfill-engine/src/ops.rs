@@ -6,15 +6,14 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sunset_checkpoint::{PgRunLock, PgStore};
+use sunset_outcome::Shutdown;
 use sunset_plan::format::Unmapped;
-use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::catalog::{Backfill, InPlace, Mode, Source};
 use crate::connect::{apply_timeouts, connect};
 use crate::error::Error;
 use crate::preflight;
-use crate::runner::Outcome;
 use crate::runner::read_health;
 use crate::sql::{Params, ident};
 use crate::statements::{self, KeyText};
@@ -89,7 +88,7 @@ pub async fn set_state(client: &mut Client, run: &str, state: &str) -> Result<()
         .await
         .map_err(Error::db("updating the control row"))?;
     if updated == 0 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadInput(format!(
             "there is no active run `{run}` (never started, finished, or rolled back)"
         )));
     }
@@ -180,7 +179,7 @@ async fn validate_copy(
                 &params.refs(),
             )
             .await
-            .map_err(|e| preflight::plan_sql_error(&source.walk, e, "comparing a source with the STI table"))?;
+            .map_err(|e| crate::queries::plan_sql_error(&source.walk, e, "comparing a source with the STI table"))?;
         let count = SourceCount {
             source: source.walk.table.display(),
             type_name: source.type_name.clone(),
@@ -309,8 +308,8 @@ pub async fn rollback(
     url: &str,
     backfill: &Backfill,
     stats: Arc<Stats>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Outcome, Error> {
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     let mut client = connect(url).await?;
     schema::ensure(&mut client).await?;
     let lock = PgRunLock::acquire(url, &backfill.run).await?;
@@ -368,9 +367,12 @@ pub async fn rollback(
     let mut health_checked: Option<Instant> = None;
     let mut attempt = 0;
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_requested() {
             lock.release().await?;
-            return Ok(Outcome::Stopped);
+            return Err(Error::Stopped(
+                "rollback stopped on request after the current batch; run it again to resume"
+                    .to_owned(),
+            ));
         }
         if health_checked.is_none_or(|at| at.elapsed() >= HEALTH_INTERVAL) {
             health_checked = Some(Instant::now());
@@ -419,7 +421,7 @@ pub async fn rollback(
         }
     }
     lock.release().await?;
-    Ok(Outcome::Done)
+    Ok(())
 }
 
 /// What `finish` did.

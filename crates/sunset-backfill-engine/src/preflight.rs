@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use sunset_plan::format::Unmapped;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
-use crate::catalog::{Backfill, InPlace, Mode, Source, Walk};
-use crate::error::{Error, describe};
-use crate::runner::largest_key;
+use crate::catalog::{Backfill, InPlace, Mode, Source};
+use crate::error::Error;
+use crate::queries::{count_in_scope, largest_key, plan_sql_error};
 use crate::sql::Params;
 use crate::statements;
 
@@ -28,48 +28,10 @@ pub struct Preflight {
     pub estimate: Option<Duration>,
 }
 
-pub(crate) async fn count_in_scope(client: &impl GenericClient, walk: &Walk) -> Result<i64, Error> {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {} s{}",
-                walk.table.quoted(),
-                walk.where_clause()
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| plan_sql_error(walk, e, "counting the rows in scope"))?;
-    Ok(row.get(0))
-}
-
-/// A syntax, name or type error in a statement that embeds the plan's own SQL (`where`, copy
-/// `columns`) is the plan's fault: bad input, not a database failure.
-pub(crate) fn plan_sql_error(walk: &Walk, error: tokio_postgres::Error, context: &str) -> Error {
-    let is_plan_sql = error
-        .code()
-        .is_some_and(|c| c.code().starts_with("42") || c.code().starts_with("22"));
-    if !is_plan_sql {
-        return Error::Database {
-            context: context.to_owned(),
-            cause: error,
-        };
-    }
-    let what = match &walk.filter {
-        Some(filter) => format!("`where: {filter}`"),
-        None => "the plan's SQL".to_owned(),
-    };
-    Error::Invalid(format!(
-        "{what} is not valid SQL for `{}`: {}",
-        walk.table.display(),
-        describe(&error)
-    ))
-}
-
-/// Checks everything that must hold before the first write; `Err(Invalid)` for the plan's faults.
+/// Checks everything that must hold before the first write; `Err(BadInput)` for the plan's faults.
 pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight, Error> {
     if backfill.coverage.is_none() {
-        return Err(Error::Invalid(match &backfill.mode {
+        return Err(Error::BadInput(match &backfill.mode {
             Mode::InPlace(in_place) => format!(
                 "nothing sets `{}` for rows inserted while the backfill runs: add `coverage: trigger` (sunset installs a trigger \
                  that derives it from `{}`) or `coverage: application` (the application already writes it)",
@@ -178,7 +140,7 @@ fn refuse_unmapped(in_place: &InPlace, unmapped: &[(Option<String>, i64)]) -> Re
             )
         })
         .collect();
-    Err(Error::Invalid(format!(
+    Err(Error::BadInput(format!(
         "legacy values of `{}` that `map` does not cover, with `unmapped: fail`:\n{}\nadd them to `map`, or set `unmapped: skip` or `unmapped: {{ default: TypeName }}`",
         in_place.from.name,
         listing.join("\n")

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use futures_util::{StreamExt, TryStreamExt, stream::FuturesOrdered};
 use serde::{Deserialize, Serialize};
 use sunset_checkpoint::{PgRunLock, PgStore};
+use sunset_outcome::Shutdown;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::catalog::{Backfill, Walk};
 use crate::connect::{apply_timeouts, connect};
 use crate::error::Error;
+use crate::queries::largest_key;
 use crate::statements::{self, KeyText, Lower};
 use crate::stats::Stats;
 use crate::throttle::{self, BatchController, Health, HealthGate};
@@ -44,15 +46,6 @@ pub struct RunOptions {
     pub rows_in_scope: Option<i64>,
 }
 
-/// How a run ended without an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every range is done.
-    Done,
-    /// Stopped early (Ctrl-C, SIGTERM or `cancel`): the checkpoint is intact, run again to resume.
-    Stopped,
-}
-
 /// What workers see of the run's control row and health, refreshed by the monitor.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Control {
@@ -61,14 +54,15 @@ struct Control {
     cancel: bool,
 }
 
-/// Runs (or resumes) a backfill until it is done or asked to stop.
+/// Runs (or resumes) a backfill until every range is done; [`Error::Stopped`] when it was asked
+/// to stop (Ctrl-C, SIGTERM, `cancel`) or when only other processes' leases remain (`--join`).
 pub async fn run(
     url: &str,
     backfill: &Backfill,
     options: RunOptions,
     stats: Arc<Stats>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Outcome, Error> {
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     let mut client = connect(url).await?;
     schema::ensure(&mut client).await?;
     let lock = if options.join {
@@ -83,7 +77,7 @@ pub async fn run(
     let checkpoint = match checkpoint {
         Some(checkpoint) => checkpoint.state,
         None if options.join => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::BadInput(format!(
                 "there is no run `{}` to join: start it without --join first",
                 backfill.run
             )));
@@ -121,11 +115,14 @@ pub async fn run(
     // Workers stop when the caller asks or when the run lock is lost.
     let lock = lock.map(Arc::new);
     let lock_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (stop_tx, worker_shutdown) = watch::channel(*shutdown.borrow());
+    let worker_shutdown = Shutdown::new();
+    if shutdown.is_requested() {
+        worker_shutdown.request();
+    }
     let guard = tokio::spawn(guard_lock(
         lock.clone(),
         shutdown,
-        stop_tx,
+        worker_shutdown.clone(),
         lock_lost.clone(),
     ));
     let (control_tx, control_rx) = watch::channel(Control::default());
@@ -144,7 +141,6 @@ pub async fn run(
             stats: stats.clone(),
             control: control_rx.clone(),
             shutdown: worker_shutdown.clone(),
-            shutdown_closed: false,
             statements: std::collections::HashMap::new(),
         };
         let url = url.to_owned();
@@ -195,12 +191,18 @@ pub async fn run(
             .execute("UPDATE sunset.backfill_runs SET state = 'done', throttle = NULL, updated_at = now() WHERE run = $1", &[&backfill.run])
             .await
             .map_err(Error::db("marking the run done"))?;
-        Ok(Outcome::Done)
-    } else if stopped || options.join {
-        Ok(Outcome::Stopped)
+        Ok(())
+    } else if stopped {
+        Err(Error::Stopped(
+            "stopped on request after the current batch; run the same command again to resume"
+                .to_owned(),
+        ))
     } else {
         // Only other processes' leases remain (joined workers): they will finish those ranges.
-        Ok(Outcome::Stopped)
+        Err(Error::Stopped(format!(
+            "no range of run `{}` is left to lease here: the other processes of the run are finishing theirs",
+            backfill.run
+        )))
     }
 }
 
@@ -288,7 +290,7 @@ async fn initialize(
         }
         uppers.push(upper);
         if rows_in_scope.is_none() {
-            total += crate::preflight::count_in_scope(&transaction, walk).await?;
+            total += crate::queries::count_in_scope(&transaction, walk).await?;
         }
     }
     let total = rows_in_scope.unwrap_or(total);
@@ -308,31 +310,6 @@ async fn initialize(
         .await
         .map_err(Error::db("committing the run setup"))?;
     Ok(checkpoint)
-}
-
-/// The walk's largest key (all rows, not only those in `where`: ranges cover the key space).
-pub(crate) async fn largest_key(
-    client: &impl tokio_postgres::GenericClient,
-    walk: &Walk,
-) -> Result<Option<KeyText>, Error> {
-    let order_desc: Vec<String> = walk
-        .key
-        .iter()
-        .map(|c| format!("{} DESC", c.on("t")))
-        .collect();
-    Ok(client
-        .query_opt(
-            &format!(
-                "SELECT ARRAY[{}] FROM {} t ORDER BY {} LIMIT 1",
-                walk.key_texts("t"),
-                walk.table.quoted(),
-                order_desc.join(", ")
-            ),
-            &[],
-        )
-        .await
-        .map_err(Error::db("finding the largest key"))?
-        .map(|row| row.get(0)))
 }
 
 /// Range boundaries: the last key of each of 32 slices of a sample of about 50,000 rows (an
@@ -497,21 +474,15 @@ const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// session is gone: going on unlocked could let a second runner work the same ranges.
 async fn guard_lock(
     lock: Option<Arc<PgRunLock>>,
-    mut shutdown: watch::Receiver<bool>,
-    stop: watch::Sender<bool>,
+    shutdown: Shutdown,
+    workers: Shutdown,
     lost: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut shutdown_open = true;
     loop {
         tokio::select! {
-            changed = shutdown.changed(), if shutdown_open => {
-                match changed {
-                    Ok(()) if *shutdown.borrow() => {
-                        let _ = stop.send(true);
-                    }
-                    Ok(()) => {}
-                    Err(_) => shutdown_open = false,
-                }
+            () = shutdown.requested() => {
+                workers.request();
+                return;
             }
             () = tokio::time::sleep(LOCK_CHECK_INTERVAL) => {
                 if let Some(lock) = &lock
@@ -519,9 +490,8 @@ async fn guard_lock(
                 {
                     tracing::error!(run = lock.run(), "the run lock's connection ended; stopping the workers after their batch");
                     lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                    let _ = stop.send(true);
-                    // Keep the sender alive so the workers see `true`, not a closed channel.
-                    std::future::pending::<()>().await;
+                    workers.request();
+                    return;
                 }
             }
         }
@@ -570,9 +540,7 @@ struct Worker {
     backfill: Arc<Backfill>,
     stats: Arc<Stats>,
     control: watch::Receiver<Control>,
-    shutdown: watch::Receiver<bool>,
-    /// Whether the shutdown sender is gone (no shutdown can come any more).
-    shutdown_closed: bool,
+    shutdown: Shutdown,
     /// Prepared statements of this worker's connection, by SQL text.
     statements: std::collections::HashMap<String, tokio_postgres::Statement>,
 }
@@ -616,7 +584,7 @@ impl Worker {
     /// Waits while paused; `Some` when the worker must stop instead.
     async fn wait_until_allowed(&mut self) -> Option<WorkerEnd> {
         loop {
-            if *self.shutdown.borrow() || self.control.borrow().cancel {
+            if self.shutdown.is_requested() || self.control.borrow().cancel {
                 return Some(WorkerEnd::Stopped);
             }
             let waiting = self.control.borrow().wait.is_some();
@@ -631,11 +599,7 @@ impl Worker {
                         return Some(WorkerEnd::Stopped);
                     }
                 }
-                changed = self.shutdown.changed(), if !self.shutdown_closed => {
-                    if changed.is_err() {
-                        self.shutdown_closed = true;
-                    }
-                }
+                () = self.shutdown.requested() => {}
             }
         }
     }
@@ -799,7 +763,7 @@ impl Worker {
 
     /// Whether a batch may start right now (no pause, cancel or shutdown seen).
     fn allowed_now(&self) -> bool {
-        !*self.shutdown.borrow()
+        !self.shutdown.is_requested()
             && !self.control.borrow().cancel
             && self.control.borrow().wait.is_none()
     }

@@ -6,8 +6,9 @@ use crate::holder::Holder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid database URL: {0}")]
-    InvalidUrl(String),
+    /// The database URL is wrong (bad input) or the server could not be reached.
+    #[error(transparent)]
+    Connection(#[from] sunset_pg::Error),
     #[error("could not {action} `{}`", path.display())]
     Io {
         action: &'static str,
@@ -48,6 +49,21 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+impl sunset_outcome::Classify for Error {
+    /// A wrong URL, or progress that belongs to another plan (nothing was changed: restore the
+    /// plan or pass --restart).
+    fn is_bad_input(&self) -> bool {
+        match self {
+            Error::Connection(error) => error.is_bad_input(),
+            other => matches!(other, Error::PlanChanged { .. }),
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        false
+    }
 }
 
 impl Error {

@@ -165,12 +165,7 @@ pub struct PgRunLock {
 impl PgRunLock {
     /// Takes the lock of `run` on a new connection to `database_url`, or fails naming the holder.
     pub async fn acquire(database_url: &str, run: &str) -> Result<PgRunLock, Error> {
-        let mut client = sunset_pg::connect(database_url, "sunset run lock")
-            .await
-            .map_err(|error| match error {
-                sunset_pg::Error::Url(message) => Error::InvalidUrl(message),
-                sunset_pg::Error::Connect(cause) => Error::pg("connect for the run lock")(cause),
-            })?;
+        let mut client = sunset_pg::connect(database_url, "sunset run lock").await?;
         ensure_schema(&mut client).await?;
         let key = advisory_key(run);
         let acquired: bool = client

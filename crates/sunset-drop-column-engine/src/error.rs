@@ -1,6 +1,7 @@
 //! The drop-column engine's error type. Bad input is kept apart from failures because operators
 //! script on the difference (exit 2 versus exit 1), and in both cases nothing was written.
 
+use sunset_outcome::Classify;
 use sunset_pg::describe;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +51,20 @@ impl Error {
         let context = context.into();
         move |source| Error::Io { context, source }
     }
+}
 
-    /// Whether the run was interrupted on purpose (exit 3) rather than failed.
-    pub fn is_stopped(&self) -> bool {
-        matches!(self, Error::Stopped(_))
-    }
-
-    /// Whether the error is the user's input rather than a failure.
-    pub fn is_bad_input(&self) -> bool {
+impl Classify for Error {
+    fn is_bad_input(&self) -> bool {
         match self {
             Error::BadInput(_) | Error::File(_) => true,
             Error::Connection(error) => error.is_bad_input(),
             Error::Backfill(inner) => inner.is_bad_input(),
             _ => false,
         }
+    }
+
+    /// Interrupted on purpose (exit 3) before anything was written.
+    fn is_stopped(&self) -> bool {
+        matches!(self, Error::Stopped(_))
     }
 }

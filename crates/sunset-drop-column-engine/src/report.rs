@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 
+use crate::check::CheckReport;
 use crate::findings::{Finding, Severity};
 use crate::formats::{Format, Rendered};
 use crate::migration::Migration;
 use crate::scratch::Verification;
-use crate::{CheckReport, Generated};
 
 fn mark(finding: &Finding) -> &'static str {
     match (finding.blocking, finding.acknowledged, finding.severity) {
@@ -170,44 +170,5 @@ pub fn pull_request(
         out,
         "4. Redeploy the application version that still uses the column only after the down ran."
     );
-    out
-}
-
-/// What `generate` printed: files, verification and the branch.
-pub fn generated(generated: &Generated) -> String {
-    let mut out = String::new();
-    let v = &generated.verification;
-    let _ = writeln!(
-        out,
-        "verified on scratch database {}: up, down, up ok; {} catalog facts equal after down ({:.1} s)",
-        v.scratch_database, v.facts_compared, v.seconds
-    );
-    for file in &generated.files {
-        let _ = writeln!(out, "wrote {file}");
-    }
-    if let Some(pr) = &generated.pull_request {
-        let _ = writeln!(
-            out,
-            "branch {} at {} ({})",
-            pr.branch,
-            &pr.commit[..pr.commit.len().min(12)],
-            match (pr.reused_branch, pr.unchanged) {
-                (_, true) => "already up to date",
-                (true, false) => "updated",
-                (false, false) => "created",
-            }
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            match &pr.pull_request {
-                crate::pr::PullRequest::NotRequested => "pull request: not requested (add --pr to open a draft with gh)".to_owned(),
-                crate::pr::PullRequest::GhMissing => "pull request: gh is not installed; push the branch and open a draft PR with PULL_REQUEST.md as its body".to_owned(),
-                crate::pr::PullRequest::NoRemote => "pull request: the repository has no `origin` remote; add one, then run again".to_owned(),
-                crate::pr::PullRequest::Opened { url } => format!("pull request: draft opened at {url}"),
-                crate::pr::PullRequest::Updated { url } => format!("pull request: draft updated at {url}"),
-            }
-        );
-    }
     out
 }

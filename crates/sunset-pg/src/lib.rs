@@ -9,6 +9,8 @@
 mod libpq;
 mod tls;
 
+use sunset_outcome::Classify;
+
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -26,9 +28,13 @@ pub enum Error {
     Connect(tokio_postgres::Error),
 }
 
-impl Error {
-    pub fn is_bad_input(&self) -> bool {
+impl Classify for Error {
+    fn is_bad_input(&self) -> bool {
         matches!(self, Error::Url(_))
+    }
+
+    fn is_stopped(&self) -> bool {
+        false
     }
 }
 
@@ -37,13 +43,7 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
+    sunset_outcome::chain(error)
 }
 
 /// The libpq `sslmode` values.

@@ -1,6 +1,7 @@
 //! Every sslmode against the real server. `cargo xtask services up` gives its cluster a
 //! certificate for `localhost` signed by a CA of its own (`SUNSET_PG_CA_FILE`).
 
+use sunset_outcome::Classify;
 use sunset_pg::Database;
 use sunset_test_support::{HOW_TO_START, database_url, service_var};
 

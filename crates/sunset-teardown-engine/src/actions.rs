@@ -4,9 +4,8 @@
 //! security group in use, an associated address, a terminated instance) are checked here.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use sunset_outcome::Shutdown;
 
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use aws_sdk_route53::types::{
@@ -34,7 +33,7 @@ pub(crate) struct Context<'a> {
     pub step: &'a str,
     pub inventory: &'a Inventory,
     pub state_dir: &'a std::path::Path,
-    pub stop: &'a Arc<AtomicBool>,
+    pub stop: &'a Shutdown,
 }
 
 pub(crate) type Outputs = BTreeMap<String, String>;
@@ -687,7 +686,7 @@ pub(crate) async fn current_records(
 
 fn record_set(record: &RecordInfo) -> Result<ResourceRecordSet, Error> {
     let invalid = |e: aws_sdk_route53::error::BuildError| {
-        Error::BadInput(format!("record {}: {e}", record.name))
+        Error::Internal(format!("record {}: {e}", record.name))
     };
     let values = record
         .values
@@ -754,14 +753,14 @@ pub(crate) async fn change_records(
                     .action(action.clone())
                     .resource_record_set(record_set(r)?)
                     .build()
-                    .map_err(|e| Error::BadInput(e.to_string()))
+                    .map_err(|e| Error::Internal(e.to_string()))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let batch = ChangeBatch::builder()
             .set_changes(Some(changes))
             .comment("sunset-teardown")
             .build()
-            .map_err(|e| Error::BadInput(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let record_ids: Vec<String> = records
             .iter()
             .map(|r| crate::resolve::record_id(r))
@@ -896,7 +895,7 @@ async fn archive(ctx: &Context<'_>, action: &ActionFile) -> Result<Outputs, Erro
         restart: false,
     };
     let created =
-        sunset_archive_engine::create(&request, Default::default(), Arc::clone(ctx.stop)).await;
+        sunset_archive_engine::create(&request, Default::default(), ctx.stop.clone()).await;
     ctx.cloud.audit.record(
         "archive",
         "create",

@@ -3,8 +3,8 @@
 //! stop waits for `stopped`), run before the sequence's own `validation`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use sunset_outcome::Shutdown;
 
 use sunset_plan::format::{ActionFile, ActionKind, ProbeFile, SequenceFile, ValidationKind};
 
@@ -449,7 +449,7 @@ pub enum Polled {
 pub async fn poll<F, Fut>(
     interval: Duration,
     timeout: Duration,
-    stop: &AtomicBool,
+    stop: &Shutdown,
     mut check: F,
     mut on_wait: impl FnMut(&str),
 ) -> Result<Polled, Error>
@@ -473,7 +473,7 @@ where
         let wake = (now + interval).min(deadline);
         // Sleep in short slices so an interrupt is noticed within a second.
         while tokio::time::Instant::now() < wake {
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_requested() {
                 return Ok(Polled::Stopped);
             }
             let slice = wake
@@ -481,7 +481,7 @@ where
                 .min(Duration::from_secs(1));
             tokio::time::sleep(slice).await;
         }
-        if stop.load(Ordering::Relaxed) {
+        if stop.is_requested() {
             return Ok(Polled::Stopped);
         }
     }
@@ -493,7 +493,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_transition_is_polled_until_it_holds() {
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let mut calls = 0;
         let started = tokio::time::Instant::now();
         let outcome = poll(
@@ -531,7 +531,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_check_that_never_holds_times_out_with_its_last_answer() {
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let started = tokio::time::Instant::now();
         let mut waits = Vec::new();
         let outcome = poll(
@@ -556,11 +556,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_interrupt_stops_polling_within_a_second() {
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = Shutdown::new();
         let flag = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(2500)).await;
-            flag.store(true, Ordering::Relaxed);
+            flag.request();
         });
         let started = tokio::time::Instant::now();
         let outcome = poll(
@@ -578,7 +578,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_error_from_the_check_ends_the_poll() {
-        let stop = AtomicBool::new(false);
+        let stop = Shutdown::new();
         let error = poll(
             Duration::from_secs(1),
             Duration::from_secs(10),

@@ -1,5 +1,6 @@
 //! Every way a teardown can stop, each mapped to the documented exit code.
 
+use sunset_outcome::Classify;
 use sunset_plan::Diagnostics;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,10 @@ pub enum Error {
     /// Stopped on purpose (declined confirmation, Ctrl-C, a wait gate): run again to continue.
     #[error("{0}")]
     Stopped(String),
+    /// A fault of sunset itself (a step state machine or an SDK request it built wrongly): a
+    /// failure (exit 1), never blamed on the sequence.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<sunset_archive_engine::Error> for Error {
@@ -70,30 +75,30 @@ impl From<sunset_archive_engine::Error> for Error {
     }
 }
 
-impl Error {
-    /// The process exit code operators script on.
-    pub fn exit_code(&self) -> u8 {
+impl Classify for Error {
+    /// A sequence, flags or an account that do not fit, or targets that name nothing: nothing
+    /// was called or changed.
+    fn is_bad_input(&self) -> bool {
         match self {
             Error::Sequence(_)
             | Error::BadInput(_)
             | Error::AccountNotAllowed { .. }
-            | Error::Resolve { .. } => 2,
-            Error::Checkpoint(sunset_checkpoint::Error::PlanChanged { .. }) => 2,
-            Error::Archive(error) if error.is_bad_input() => 2,
-            Error::Stopped(_) => 3,
-            _ => 1,
+            | Error::Resolve { .. } => true,
+            Error::Checkpoint(error) => error.is_bad_input(),
+            Error::Archive(error) => error.is_bad_input(),
+            _ => false,
         }
     }
 
+    fn is_stopped(&self) -> bool {
+        matches!(self, Error::Stopped(_))
+    }
+}
+
+impl Error {
     /// The message and each cause once, `: `-separated: what a checkpoint or a log line keeps.
     pub fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        text
+        sunset_outcome::chain(self)
     }
 
     pub(crate) fn io(

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use sunset_outcome::Shutdown;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -52,7 +52,7 @@ pub struct Options {
     pub max_wait: Option<Duration>,
     /// Steps whose interrupted `command`, `sql` or `http` actions may be sent again.
     pub rerun: Vec<String>,
-    pub stop: Arc<AtomicBool>,
+    pub stop: Shutdown,
 }
 
 /// What the binary shows or asks on the runner's behalf.
@@ -534,7 +534,7 @@ impl Teardown {
                 step.state = step
                     .state
                     .transition(StepState::Running)
-                    .map_err(|e| Error::BadInput(e.to_string()))?;
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 step.started_at.get_or_insert_with(Utc::now);
                 step.failure = None;
                 self.save(state)?;
@@ -578,7 +578,7 @@ impl Teardown {
             step.state = step
                 .state
                 .transition(next)
-                .map_err(|e| Error::BadInput(e.to_string()))?;
+                .map_err(|e| Error::Internal(e.to_string()))?;
         }
         let now = Utc::now();
         step.finished_at = Some(now);
@@ -618,7 +618,7 @@ impl Teardown {
         let name = action_name(action.action);
         let step = ctx.step;
         ctx.cloud.audit.set_scope(Some(step), Some(&name));
-        if options.stop.load(Ordering::Relaxed) {
+        if options.stop.is_requested() {
             return Err(Error::Stopped(
                 "interrupted; run apply again to continue".to_owned(),
             ));

@@ -74,14 +74,14 @@ impl Db {
             .expect("the binary runs")
     }
 
-    /// `check --format json`: the exit code and the findings.
+    /// `check --json`: the exit code and the findings.
     pub(crate) fn check(&self, args: &[&str]) -> (i32, serde_json::Value) {
         self.check_as(&self.url, args)
     }
 
-    /// `check --format json` through another URL (another role on the same server).
+    /// `check --json` through another URL (another role on the same server).
     pub(crate) fn check_as(&self, url: &str, args: &[&str]) -> (i32, serde_json::Value) {
-        let mut all = vec!["check", "--format", "json"];
+        let mut all = vec!["check", "--json"];
         all.extend_from_slice(args);
         let output = Command::new(BIN)
             .args(&all)

@@ -3,6 +3,8 @@
 //! name, and fail loudly, saying how to start the services, when those are not reachable.
 //! A test that needs a service never passes silently without it.
 
+pub mod harness;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use sunset_test_support::harness::{code, text};
 use sunset_test_support::{aws_config, connect, fresh_database, service_env, unique_name};
 
 mod attacks;
@@ -26,11 +27,7 @@ struct World {
 
 impl World {
     fn new(prefix: &str) -> World {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = sunset_test_support::harness::runtime();
         let (s3, db_url, db) = runtime.block_on(async {
             let config = aws_config().await;
             let s3 = aws_sdk_s3::Client::from_conf(
@@ -188,18 +185,6 @@ impl World {
             )
             .unwrap();
     }
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A tree with what archives get wrong: modes, a symlink (and a dangling one), an empty

@@ -1,7 +1,7 @@
 //! Malformed sequences and flags: each is a located error (file:line:col, the field, what was
 //! expected), exit code 2, and not a single AWS call (no audit log is even opened).
 
-mod support;
+use crate::support;
 
 use support::{World, text};
 

@@ -1,58 +1,27 @@
 //! What the process-level tests share: a fresh database per test with a blocking face, and the
 //! built binary run against it.
-#![allow(dead_code, reason = "each test binary uses a different part")]
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sunset_test_support::{connect, fresh_database, service_env};
+pub(crate) use sunset_test_support::harness::text;
+use sunset_test_support::service_env;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sunset-drop-column");
 
-pub(crate) struct Db {
-    pub(crate) runtime: tokio::runtime::Runtime,
-    pub(crate) client: tokio_postgres::Client,
-    pub(crate) url: String,
+/// The shared test database, with the engine's catalog dump and the binary run against it.
+pub(crate) struct Db(sunset_test_support::harness::Db);
+
+impl std::ops::Deref for Db {
+    type Target = sunset_test_support::harness::Db;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Db {
     pub(crate) fn new(prefix: &str) -> Db {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = runtime.block_on(fresh_database(prefix));
-        let client = runtime.block_on(connect(&url));
-        Db {
-            runtime,
-            client,
-            url,
-        }
-    }
-
-    pub(crate) fn exec(&self, sql: &str) {
-        self.runtime
-            .block_on(self.client.batch_execute(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    }
-
-    pub(crate) fn try_exec(&self, sql: &str) -> Result<(), String> {
-        self.runtime
-            .block_on(self.client.batch_execute(sql))
-            .map_err(|e| {
-                e.as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-            })
-    }
-
-    pub(crate) fn strings(&self, sql: &str) -> Vec<String> {
-        self.runtime
-            .block_on(self.client.query(sql, &[]))
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-            .iter()
-            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
-            .collect()
+        Db(sunset_test_support::harness::Db::new(prefix))
     }
 
     /// The engine's catalog dump: what "the schema is the same" means in these tests.
@@ -99,14 +68,6 @@ impl Db {
         });
         (output.status.code().unwrap_or(-1), json)
     }
-}
-
-pub(crate) fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Runs git in `dir` as a fixed test identity; panics with its output when it fails.

@@ -2,7 +2,7 @@
 //! and STS. moto completes state changes at once and allows what AWS refuses, so the runner's
 //! own rules are what these tests hold it to.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Copy mode as operators run it: legacy per-type tables copied into the STI table by the built
 //! binary, killed, written to concurrently, validated, rolled back, and fed bad input.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! catalog compared after the down. Ruby and Python files are checked for the runner's structure
 //! (and compiled by python3 when it is there).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! One test per kind of evidence: each builds the dependent on a real PostgreSQL, runs
 //! `check --json`, and asserts the finding's code and object name.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

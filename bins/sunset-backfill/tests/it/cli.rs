@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sunset_test_support::connect;
 
-mod support;
+use crate::support;
 
 use support::{BIN, Db, code, stderr};
 

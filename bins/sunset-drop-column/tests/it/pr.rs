@@ -1,7 +1,7 @@
 //! The pull request against a real git repository made in the test, with a bare `origin` and a
 //! stand-in `gh` on PATH that records how it was called.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

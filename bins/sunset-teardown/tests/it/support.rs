@@ -18,6 +18,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, InstanceType, ResourceType, TagSpecification,
 };
 use sunset_teardown_engine::{AuditRecord, read_audit_log};
+pub(crate) use sunset_test_support::harness::text;
 use sunset_test_support::{aws_config, service_env, unique_name};
 
 #[path = "../../examples/fleet/mod.rs"]
@@ -56,11 +57,7 @@ const REGIONS: [&str; 10] = [
 
 impl World {
     pub(crate) fn new(prefix: &str) -> World {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = sunset_test_support::harness::runtime();
         let prefix = unique_name(prefix).replace('_', "-");
         let region =
             REGIONS[prefix.bytes().map(usize::from).sum::<usize>() % REGIONS.len()].to_owned();
@@ -285,15 +282,6 @@ fn audit_logs(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-pub(crate) fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Mutating calls that succeeded, as (operation, id) pairs, in order.

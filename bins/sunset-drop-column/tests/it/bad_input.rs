@@ -2,7 +2,7 @@
 //! (exit 1) writes nothing either. And a generate SIGKILLed at random points leaves no torn file,
 //! no scratch database and no stray worktree once it has been run again.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

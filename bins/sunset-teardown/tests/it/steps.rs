@@ -2,7 +2,7 @@
 //! addresses and groups, starting instances, and the local `http`, `sql`, `command` and
 //! `archive` steps with their probes.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

@@ -4,7 +4,7 @@
 //! is not resumed in another region, a name matching a fleet is refused, and secrets from the
 //! environment stay out of every file and every output.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -141,6 +141,9 @@ fn the_branch_is_made_once_and_updated_in_place() {
         &["show", &format!("{BRANCH}:PULL_REQUEST.md")],
     );
     assert!(description.starts_with("# DO NOT MERGE"), "{description}");
+    // The whole text, pinned; the version (the time of the first run) is the one moving part.
+    expect_test::expect_file!["snapshots/pull_request.md"]
+        .assert_eq(&without_versions(&description));
     for section in [
         "## Summary",
         "## Evidence",
@@ -229,4 +232,26 @@ fn the_branch_is_made_once_and_updated_in_place() {
             .count(),
         1
     );
+}
+
+/// `text` with every 14-digit migration version written as `YYYYMMDDHHMMSS`.
+fn without_versions(text: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    for c in text.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if digits.len() == 14 {
+            out.push_str("YYYYMMDDHHMMSS");
+        } else {
+            out.push_str(&digits);
+        }
+        digits.clear();
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -489,6 +489,7 @@ fn the_example_sequences_plan_against_their_fleets() {
         record: "legacy-queue.internal".into(),
         security_group: "legacy-queue-workers".into(),
     };
+    let mut tested = Vec::new();
     // One hosted zone `internal.` at a time: each fleet replaces the previous one's zone.
     for (names, file, expected) in [
         (
@@ -546,7 +547,92 @@ fn the_example_sequences_plan_against_their_fleets() {
             world.audit().iter().all(|r| !r.mutating),
             "{file}: plan changed nothing"
         );
+        // What the operator reads, pinned; the emulator's ids, the test's region and paths are
+        // the moving parts.
+        let out = world.run(&["plan", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out));
+        let run = plan["run"].as_str().expect("the plan names its run");
+        let rendered = stable(&world, &String::from_utf8_lossy(&out.stdout))
+            .replace(run, "$RUN")
+            .replace(repo.to_str().unwrap(), "sequences");
+        let snapshot = format!("snapshots/plans/{}.txt", file.replace('/', "-"));
+        expect_test::expect_file![snapshot].assert_eq(&rendered);
+        tested.push(file);
     }
+    // Every sequence shipped in sequences/ is planned here.
+    let mut shipped: Vec<String> = std::fs::read_dir(&repo)
+        .unwrap()
+        .flat_map(|dir| std::fs::read_dir(dir.unwrap().path()).unwrap())
+        .map(|f| {
+            let path = f.unwrap().path();
+            path.strip_prefix(&repo).unwrap().display().to_string()
+        })
+        .filter(|f| f.ends_with(".yaml") || f.ends_with(".yml"))
+        .collect();
+    shipped.sort();
+    tested.sort();
+    assert_eq!(
+        shipped, tested,
+        "a sequence in sequences/ without a plan test"
+    );
+}
+
+/// `text` with what differs between runs written as placeholders: AWS ids (`i-…`, `vol-…`,
+/// hosted zones, ARNs), addresses, the region, the test's prefix and its state directory.
+fn stable(world: &World, text: &str) -> String {
+    let text = text
+        .replace(world.state.path().to_str().unwrap(), "$STATE")
+        .replace(world.dir.path().to_str().unwrap(), "$DIR")
+        .replace(&world.region, "$REGION")
+        .replace(&world.prefix, "$PREFIX");
+    let mut out = String::new();
+    for word in text.split_inclusive(|c: char| c.is_whitespace() || ",()[]`'\"".contains(c)) {
+        let (token, end) = word.split_at(
+            word.trim_end_matches(|c: char| c.is_whitespace() || ",()[]`'\"".contains(c))
+                .len(),
+        );
+        let placeholder = [
+            "i-",
+            "vol-",
+            "sg-",
+            "snap-",
+            "eipalloc-",
+            "eni-",
+            "subnet-",
+            "vpc-",
+        ]
+        .iter()
+        .find(|p| {
+            token.starts_with(*p)
+                && token[p.len()..].chars().all(|c| c.is_ascii_hexdigit())
+                && token.len() > p.len() + 4
+        })
+        .map(|p| format!("{p}…"));
+        match placeholder {
+            Some(id) => out.push_str(&id),
+            None if token.starts_with("arn:aws:") => out.push_str("arn:aws:…"),
+            None if token.split('.').count() == 4
+                && token
+                    .split('.')
+                    .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())) =>
+            {
+                out.push_str("$IP");
+            }
+            None => match token.split_once('/') {
+                Some((zone, rest))
+                    if zone.len() >= 10
+                        && zone
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) =>
+                {
+                    out.push_str(&format!("$ZONE/{rest}"));
+                }
+                _ => out.push_str(token),
+            },
+        }
+        out.push_str(end);
+    }
+    out
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! those the destination does not already hold (checked against the checkpoint and ListParts).
 //! A part whose hash differs from the checkpoint's means the sources changed: the old upload is
 //! aborted and the archive is built afresh.
+//!
+//! Longer than ~600 lines: the streaming pipeline (preflight, `Upload`'s steps, the part sink) is
+//! one chain whose invariants (deterministic bytes, checkpoint after each ack) are read together.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -146,7 +149,7 @@ async fn preflight(
             ));
         }
     };
-    store.check_destination(&request.archive.dest).await?;
+    store.check_destination().await?;
     store.check_retention(&request.s3).await?;
     Ok((items, exports))
 }
@@ -254,19 +257,18 @@ pub async fn create(
         stats.read.store(0, Ordering::Relaxed);
         stats.compressed.store(0, Ordering::Relaxed);
         stats.uploaded.store(0, Ordering::Relaxed);
-        let outcome = upload(
+        let upload = Upload {
             request,
-            &store,
-            &checkpoints,
-            &fingerprint,
-            state,
-            Arc::clone(&items),
-            Arc::clone(&exports),
-            client.clone(),
-            &stats,
-            &stop,
-        )
-        .await;
+            store: &store,
+            checkpoints: &checkpoints,
+            fingerprint: &fingerprint,
+            items: Arc::clone(&items),
+            exports: Arc::clone(&exports),
+            client: client.clone(),
+            stats: &stats,
+            stop: &stop,
+        };
+        let outcome = upload.run(state).await;
         match outcome {
             Err(Error::SourcesChanged(why)) if attempt == 0 => {
                 tracing::warn!("{why}; the interrupted upload was aborted, starting afresh");
@@ -287,229 +289,287 @@ pub async fn create(
     ))
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename these"
-)]
-async fn upload(
-    request: &CreateRequest,
-    store: &Store,
-    checkpoints: &FileStore,
-    fingerprint: &str,
-    mut state: UploadState,
+/// One attempt at the upload, in named steps: [`Upload::reusable_parts`] (what an interrupted
+/// run left that still counts), [`Upload::send_parts`] (the tar.gz stream cut into parts and
+/// uploaded, a checkpoint after each acknowledgement), [`Upload::complete`] (the object, then
+/// the manifest).
+struct Upload<'a> {
+    request: &'a CreateRequest,
+    store: &'a Store,
+    checkpoints: &'a FileStore,
+    fingerprint: &'a str,
     items: Arc<Vec<FileItem>>,
     exports: Arc<Vec<Export>>,
     client: Option<Arc<tokio_postgres::Client>>,
-    stats: &Arc<CreateStats>,
-    stop: &Shutdown,
-) -> Result<Created, Error> {
-    let archive = &request.archive;
-    // Parts from an interrupted run count only if the destination still holds them as acked.
-    let expected: BTreeMap<i32, StoredPart> = state
-        .parts
-        .iter()
-        .map(|(n, p)| {
-            (
-                *n,
-                StoredPart {
-                    size: p.size,
-                    etag: p.etag.clone(),
-                },
-            )
-        })
-        .collect();
-    let held = match store
-        .stored_parts(archive, &state.upload_id, &expected)
-        .await?
-    {
-        Some(held) => held,
-        None => {
-            tracing::warn!("the interrupted upload is gone; starting it again");
-            state.upload_id = store.begin(archive, &request.s3).await?;
-            state.parts.clear();
-            checkpoints.save(fingerprint, &state)?;
-            BTreeMap::new()
-        }
-    };
-    let reusable: BTreeMap<i32, AckedPart> = state
-        .parts
-        .iter()
-        .filter(|(n, p)| {
-            held.get(n)
-                .is_some_and(|h| h.size == p.size && same_etag(&h.etag, &p.etag))
-        })
-        .map(|(n, p)| (*n, p.clone()))
-        .collect();
-    state.parts = reusable.clone();
+    stats: &'a Arc<CreateStats>,
+    stop: &'a Shutdown,
+}
 
-    let snapshot = match &client {
-        Some(client) => Some(begin_snapshot(client).await?),
-        None => None,
-    };
-    let (parts_tx, mut parts_rx) = tokio::sync::mpsc::channel::<Part>(1);
-    let producer = {
-        let stats = Arc::clone(stats);
-        let stop = stop.clone();
-        let level = request.level;
-        let threads = request.threads;
-        let part_size = request.part_size;
-        let export_mtime = u64::try_from(state.created_at.timestamp()).unwrap_or_default();
-        let runtime = tokio::runtime::Handle::current();
-        let client = client.clone();
-        let exports = Arc::clone(&exports);
-        tokio::task::spawn_blocking(move || {
-            let sink = PartSink::new(parts_tx, part_size, Arc::clone(&stats), stop);
-            let gz = ParallelGzWriter::new(sink, level, threads);
-            let mut copy = PgCopy {
-                runtime,
-                client,
-                stream: None,
-            };
-            let (gz, written) =
-                tarball::write_tar(gz, &items, &exports, &mut copy, export_mtime, &stats.read)?;
-            let sink = gz.finish().map_err(|e| sink_error(&e))?;
-            let (size, sha256) = sink.finish().map_err(|e| sink_error(&e))?;
-            Ok::<_, Error>((written, size, sha256))
-        })
-    };
+/// What the stream wrote: the entries and exports, the object's size and SHA-256, and the
+/// number of its last part.
+struct Sent {
+    written: tarball::Written,
+    size: u64,
+    sha256: String,
+    last_part: i32,
+}
 
-    let upload_id = state.upload_id.clone();
-    let upload_id = upload_id.as_str();
-    let mut in_flight = FuturesUnordered::new();
-    let mut last_part = 0;
-    let mut failure: Option<Error> = None;
-    let mut receiving = true;
-    while receiving || !in_flight.is_empty() {
-        tokio::select! {
-            done = in_flight.next(), if !in_flight.is_empty() => {
-                let Some(done) = done else { continue };
-                match done {
-                    Ok((number, stored, sha256)) => {
-                        let stored: StoredPart = stored;
-                        stats.uploaded.fetch_add(stored.size, Ordering::Relaxed);
-                        state.parts.insert(number, AckedPart { size: stored.size, etag: stored.etag, sha256 });
-                        checkpoints.save(fingerprint, &state)?;
-                    }
-                    Err(error) => {
-                        failure.get_or_insert(error);
-                        receiving = false;
-                        parts_rx.close();
-                    }
-                }
-            }
-            part = parts_rx.recv(), if receiving && in_flight.len() < request.concurrency => {
-                let Some(part) = part else { receiving = false; continue };
-                let sha_hex = hex(&part.sha256);
-                last_part = part.number;
-                if let Some(kept) = reusable.get(&part.number) {
-                    if kept.sha256 == sha_hex && kept.size == part.bytes.len() as u64 {
-                        stats.uploaded.fetch_add(kept.size, Ordering::Relaxed);
-                        stats.parts_reused.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    failure.get_or_insert(Error::SourcesChanged(format!(
-                        "part {} of the interrupted upload no longer matches the sources",
-                        part.number
-                    )));
-                    receiving = false;
-                    parts_rx.close();
-                    continue;
-                }
-                in_flight.push(async move {
-                    let stored = store
-                        .put_part(archive, upload_id, part.number, part.offset, part.bytes, &part.sha256)
-                        .await;
-                    stored.map(|s| (part.number, s, sha_hex))
-                });
-            }
+impl Upload<'_> {
+    async fn run(&self, mut state: UploadState) -> Result<Created, Error> {
+        let reusable = self.reusable_parts(&mut state).await?;
+        let snapshot = match &self.client {
+            Some(client) => Some(begin_snapshot(client).await?),
+            None => None,
+        };
+        let sent = self.send_parts(&mut state, &reusable).await?;
+        if let Some(client) = &self.client {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(Error::db("ending the export snapshot"))?;
         }
+        self.complete(state, sent, snapshot).await
     }
-    let produced = producer
-        .await
-        .map_err(|e| Error::Internal(format!("the archive writer crashed: {e}")))?;
-    if let Some(mut error) = failure {
-        if matches!(error, Error::SourcesChanged(_)) {
-            abandon(store, archive, &state, checkpoints).await?;
-        } else if stop.is_requested() {
-            error = Error::Stopped;
-        }
-        return Err(error);
-    }
-    let (written, size, sha256) = match produced {
-        Ok(produced) => produced,
-        Err(_) if stop.is_requested() => return Err(Error::Stopped),
-        Err(error @ Error::SourcesChanged(_)) => {
-            abandon(store, archive, &state, checkpoints).await?;
-            return Err(error);
-        }
-        Err(error) => return Err(error),
-    };
-    if let Some(client) = &client {
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(Error::db("ending the export snapshot"))?;
-    }
-    // Parts of the interrupted run beyond the new end would corrupt the object.
-    state.parts.retain(|n, _| *n <= last_part);
-    let completed: BTreeMap<i32, (StoredPart, String)> = state
-        .parts
-        .iter()
-        .map(|(n, p)| {
-            (
-                *n,
+
+    /// The parts of an interrupted run the destination still holds as acknowledged (a fresh
+    /// upload when the old one is gone).
+    async fn reusable_parts(
+        &self,
+        state: &mut UploadState,
+    ) -> Result<BTreeMap<i32, AckedPart>, Error> {
+        let archive = &self.request.archive;
+        // Parts from an interrupted run count only if the destination still holds them as acked.
+        let expected: BTreeMap<i32, StoredPart> = state
+            .parts
+            .iter()
+            .map(|(n, p)| {
                 (
+                    *n,
                     StoredPart {
                         size: p.size,
                         etag: p.etag.clone(),
                     },
-                    base64::engine::general_purpose::STANDARD.encode(unhex(&p.sha256)),
-                ),
-            )
-        })
-        .collect();
-    store
-        .complete(archive, &state.upload_id, &completed)
-        .await?;
+                )
+            })
+            .collect();
+        let held = match self
+            .store
+            .stored_parts(archive, &state.upload_id, &expected)
+            .await?
+        {
+            Some(held) => held,
+            None => {
+                tracing::warn!("the interrupted upload is gone; starting it again");
+                state.upload_id = self.store.begin(archive, &self.request.s3).await?;
+                state.parts.clear();
+                self.checkpoints.save(self.fingerprint, &state)?;
+                BTreeMap::new()
+            }
+        };
+        let reusable: BTreeMap<i32, AckedPart> = state
+            .parts
+            .iter()
+            .filter(|(n, p)| {
+                held.get(n)
+                    .is_some_and(|h| h.size == p.size && same_etag(&h.etag, &p.etag))
+            })
+            .map(|(n, p)| (*n, p.clone()))
+            .collect();
+        state.parts = reusable.clone();
+        Ok(reusable)
+    }
 
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        name: archive.name.clone(),
-        created_at: state.created_at,
-        source_host: gethostname::gethostname().to_string_lossy().into_owned(),
-        tool: format!("sunset-archive {}", env!("CARGO_PKG_VERSION")),
-        archive: ArchiveObject {
-            object: ARCHIVE_OBJECT.to_owned(),
+    async fn send_parts(
+        &self,
+        state: &mut UploadState,
+        reusable: &BTreeMap<i32, AckedPart>,
+    ) -> Result<Sent, Error> {
+        let archive = &self.request.archive;
+        let store = self.store;
+        let (parts_tx, mut parts_rx) = tokio::sync::mpsc::channel::<Part>(1);
+        let producer = {
+            let stats = Arc::clone(self.stats);
+            let stop = self.stop.clone();
+            let level = self.request.level;
+            let threads = self.request.threads;
+            let part_size = self.request.part_size;
+            let export_mtime = u64::try_from(state.created_at.timestamp()).unwrap_or_default();
+            let runtime = tokio::runtime::Handle::current();
+            let client = self.client.clone();
+            let exports = Arc::clone(&self.exports);
+            let items = Arc::clone(&self.items);
+            tokio::task::spawn_blocking(move || {
+                let sink = PartSink::new(parts_tx, part_size, Arc::clone(&stats), stop);
+                let gz = ParallelGzWriter::new(sink, level, threads);
+                let mut copy = PgCopy {
+                    runtime,
+                    client,
+                    stream: None,
+                };
+                let (gz, written) =
+                    tarball::write_tar(gz, &items, &exports, &mut copy, export_mtime, &stats.read)?;
+                let sink = gz.finish().map_err(|e| sink_error(&e))?;
+                let (size, sha256) = sink.finish().map_err(|e| sink_error(&e))?;
+                Ok::<_, Error>((written, size, sha256))
+            })
+        };
+
+        let upload_id = state.upload_id.clone();
+        let upload_id = upload_id.as_str();
+        let mut in_flight = FuturesUnordered::new();
+        let mut last_part = 0;
+        let mut failure: Option<Error> = None;
+        let mut receiving = true;
+        while receiving || !in_flight.is_empty() {
+            tokio::select! {
+                done = in_flight.next(), if !in_flight.is_empty() => {
+                    let Some(done) = done else { continue };
+                    match done {
+                        Ok((number, stored, sha256)) => {
+                            let stored: StoredPart = stored;
+                            self.stats.uploaded.fetch_add(stored.size, Ordering::Relaxed);
+                            state.parts.insert(number, AckedPart { size: stored.size, etag: stored.etag, sha256 });
+                            self.checkpoints.save(self.fingerprint, &state)?;
+                        }
+                        Err(error) => {
+                            failure.get_or_insert(error);
+                            receiving = false;
+                            parts_rx.close();
+                        }
+                    }
+                }
+                part = parts_rx.recv(), if receiving && in_flight.len() < self.request.concurrency => {
+                    let Some(part) = part else { receiving = false; continue };
+                    let sha_hex = hex(&part.sha256);
+                    last_part = part.number;
+                    if let Some(kept) = reusable.get(&part.number) {
+                        if kept.sha256 == sha_hex && kept.size == part.bytes.len() as u64 {
+                            self.stats.uploaded.fetch_add(kept.size, Ordering::Relaxed);
+                            self.stats.parts_reused.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        failure.get_or_insert(Error::SourcesChanged(format!(
+                            "part {} of the interrupted upload no longer matches the sources",
+                            part.number
+                        )));
+                        receiving = false;
+                        parts_rx.close();
+                        continue;
+                    }
+                    in_flight.push(async move {
+                        let stored = self.store
+                            .put_part(archive, upload_id, part.number, part.offset, part.bytes, &part.sha256)
+                            .await;
+                        stored.map(|s| (part.number, s, sha_hex))
+                    });
+                }
+            }
+        }
+        let produced = producer
+            .await
+            .map_err(|e| Error::Internal(format!("the archive writer crashed: {e}")))?;
+        if let Some(mut error) = failure {
+            if matches!(error, Error::SourcesChanged(_)) {
+                abandon(store, archive, state, self.checkpoints).await?;
+            } else if self.stop.is_requested() {
+                error = Error::Stopped;
+            }
+            return Err(error);
+        }
+        let (written, size, sha256) = match produced {
+            Ok(produced) => produced,
+            Err(_) if self.stop.is_requested() => return Err(Error::Stopped),
+            Err(error @ Error::SourcesChanged(_)) => {
+                abandon(store, archive, state, self.checkpoints).await?;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Sent {
+            written,
             size,
             sha256,
-            part_size: request.part_size,
-            parts: u32::try_from(completed.len()).unwrap_or(u32::MAX),
-            gzip_level: request.level,
-            gzip_block_size: BLOCK_SIZE as u64,
-        },
-        entries: written.entries,
-        tables: exports
+            last_part,
+        })
+    }
+
+    async fn complete(
+        &self,
+        mut state: UploadState,
+        sent: Sent,
+        snapshot: Option<String>,
+    ) -> Result<Created, Error> {
+        let archive = &self.request.archive;
+        let Sent {
+            written,
+            size,
+            sha256,
+            last_part,
+        } = sent;
+        // Parts of the interrupted run beyond the new end would corrupt the object.
+        state.parts.retain(|n, _| *n <= last_part);
+        let completed: BTreeMap<i32, (StoredPart, String)> = state
+            .parts
             .iter()
-            .zip(written.exports)
-            .map(|(export, result)| TableExport {
-                name: export.schema.name.clone(),
-                source: export.source.clone(),
-                rows: result.rows,
-                snapshot: snapshot.clone().unwrap_or_default(),
-                schema_path: result.schema_path,
-                chunks: result.chunks,
+            .map(|(n, p)| {
+                (
+                    *n,
+                    (
+                        StoredPart {
+                            size: p.size,
+                            etag: p.etag.clone(),
+                        },
+                        base64::engine::general_purpose::STANDARD.encode(unhex(&p.sha256)),
+                    ),
+                )
             })
-            .collect(),
-    };
-    let bytes = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::Internal(format!("encoding the manifest: {e}")))?;
-    store.put_manifest(archive, bytes, &request.s3).await?;
-    checkpoints.clear()?;
-    Ok(Created {
-        manifest,
-        resumed_parts: stats.parts_reused.load(Ordering::Relaxed),
-        warnings: Vec::new(),
-    })
+            .collect();
+        self.store
+            .complete(archive, &state.upload_id, &completed)
+            .await?;
+
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            name: archive.name.clone(),
+            created_at: state.created_at,
+            source_host: gethostname::gethostname().to_string_lossy().into_owned(),
+            tool: format!("sunset-archive {}", env!("CARGO_PKG_VERSION")),
+            archive: ArchiveObject {
+                object: ARCHIVE_OBJECT.to_owned(),
+                size,
+                sha256,
+                part_size: self.request.part_size,
+                parts: u32::try_from(completed.len()).unwrap_or(u32::MAX),
+                gzip_level: self.request.level,
+                gzip_block_size: BLOCK_SIZE as u64,
+            },
+            entries: written.entries,
+            tables: self
+                .exports
+                .iter()
+                .zip(written.exports)
+                .map(|(export, result)| TableExport {
+                    name: export.schema.name.clone(),
+                    source: export.source.clone(),
+                    rows: result.rows,
+                    snapshot: snapshot.clone().unwrap_or_default(),
+                    schema_path: result.schema_path,
+                    chunks: result.chunks,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Internal(format!("encoding the manifest: {e}")))?;
+        self.store
+            .put_manifest(archive, bytes, &self.request.s3)
+            .await?;
+        self.checkpoints.clear()?;
+        Ok(Created {
+            manifest,
+            resumed_parts: self.stats.parts_reused.load(Ordering::Relaxed),
+            warnings: Vec::new(),
+        })
+    }
 }
 
 /// Aborts an upload that cannot be resumed and forgets it, so the next attempt starts afresh.

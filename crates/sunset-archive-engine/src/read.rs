@@ -228,9 +228,9 @@ pub struct Listed {
 /// The complete archives in a destination, with what their manifests say.
 pub async fn list(dest: &Destination) -> Result<Vec<Listed>, Error> {
     let store = Store::for_destination(dest).await;
-    store.check_destination(dest).await?;
+    store.check_destination().await?;
     let mut listed = Vec::new();
-    for name in store.list(dest).await? {
+    for name in store.list().await? {
         let archive = dest.archive(&name)?;
         let manifest = match store.get_manifest(&archive).await {
             Ok(bytes) => Manifest::parse(&bytes, &archive.to_string()),
@@ -275,10 +275,10 @@ pub async fn cleanup(
     state_dir: &Path,
 ) -> Result<Cleaned, Error> {
     let store = Store::for_destination(dest).await;
-    store.check_destination(dest).await?;
+    store.check_destination().await?;
     let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
     let mut cleaned = Cleaned::default();
-    for upload in store.open_uploads(dest).await? {
+    for upload in store.open_uploads().await? {
         if upload.initiated.is_none_or(|t| t > cutoff) {
             continue;
         }
@@ -296,7 +296,7 @@ pub async fn cleanup(
             }
             Err(error) => return Err(error.into()),
         };
-        store.abort_open_upload(dest, &upload).await?;
+        store.abort_open_upload(&upload).await?;
         cleaned.aborted.push(upload);
     }
     Ok(cleaned)

@@ -4,6 +4,9 @@
 //! Exactly-once: each batch commits in ONE transaction with its range's progress row
 //! (`done_upto`, the per-range checkpoint) and its journal entries. A SIGKILL at any point leaves
 //! either the whole batch or none of it; the resumed run continues after `done_upto`.
+//!
+//! Longer than ~600 lines: initialization, the lock guard, the monitor and the worker loop share
+//! the exactly-once invariant and are read together.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

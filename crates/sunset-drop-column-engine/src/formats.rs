@@ -6,6 +6,9 @@
 //! file as one string (sqlx, diesel, golang-migrate, dbmate) get one migration per concurrent
 //! statement; runners that split statements (psql, goose, Flyway, Rails, Django, Alembic) get one
 //! non-transactional migration for all of them.
+//!
+//! Longer than ~600 lines: ten runner layouts, each short, kept side by side so their shared rule
+//! stays visible.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
 //! Target resolution: the ids, Name tags, group tags and `tag:Key=Value` selectors of a sequence
 //! turned into concrete resources, in as few calls as the APIs allow. A target that matches
 //! nothing is an error, never a silent no-op.
+//!
+//! Longer than ~600 lines: one resolver per target kind, alike by design, plus the pinning that
+//! compares them.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,8 @@
 //! The attack corpus: archives crafted to make `restore` do harm. Each must exit 1 with `--to`
 //! exactly as it was (a snapshot before and after), nothing written outside it, and the
 //! database unchanged (a digest of every table and schema before and after).
+//!
+//! Longer than ~600 lines: one crafted archive per attack, each with its before/after oracle.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,8 @@
 //! `sunset-archive` as operators run it: the built binary against moto's S3 and the real
 //! PostgreSQL, killed mid-upload, fed bad input, and its archives tampered with.
+//!
+//! Longer than ~600 lines: the harness (`World`) and one scenario per command; the attacks have
+//! their own module.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! `sunset-backfill` as operators run it: the built binary against the real PostgreSQL, killed,
 //! paused, scraped, and fed bad input.
+//!
+//! Longer than ~600 lines: one scenario per operator action (run, kill, pause, scrape, bad
+//! input), each a whole story.
 
 use std::io::Read;
 use std::process::{Child, Command};

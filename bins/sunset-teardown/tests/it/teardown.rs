@@ -1,6 +1,9 @@
 //! `sunset-teardown` as operators run it: the built binary against moto's EC2, ELBv2, Route 53
 //! and STS. moto completes state changes at once and allows what AWS refuses, so the runner's
 //! own rules are what these tests hold it to.
+//!
+//! Longer than ~600 lines: the end-to-end scenarios (apply, kill, resume, rollback, the shipped
+//! sequences), each a whole story.
 
 use crate::support;
 

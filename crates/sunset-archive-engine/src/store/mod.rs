@@ -1,68 +1,28 @@
 //! The two destinations behind one interface: S3 (a multipart upload) and a local directory (a
 //! partial file written part by part at its offsets, then linked into place). Both refuse to
-//! overwrite an existing archive or manifest.
+//! overwrite an existing archive or manifest. Longer than ~600 lines because each operation is
+//! one `match` with the two backends side by side, so they are read and kept alike together;
+//! what only one backend needs is in `s3` and `local`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
-    ServerSideEncryption, StorageClass,
-};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, StorageClass};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::error::Error;
 use crate::location::{ARCHIVE_OBJECT, ArchiveRef, Destination, MANIFEST_OBJECT};
 
-/// S3 options of `create`; a local destination ignores them.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct S3Options {
-    pub storage_class: Option<String>,
-    pub sse_kms_key_id: Option<String>,
-    pub tags: Vec<(String, String)>,
-    pub retain_until: Option<DateTime<Utc>>,
-}
+mod local;
+mod s3;
 
-/// A storage class S3 knows (`GLACIER_IR`, ...): a typo is bad input before any upload, not an
-/// `InvalidStorageClass` from the last call of it.
-pub fn parse_storage_class(text: &str) -> Result<String, String> {
-    let known = StorageClass::values();
-    if known.contains(&text) {
-        Ok(text.to_owned())
-    } else {
-        let hint = sunset_plan::closest(text, known)
-            .map(|c| format!(" (did you mean `{c}`?)"))
-            .unwrap_or_default();
-        Err(format!(
-            "unknown storage class `{text}`{hint}; expected one of {}",
-            known.join(", ")
-        ))
-    }
-}
-
-impl S3Options {
-    fn encryption(&self) -> Option<ServerSideEncryption> {
-        self.sse_kms_key_id
-            .as_ref()
-            .map(|_| ServerSideEncryption::AwsKms)
-    }
-
-    fn tagging(&self) -> Option<String> {
-        (!self.tags.is_empty()).then(|| tagging(&self.tags))
-    }
-
-    fn lock_mode(&self) -> Option<ObjectLockMode> {
-        self.retain_until.map(|_| ObjectLockMode::Compliance)
-    }
-
-    fn lock_until(&self) -> Option<aws_sdk_s3::primitives::DateTime> {
-        self.retain_until
-            .map(|until| aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp()))
-    }
-}
+use local::{link_into_place, partial_path};
+pub(crate) use s3::s3_client;
+use s3::{ChannelReader, is_not_found, stall_timeout};
+pub use s3::{S3Options, parse_storage_class};
 
 /// A part the destination acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,48 +41,39 @@ pub struct OpenUpload {
     pub initiated: Option<DateTime<Utc>>,
 }
 
+/// A store is made for one destination and holds it, so a store can never be asked about a
+/// destination of the other kind.
 pub(crate) enum Store {
     S3 {
         client: aws_sdk_s3::Client,
         bucket: String,
+        prefix: String,
     },
-    Local,
-}
-
-/// S3 through the standard credential chain; `AWS_ENDPOINT_URL` points it at an S3-compatible
-/// store or an emulator, which want path-style addressing.
-pub(crate) async fn s3_client() -> aws_sdk_s3::Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    // Every call gives up rather than hang: a connection within 10 s, an attempt (a part of up
-    // to 5 GiB included) within 15 minutes; a download's body has its own stall timeout.
-    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .operation_attempt_timeout(std::time::Duration::from_secs(15 * 60))
-        .build();
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&config)
-            .timeout_config(timeouts)
-            .force_path_style(custom_endpoint)
-            // Downloads are hashed against the manifest's SHA-256 anyway; the SDK's own check
-            // misreads the composite checksum some S3-compatible stores return for multipart
-            // objects as a whole-object one.
-            .response_checksum_validation(
-                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-            )
-            .build(),
-    )
+    Local {
+        dir: PathBuf,
+    },
 }
 
 impl Store {
+    /// The destination this store was made for.
+    pub(crate) fn destination(&self) -> Destination {
+        match self {
+            Store::S3 { bucket, prefix, .. } => Destination::S3 {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            },
+            Store::Local { dir } => Destination::Local(dir.clone()),
+        }
+    }
+
     pub(crate) async fn for_destination(dest: &Destination) -> Store {
         match dest {
-            Destination::S3 { bucket, .. } => Store::S3 {
+            Destination::S3 { bucket, prefix } => Store::S3 {
                 client: s3_client().await,
                 bucket: bucket.clone(),
+                prefix: prefix.clone(),
             },
-            Destination::Local(_) => Store::Local,
+            Destination::Local(dir) => Store::Local { dir: dir.clone() },
         }
     }
 
@@ -130,7 +81,7 @@ impl Store {
     /// lock: S3 refuses the retention only at some call of the upload (the emulator only at the
     /// manifest), which would leave an archive without its manifest.
     pub(crate) async fn check_retention(&self, options: &S3Options) -> Result<(), Error> {
-        let (Store::S3 { client, bucket }, Some(_)) = (self, options.retain_until) else {
+        let (Store::S3 { client, bucket, .. }, Some(_)) = (self, options.retain_until) else {
             return Ok(());
         };
         let enabled = client
@@ -153,9 +104,9 @@ impl Store {
 
     /// Bad input if the destination cannot be written to at all (no such bucket, a file
     /// where a directory should be).
-    pub(crate) async fn check_destination(&self, dest: &Destination) -> Result<(), Error> {
-        match (self, dest) {
-            (Store::S3 { client, bucket }, _) => {
+    pub(crate) async fn check_destination(&self) -> Result<(), Error> {
+        match self {
+            Store::S3 { client, bucket, .. } => {
                 client
                     .head_bucket()
                     .bucket(bucket)
@@ -171,7 +122,7 @@ impl Store {
                     })?;
                 Ok(())
             }
-            (Store::Local, Destination::Local(dir)) => {
+            Store::Local { dir } => {
                 if dir.exists() && !dir.is_dir() {
                     return Err(Error::BadInput(format!(
                         "destination `{}` is not a directory",
@@ -180,9 +131,6 @@ impl Store {
                 }
                 Ok(())
             }
-            (Store::Local, Destination::S3 { .. }) => Err(Error::Internal(
-                "a local store for an S3 destination".into(),
-            )),
         }
     }
 
@@ -191,14 +139,14 @@ impl Store {
         for object in [MANIFEST_OBJECT, ARCHIVE_OBJECT] {
             let key = archive.key(object);
             let found = match self {
-                Store::S3 { client, bucket } => {
+                Store::S3 { client, bucket, .. } => {
                     match client.head_object().bucket(bucket).key(&key).send().await {
                         Ok(_) => true,
                         Err(e) if is_not_found(&e) => false,
                         Err(e) => return Err(Error::s3("HeadObject", &key)(e)),
                     }
                 }
-                Store::Local => Path::new(&key).exists(),
+                Store::Local { .. } => Path::new(&key).exists(),
             };
             if found {
                 return Ok(true);
@@ -215,7 +163,7 @@ impl Store {
     ) -> Result<String, Error> {
         let key = archive.key(ARCHIVE_OBJECT);
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 let mut request = client
                     .create_multipart_upload()
                     .bucket(bucket)
@@ -238,7 +186,7 @@ impl Store {
                     Error::S3(format!("S3 CreateMultipartUpload `{key}`: no upload id"))
                 })
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let id = format!(
                     "{}-{}",
                     std::process::id(),
@@ -262,7 +210,7 @@ impl Store {
     ) -> Result<Option<BTreeMap<i32, StoredPart>>, Error> {
         let key = archive.key(ARCHIVE_OBJECT);
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 let mut parts = BTreeMap::new();
                 let mut marker: Option<String> = None;
                 loop {
@@ -304,7 +252,7 @@ impl Store {
                 }
                 Ok(Some(parts))
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let partial = partial_path(archive, upload_id);
                 let Ok(metadata) = std::fs::metadata(&partial) else {
                     return Ok(None);
@@ -338,7 +286,7 @@ impl Store {
         let key = archive.key(ARCHIVE_OBJECT);
         let size = bytes.len() as u64;
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 let uploaded = client
                     .upload_part()
                     .bucket(bucket)
@@ -353,7 +301,7 @@ impl Store {
                 let etag = uploaded.e_tag().unwrap_or_default().to_owned();
                 Ok(StoredPart { size, etag })
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let partial = partial_path(archive, upload_id);
                 tokio::task::spawn_blocking(move || {
                     let mut file = std::fs::OpenOptions::new()
@@ -384,7 +332,7 @@ impl Store {
     ) -> Result<(), Error> {
         let key = archive.key(ARCHIVE_OBJECT);
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 let completed = parts
                     .iter()
                     .map(|(number, (part, sha256))| {
@@ -411,7 +359,7 @@ impl Store {
                     .map_err(Error::s3("CompleteMultipartUpload", &key))?;
                 Ok(())
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let partial = partial_path(archive, upload_id);
                 let size: u64 = parts.values().map(|(p, _)| p.size).sum();
                 let file = std::fs::OpenOptions::new()
@@ -439,7 +387,7 @@ impl Store {
         archive: &ArchiveRef,
     ) -> Result<(), Error> {
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 match client
                     .abort_multipart_upload()
                     .bucket(bucket)
@@ -453,7 +401,7 @@ impl Store {
                     Err(e) => Err(Error::s3("AbortMultipartUpload", key)(e)),
                 }
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let partial = partial_path(archive, upload_id);
                 match std::fs::remove_file(&partial) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -477,7 +425,7 @@ impl Store {
     ) -> Result<(), Error> {
         let key = archive.key(MANIFEST_OBJECT);
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 client
                     .put_object()
                     .bucket(bucket)
@@ -497,7 +445,7 @@ impl Store {
                     .map_err(Error::s3("PutObject", &key))?;
                 Ok(())
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let target = PathBuf::from(&key);
                 let temp = target.with_extension(format!("json.{}.tmp", std::process::id()));
                 let mut file = std::fs::File::create(&temp).map_err(Error::io("create", &temp))?;
@@ -513,7 +461,7 @@ impl Store {
     pub(crate) async fn get_manifest(&self, archive: &ArchiveRef) -> Result<Vec<u8>, Error> {
         let key = archive.key(MANIFEST_OBJECT);
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 let object = client
                     .get_object()
                     .bucket(bucket)
@@ -534,7 +482,7 @@ impl Store {
                     .map_err(|e| Error::S3(format!("S3 GetObject `{key}`: {e}")))?;
                 Ok(body.into_bytes().to_vec())
             }
-            Store::Local => std::fs::read(&key).map_err(|e| {
+            Store::Local { .. } => std::fs::read(&key).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Error::BadInput(format!("there is no archive `{archive}` (no `{key}`)"))
                 } else {
@@ -552,7 +500,7 @@ impl Store {
     ) -> Result<Box<dyn Read + Send>, Error> {
         let key = archive.key(ARCHIVE_OBJECT);
         match self {
-            Store::S3 { client, bucket } => {
+            Store::S3 { client, bucket, .. } => {
                 let object = client
                     .get_object()
                     .bucket(bucket)
@@ -589,7 +537,7 @@ impl Store {
                     current: bytes::Bytes::new(),
                 }))
             }
-            Store::Local => {
+            Store::Local { .. } => {
                 let file = std::fs::File::open(&key).map_err(Error::io("open", Path::new(&key)))?;
                 Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, file)))
             }
@@ -597,9 +545,13 @@ impl Store {
     }
 
     /// Names of the complete archives (those with a manifest) in the destination.
-    pub(crate) async fn list(&self, dest: &Destination) -> Result<Vec<String>, Error> {
-        match (self, dest) {
-            (Store::S3 { client, bucket }, Destination::S3 { prefix, .. }) => {
+    pub(crate) async fn list(&self) -> Result<Vec<String>, Error> {
+        match self {
+            Store::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
                 let base = if prefix.is_empty() {
                     String::new()
                 } else {
@@ -627,7 +579,7 @@ impl Store {
                 }
                 Ok(names)
             }
-            (Store::Local, Destination::Local(dir)) => {
+            Store::Local { dir } => {
                 let mut names = Vec::new();
                 let entries = match std::fs::read_dir(dir) {
                     Ok(entries) => entries,
@@ -647,14 +599,18 @@ impl Store {
                 names.sort();
                 Ok(names)
             }
-            _ => Err(Error::Internal("store and destination disagree".into())),
         }
     }
 
     /// Uploads left open under the destination (stopped or crashed runs).
-    pub(crate) async fn open_uploads(&self, dest: &Destination) -> Result<Vec<OpenUpload>, Error> {
-        match (self, dest) {
-            (Store::S3 { client, bucket }, Destination::S3 { prefix, .. }) => {
+    pub(crate) async fn open_uploads(&self) -> Result<Vec<OpenUpload>, Error> {
+        let dest = self.destination();
+        match self {
+            Store::S3 {
+                client,
+                bucket,
+                prefix,
+            } => {
                 // The prefix is a directory: `infra` must not reach `infra-2/...`.
                 let base = if prefix.is_empty() {
                     String::new()
@@ -703,7 +659,7 @@ impl Store {
                 }
                 Ok(uploads)
             }
-            (Store::Local, Destination::Local(dir)) => {
+            Store::Local { dir } => {
                 let mut uploads = Vec::new();
                 let Ok(archives) = std::fs::read_dir(dir) else {
                     return Ok(uploads);
@@ -735,115 +691,12 @@ impl Store {
                 }
                 Ok(uploads)
             }
-            _ => Err(Error::Internal("store and destination disagree".into())),
         }
     }
 
-    pub(crate) async fn abort_open_upload(
-        &self,
-        dest: &Destination,
-        upload: &OpenUpload,
-    ) -> Result<(), Error> {
-        let archive = dest.archive(&upload.name)?;
+    pub(crate) async fn abort_open_upload(&self, upload: &OpenUpload) -> Result<(), Error> {
+        let archive = self.destination().archive(&upload.name)?;
         self.abort_key(&upload.key, &upload.upload_id, &archive)
             .await
-    }
-}
-
-/// How long a download may go without a byte before it fails (`SUNSET_S3_STALL_TIMEOUT`,
-/// seconds; 60 by default).
-fn stall_timeout() -> std::time::Duration {
-    let seconds = std::env::var("SUNSET_S3_STALL_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    std::time::Duration::from_secs(seconds)
-}
-
-/// S3's "no such bucket, key or upload": an answer, not a failure, for the calls that ask.
-fn is_not_found<E>(
-    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> bool {
-    error
-        .raw_response()
-        .is_some_and(|r| r.status().as_u16() == 404)
-}
-
-fn partial_path(archive: &ArchiveRef, upload_id: &str) -> PathBuf {
-    let object = PathBuf::from(archive.key(ARCHIVE_OBJECT));
-    let dir = object.parent().unwrap_or(Path::new(".")).to_owned();
-    dir.join(format!(".{ARCHIVE_OBJECT}.{upload_id}.partial"))
-}
-
-/// A hard link fails if the target exists: the no-overwrite rename POSIX lacks.
-fn link_into_place(from: &Path, to: &Path) -> Result<(), Error> {
-    std::fs::hard_link(from, to).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::BadInput(format!(
-                "`{}` already exists; it is never overwritten",
-                to.display()
-            ))
-        } else {
-            Error::io("link into place", to)(e)
-        }
-    })?;
-    if let Some(dir) = to.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io("fsync directory", dir))?;
-    }
-    Ok(())
-}
-
-/// URL-encoded `k=v&k2=v2`, as the `x-amz-tagging` header wants.
-fn tagging(tags: &[(String, String)]) -> String {
-    fn encode(text: &str) -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    }
-    tags.iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-struct ChannelReader {
-    receiver: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.receiver.blocking_recv() {
-                Some(chunk) => self.current = chunk?,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_are_url_encoded() {
-        assert_eq!(
-            tagging(&[
-                ("team".into(), "ops".into()),
-                ("why".into(), "a b&c".into())
-            ]),
-            "team=ops&why=a%20b%26c"
-        );
     }
 }

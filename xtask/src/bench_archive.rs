@@ -18,11 +18,7 @@ const AWSCLI_REQUIREMENT: &str = "awscli==1.40.21";
 pub(crate) fn archive() -> Result<()> {
     services::up()?;
     let env = services::current_env()?;
-    let endpoint = env
-        .iter()
-        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
-        .map(|(_, v)| v.clone())
-        .context("the AWS emulator is not running")?;
+    let endpoint = services::aws_endpoint()?;
     let root = workspace_root().join("target/sunset-bench");
     let pigz = ensure_pigz()?;
     let aws = ensure_awscli(&root.join("awscli-venv"))?;

@@ -230,6 +230,15 @@ pub(crate) fn current_env() -> Result<Vec<(&'static str, String)>> {
     env_vars(&load_state())
 }
 
+/// The running AWS emulator's endpoint URL.
+pub(crate) fn aws_endpoint() -> Result<String> {
+    current_env()?
+        .into_iter()
+        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v)
+        .context("the AWS emulator is not running")
+}
+
 /// The `DATABASE_URL` the services provide (ours or the external one).
 pub(crate) fn database_url() -> Result<String> {
     current_env()?

@@ -301,9 +301,6 @@ fn finish_progress(stats: &Stats, json: bool, outcome: &Result<(), Error>) {
             Stats::get(&stats.batches),
             Stats::get(&stats.retries)
         ));
-        if stopped {
-            report_error("the checkpoint is saved: run the same command again to resume");
-        }
     }
 }
 

@@ -86,6 +86,16 @@ struct AckedPart {
     sha256: String,
 }
 
+impl AckedPart {
+    /// What the destination answered for this part.
+    fn stored(&self) -> StoredPart {
+        StoredPart {
+            size: self.size,
+            etag: self.etag.clone(),
+        }
+    }
+}
+
 struct Part {
     number: i32,
     offset: u64,
@@ -339,19 +349,8 @@ impl Upload<'_> {
     ) -> Result<BTreeMap<i32, AckedPart>, Error> {
         let archive = &self.request.archive;
         // Parts from an interrupted run count only if the destination still holds them as acked.
-        let expected: BTreeMap<i32, StoredPart> = state
-            .parts
-            .iter()
-            .map(|(n, p)| {
-                (
-                    *n,
-                    StoredPart {
-                        size: p.size,
-                        etag: p.etag.clone(),
-                    },
-                )
-            })
-            .collect();
+        let expected: BTreeMap<i32, StoredPart> =
+            state.parts.iter().map(|(n, p)| (*n, p.stored())).collect();
         let held = match self
             .store
             .stored_parts(archive, &state.upload_id, &expected)
@@ -515,10 +514,7 @@ impl Upload<'_> {
                 (
                     *n,
                     (
-                        StoredPart {
-                            size: p.size,
-                            etag: p.etag.clone(),
-                        },
+                        p.stored(),
                         base64::engine::general_purpose::STANDARD.encode(unhex(&p.sha256)),
                     ),
                 )

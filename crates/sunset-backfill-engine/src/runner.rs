@@ -197,7 +197,7 @@ pub async fn run(
         Ok(())
     } else if stopped {
         Err(Error::Stopped(
-            "stopped on request after the current batch; run the same command again to resume"
+            "the batches in flight committed and the checkpoint is saved; run the same command again to resume"
                 .to_owned(),
         ))
     } else {

@@ -118,7 +118,8 @@ where
 }
 
 /// A command's result as its exit code; an error is reported on stderr (`error: ` and its
-/// causes), and with `--json` also as an `error` event on stdout.
+/// causes, or `stopped: ` for a stop on request), and with `--json` also as an `error` event
+/// on stdout.
 pub fn conclude<E>(result: anyhow::Result<Exit>, json: bool) -> Exit
 where
     E: Classify + std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
@@ -137,7 +138,12 @@ where
                     .to_string(),
                 );
             }
-            report_error(&format!("error: {error:#}"));
+            let label = if exit == Exit::Stopped {
+                "stopped"
+            } else {
+                "error"
+            };
+            report_error(&format!("{label}: {error:#}"));
             exit
         }
     }

@@ -297,31 +297,15 @@ fn open_draft(root: &Path, request: &Request) -> Result<PullRequest, Error> {
     ])
     .ok()
     .filter(|url| !url.is_empty());
+    let details = ["--title", &request.title, "--body-file", &body_arg];
     let outcome = match existing {
         Some(url) => {
-            gh(&[
-                "pr",
-                "edit",
-                &request.branch,
-                "--title",
-                &request.title,
-                "--body-file",
-                &body_arg,
-            ])?;
+            gh(&[&["pr", "edit", &request.branch][..], &details].concat())?;
             PullRequest::Updated { url }
         }
         None => {
-            let url = gh(&[
-                "pr",
-                "create",
-                "--draft",
-                "--head",
-                &request.branch,
-                "--title",
-                &request.title,
-                "--body-file",
-                &body_arg,
-            ])?;
+            let create = ["pr", "create", "--draft", "--head", &request.branch];
+            let url = gh(&[&create[..], &details].concat())?;
             PullRequest::Opened { url }
         }
     };

@@ -35,11 +35,7 @@ pub(super) async fn archive_stage(url: &str) -> Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::symlink("collector.yaml", config.join("current.yaml"))?;
     let env = services::current_env()?;
-    let endpoint = env
-        .iter()
-        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
-        .map(|(_, v)| v.clone())
-        .context("the AWS emulator is not running")?;
+    let endpoint = services::aws_endpoint()?;
     let bucket = "sunset-demo-archive";
     create_bucket(&endpoint, bucket)?;
     let name = format!("legacy-{}", std::process::id());

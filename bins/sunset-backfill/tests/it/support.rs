@@ -50,6 +50,18 @@ impl Db {
         self.command(args).output().expect("run sunset-backfill")
     }
 
+    /// Runs the binary and fails the test (saying `what`, with its output) unless it exits 0.
+    pub(crate) fn succeed(&self, args: &[&str], what: &str) -> Output {
+        let output = self.backfill(args);
+        assert_eq!(
+            code(&output),
+            0,
+            "{what}: {}",
+            sunset_test_support::harness::text(&output)
+        );
+        output
+    }
+
     pub(crate) fn spawn(&self, args: &[&str]) -> Running {
         Running::spawn(&mut self.command(args), self.dir.path())
     }

@@ -49,6 +49,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Probe(String),
+    /// The database URL of a `sql` step or probe is wrong (bad input) or unusable.
+    #[error(transparent)]
+    Connection(#[from] sunset_pg::Error),
     #[error("archive")]
     Archive(#[source] sunset_archive_engine::Error),
     #[error(transparent)]
@@ -86,6 +89,7 @@ impl Classify for Error {
             | Error::Resolve { .. } => true,
             Error::Checkpoint(error) => error.is_bad_input(),
             Error::Archive(error) => error.is_bad_input(),
+            Error::Connection(error) => error.is_bad_input(),
             _ => false,
         }
     }

@@ -92,53 +92,57 @@ pub(crate) async fn run_sql(
     let result = match tokio::time::timeout(timeout, query_first(database_url, sql, timeout)).await
     {
         Ok(result) => result,
-        Err(_) => Err(format!(
+        Err(_) => Err(Error::Probe(format!(
             "`{sql}` did not finish within {}",
             sunset_plan::format_duration(timeout)
-        )),
+        ))),
     };
+    let failure = result.as_ref().err().map(Error::with_causes);
     audit.record(
         "sql",
         sql,
         mutating,
         &[],
-        result.as_ref().map(|_| ()).map_err(String::as_str),
+        failure.as_deref().map_or(Ok(()), Err),
     )?;
-    result.map_err(Error::Probe)
+    result
 }
 
+/// A wrong URL is bad input at once ([`Error::Connection`]); a server that cannot be reached
+/// or a failing statement is a probe failure, which a validation retries until its timeout.
 async fn query_first(
     database_url: &str,
     sql: &str,
     timeout: Duration,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Error> {
     let client = sunset_pg::connect(database_url, "sunset-teardown")
         .await
-        .map_err(|e| format!("cannot connect to the database of the `sql` step: {e}"))?;
+        .map_err(|e| match e {
+            sunset_pg::Error::Url(_) => Error::Connection(e),
+            other => Error::Probe(format!(
+                "cannot connect to the database of the `sql` step: {other}"
+            )),
+        })?;
+    let probe = |what: String| {
+        move |e: tokio_postgres::Error| Error::Probe(format!("{what}: {}", sunset_pg::describe(&e)))
+    };
     client
         .simple_query(&format!(
             "SET statement_timeout = {}",
             timeout.as_millis().clamp(1, i32::MAX as u128)
         ))
         .await
-        .map_err(|e| format!("cannot set statement_timeout: {}", describe_pg(&e)))?;
+        .map_err(probe("cannot set statement_timeout".to_owned()))?;
     let messages = client
         .simple_query(sql)
         .await
-        .map_err(|e| format!("`{sql}` failed: {}", describe_pg(&e)));
+        .map_err(probe(format!("`{sql}` failed")));
     drop(client);
     let first = messages?.into_iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
         _ => None,
     });
     Ok(first.flatten())
-}
-
-fn describe_pg(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
-    }
 }
 
 /// Sends one HTTP request and returns its status code.

@@ -197,6 +197,7 @@ impl Teardown {
         let hash = Fingerprint::of(&absolute.display().to_string()).to_string();
         let redactor = loaded.redactor;
         let run = format!("{parent}{stem}-{}", &hash[..8]);
+        crate::safety::check_database_urls(&loaded.plan)?;
         let dir = state_dir.join("teardown");
         Ok(Teardown {
             path: path.to_owned(),

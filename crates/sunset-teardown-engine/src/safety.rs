@@ -11,6 +11,37 @@ use crate::model::{ActionPhase, ActionRecord, ResourceKind, StepRecord};
 use crate::resolve::{Resolver, action_name};
 use crate::runner::{PROTECT_TAG, Teardown};
 
+/// Refuses, when the sequence loads, a `database_url` that libpq's rules reject (an unknown
+/// `sslmode`, a root file that is not there, a malformed URL) for any `sql` action or probe,
+/// and `DATABASE_URL` where a `sql` action or probe falls back to it: a wrong URL is bad input
+/// before any call, not a failure halfway through `apply`, after earlier steps changed things.
+pub(crate) fn check_database_urls(sequence: &SequenceFile) -> Result<(), Error> {
+    for (step, actions) in sequence.decommission_sequence.iter() {
+        for action in actions {
+            let probe = action.validation.as_ref().and_then(|v| v.probe.as_ref());
+            let probe_url = probe.and_then(|p| p.database_url.as_ref());
+            let own = [action.database_url.as_ref(), probe_url];
+            for url in own.into_iter().flatten() {
+                parse_url(step.as_str(), url.as_str(), "`database_url`")?;
+            }
+            let uses_sql = action.sql.is_some() || probe.is_some_and(|p| p.sql.is_some());
+            if uses_sql
+                && own.iter().all(Option::is_none)
+                && let Ok(url) = std::env::var("DATABASE_URL")
+            {
+                parse_url(step.as_str(), &url, "DATABASE_URL")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_url(step: &str, url: &str, what: &str) -> Result<(), Error> {
+    sunset_pg::Database::parse(url)
+        .map(drop)
+        .map_err(|e| Error::BadInput(format!("step `{step}`: {what}: {e}")))
+}
+
 /// Refuses, before anything runs, an action whose targets are not as many as its `expect` says,
 /// or (without `expect`) more than the sequence's `max_targets`. Targets derived from an earlier
 /// action (volumes of terminated instances, ...) are bounded by that action, so only `expect`

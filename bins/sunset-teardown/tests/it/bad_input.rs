@@ -205,7 +205,19 @@ fn other_bad_input_is_refused_before_any_call() {
     let id = world.instance(&format!("{}-idle", world.prefix), &[], false);
     let good = world.sequence("good", &format!("region: {{region}}\n{HEAD}  step_one:\n    - action: stop_instances\n      targets: [{id}]\n"));
     let good = good.to_str().unwrap();
+    // A validation whose database URL libpq would reject: refused when the sequence loads, not
+    // after the step stopped the instance (nor retried as a probe until its timeout).
+    let bad_url = world.sequence("bad-url", &format!("region: {{region}}\n{HEAD}  step_one:\n    - action: stop_instances\n      targets: [{id}]\n      validation: {{ check: no_active_connections, sql: \"select 0\", database_url: \"postgres://localhost/app?sslmode=verify-ful\", timeout: 5s }}\n"));
+    let bad_url = bad_url.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["apply", bad_url, "--yes"],
+            "step `step_one`: `database_url`: invalid database URL",
+        ),
+        (
+            vec!["plan", bad_url],
+            "step `step_one`: `database_url`: invalid database URL",
+        ),
         (
             vec!["plan", good, "--step", "step_onee"],
             "did you mean `step_one`?",

@@ -60,10 +60,6 @@ impl sunset_outcome::Classify for Error {
             other => matches!(other, Error::PlanChanged { .. }),
         }
     }
-
-    fn is_stopped(&self) -> bool {
-        false
-    }
 }
 
 impl Error {

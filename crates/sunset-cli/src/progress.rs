@@ -152,26 +152,21 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Display(Some(task))
+        Display(task)
     }
 }
 
 /// A [`Progress`] running on its own task; dropping it stops the display.
-pub struct Display(Option<tokio::task::JoinHandle<()>>);
+pub struct Display(tokio::task::JoinHandle<()>);
 
 impl Display {
-    pub fn stop(mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
+    /// Stops the display now (as dropping it would), where the end of the work is.
+    pub fn stop(self) {}
 }
 
 impl Drop for Display {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
+        self.0.abort();
     }
 }
 

@@ -53,7 +53,10 @@ pub trait Classify {
     fn is_bad_input(&self) -> bool;
 
     /// Stopped on request (Ctrl-C, SIGTERM, a declined confirmation): the checkpoint is saved.
-    fn is_stopped(&self) -> bool;
+    /// Errors of crates that are never asked to stop (connections, checkpoints) keep the default.
+    fn is_stopped(&self) -> bool {
+        false
+    }
 }
 
 /// An error and its causes, `: `-separated, each once: a cause whose text an earlier part

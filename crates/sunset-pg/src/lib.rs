@@ -32,10 +32,6 @@ impl Classify for Error {
     fn is_bad_input(&self) -> bool {
         matches!(self, Error::Url(_))
     }
-
-    fn is_stopped(&self) -> bool {
-        false
-    }
 }
 
 /// tokio-postgres renders server errors as "db error"; the message (and a TLS cause) helps.

@@ -25,9 +25,10 @@ pub(crate) fn check_database_urls(sequence: &SequenceFile) -> Result<(), Error> 
                 parse_url(step.as_str(), url.as_str(), "`database_url`")?;
             }
             let uses_sql = action.sql.is_some() || probe.is_some_and(|p| p.sql.is_some());
+            // The same fallback the action and its probe will use.
             if uses_sql
                 && own.iter().all(Option::is_none)
-                && let Ok(url) = std::env::var("DATABASE_URL")
+                && let Ok(url) = crate::actions::database_url(None)
             {
                 parse_url(step.as_str(), &url, "DATABASE_URL")?;
             }

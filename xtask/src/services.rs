@@ -1,6 +1,6 @@
 //! `cargo xtask services up | down | env | status`: real services for tests and the demo.
 //!
-//! State lives in `target/sunset-services/state.json` so that `up` is idempotent across
+//! Two PostgreSQL servers (the system's and 18 from PyPI), the AWS emulator. State lives in `target/sunset-services/state.json` so that `up` is idempotent across
 //! invocations, `down` stops only what `up` started, and tests run with plain `cargo test` can
 //! find the services through `target/sunset-services/env` (see `sunset-test-support`).
 
@@ -11,26 +11,108 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::moto::{self, Emulator};
-use crate::postgres::{self, Cluster};
+use crate::postgres::{self, Binaries, Cluster};
 use crate::{say, services_dir};
 
 /// The region every client uses against the emulator.
 const REGION: &str = "us-east-1";
 
+/// The two PostgreSQL servers the tests run on: catalog queries must hold on 15 and on 18.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Server {
+    /// The system's server (15 on Debian 12), or `DATABASE_URL`.
+    System,
+    /// PostgreSQL 18 from PyPI, or `SUNSET_PG18_DATABASE_URL`.
+    Pg18,
+}
+
+impl Server {
+    const ALL: [Server; 2] = [Server::System, Server::Pg18];
+
+    fn label(self) -> &'static str {
+        match self {
+            Server::System => "PostgreSQL",
+            Server::Pg18 => "PostgreSQL 18",
+        }
+    }
+
+    /// The variables a client of this server reads: URL, CA file, client programs' directory.
+    pub(crate) fn vars(self) -> [&'static str; 3] {
+        match self {
+            Server::System => ["DATABASE_URL", "SUNSET_PG_CA_FILE", "SUNSET_PG_BIN_DIR"],
+            Server::Pg18 => [
+                "SUNSET_PG18_DATABASE_URL",
+                "SUNSET_PG18_CA_FILE",
+                "SUNSET_PG18_BIN_DIR",
+            ],
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Server::System => "postgres",
+            Server::Pg18 => "postgres18",
+        }
+    }
+
+    fn binaries(self) -> Binaries {
+        match self {
+            Server::System => Binaries::System,
+            Server::Pg18 => Binaries::Embedded,
+        }
+    }
+}
+
+/// One PostgreSQL server: a cluster `up` started, or an external one it only uses.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Postgres {
+    /// The cluster `up` started; `None` when an external URL is used instead.
+    cluster: Option<Cluster>,
+    /// An external server given through the environment; never started or stopped by us.
+    external_url: Option<String>,
+}
+
+impl Postgres {
+    fn url(&self) -> Option<String> {
+        self.external_url
+            .clone()
+            .or_else(|| self.cluster.as_ref().map(Cluster::url))
+    }
+}
+
 /// Everything `up` started or found, persisted between xtask invocations.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    /// The cluster `up` started; `None` when an external `DATABASE_URL` is used instead.
-    postgres: Option<Cluster>,
-    /// An external server given through `DATABASE_URL`; never started or stopped by us.
-    external_database_url: Option<String>,
+    postgres: Postgres,
+    #[serde(default)]
+    postgres18: Postgres,
     moto: Option<Emulator>,
+}
+
+impl State {
+    fn server(&mut self, server: Server) -> &mut Postgres {
+        match server {
+            Server::System => &mut self.postgres,
+            Server::Pg18 => &mut self.postgres18,
+        }
+    }
+
+    fn server_ref(&self, server: Server) -> &Postgres {
+        match server {
+            Server::System => &self.postgres,
+            Server::Pg18 => &self.postgres18,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.postgres.cluster.is_none() && self.postgres18.cluster.is_none() && self.moto.is_none()
+    }
 }
 
 /// What one `up` call started itself, so `cargo xtask test` stops only that.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Started {
-    postgres: bool,
+    postgres: [bool; 2],
     moto: bool,
 }
 
@@ -71,40 +153,17 @@ pub(crate) fn up() -> Result<Started> {
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let mut state = load_state();
     let mut started = Started::default();
-
-    match std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    {
-        Some(url) => {
-            check_postgres(&url).context("DATABASE_URL is set, but its server is not reachable")?;
-            say!("PostgreSQL: using DATABASE_URL ({})", redact(&url));
-            state.external_database_url = Some(url);
-        }
-        None => {
-            state.external_database_url = None;
-            match state.postgres.take().filter(Cluster::is_running) {
-                Some(cluster) => {
-                    say!("PostgreSQL: already running on port {}", cluster.port);
-                    state.postgres = Some(cluster);
-                }
-                None => {
-                    let cluster = postgres::start(&root.join("postgres"))?;
-                    check_postgres(&cluster.url())
-                        .context("the PostgreSQL cluster started but does not answer")?;
-                    say!(
-                        "PostgreSQL: started on port {} ({})",
-                        cluster.port,
-                        cluster.data_dir.display()
-                    );
-                    state.postgres = Some(cluster);
-                    started.postgres = true;
-                }
+    for (index, server) in Server::ALL.into_iter().enumerate() {
+        match postgres_up(&mut state, server, &root) {
+            Ok(new) => started.postgres[index] = new,
+            Err(error) => {
+                let _ = stop(started);
+                return Err(error);
             }
         }
+        // Saved after each service so a failing start leaves a state `down` can use.
+        save_state_if_possible(&state);
     }
-    // Saved between the two services so a failing emulator start leaves a state `down` can use.
-    save_state_if_possible(&state);
 
     let recorded = state.moto.take();
     let healthy = recorded.as_ref().is_some_and(Emulator::is_running);
@@ -128,12 +187,7 @@ pub(crate) fn up() -> Result<Started> {
                 Ok(emulator) => emulator,
                 Err(error) => {
                     // Leave nothing behind that this call started.
-                    if started.postgres {
-                        let _ = stop(Started {
-                            postgres: true,
-                            moto: false,
-                        });
-                    }
+                    let _ = stop(started);
                     return Err(error);
                 }
             };
@@ -148,6 +202,39 @@ pub(crate) fn up() -> Result<Started> {
     }
     save_state(&state)?;
     Ok(started)
+}
+
+/// Brings one server up: the external one its URL variable names, the running cluster, or a
+/// new one. Whether this call started it.
+fn postgres_up(state: &mut State, server: Server, root: &std::path::Path) -> Result<bool> {
+    let label = server.label();
+    let [url_var, ..] = server.vars();
+    let slot = state.server(server);
+    if let Some(url) = std::env::var(url_var).ok().filter(|url| !url.is_empty()) {
+        check_postgres(&url)
+            .with_context(|| format!("{url_var} is set, but its server is not reachable"))?;
+        say!("{label}: using {url_var} ({})", redact(&url));
+        slot.external_url = Some(url);
+        return Ok(false);
+    }
+    slot.external_url = None;
+    if let Some(cluster) = slot.cluster.take().filter(Cluster::is_running) {
+        say!("{label}: already running on port {}", cluster.port);
+        slot.cluster = Some(cluster);
+        return Ok(false);
+    }
+    let cluster = postgres::start(&root.join(server.dir()), server.binaries())?;
+    if let Err(error) = check_postgres(&cluster.url()) {
+        let _ = cluster.stop();
+        return Err(error.context(format!("the {label} cluster started but does not answer")));
+    }
+    say!(
+        "{label}: started on port {} ({})",
+        cluster.port,
+        cluster.data_dir.display()
+    );
+    slot.cluster = Some(cluster);
+    Ok(true)
 }
 
 fn save_state_if_possible(state: &State) {
@@ -167,7 +254,7 @@ fn save_state_if_possible(state: &State) {
 /// Stops everything `up` started in any invocation.
 pub(crate) fn down() -> Result<()> {
     stop(Started {
-        postgres: true,
+        postgres: [true; 2],
         moto: true,
     })
 }
@@ -175,12 +262,16 @@ pub(crate) fn down() -> Result<()> {
 /// Stops the services in `which` that `up` started; an external server is never touched.
 pub(crate) fn stop(which: Started) -> Result<()> {
     let mut state = load_state();
-    if which.postgres
-        && let Some(cluster) = state.postgres.take()
-        && cluster.is_running()
-    {
-        cluster.stop().context("stopping PostgreSQL")?;
-        say!("PostgreSQL: stopped");
+    for (index, server) in Server::ALL.into_iter().enumerate() {
+        if which.postgres[index]
+            && let Some(cluster) = state.server(server).cluster.take()
+            && cluster.is_running()
+        {
+            cluster
+                .stop()
+                .with_context(|| format!("stopping {}", server.label()))?;
+            say!("{}: stopped", server.label());
+        }
     }
     if which.moto
         && let Some(emulator) = state.moto.take()
@@ -188,7 +279,7 @@ pub(crate) fn stop(which: Started) -> Result<()> {
         emulator.stop();
         say!("AWS emulator: stopped");
     }
-    if state.postgres.is_none() && state.moto.is_none() {
+    if state.is_empty() {
         let _ = std::fs::remove_file(state_path());
         let _ = std::fs::remove_file(env_file_path());
         Ok(())
@@ -199,22 +290,35 @@ pub(crate) fn stop(which: Started) -> Result<()> {
 
 /// The environment a client of the services needs.
 fn env_vars(state: &State) -> Result<Vec<(&'static str, String)>> {
-    let database_url = match (&state.external_database_url, &state.postgres) {
-        (Some(url), _) => url.clone(),
-        (None, Some(cluster)) => cluster.url(),
-        (None, None) => bail!("PostgreSQL is not up: run `cargo xtask services up` first"),
-    };
+    let mut vars = Vec::new();
+    for server in Server::ALL {
+        let postgres = state.server_ref(server);
+        let Some(url) = postgres.url() else {
+            bail!(
+                "{} is not up: run `cargo xtask services up` first",
+                server.label()
+            )
+        };
+        let [url_var, ca_var, bin_var] = server.vars();
+        // The CA of our cluster's TLS certificate, and the client programs (pg_dump) matching
+        // the server; both empty for an external server (pg_dump is then taken from PATH).
+        let (ca_file, bin_dir) = match (&postgres.external_url, &postgres.cluster) {
+            (None, Some(cluster)) => (
+                if cluster.has_tls() {
+                    cluster.ca_file().display().to_string()
+                } else {
+                    String::new()
+                },
+                cluster.bin_dir.display().to_string(),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        vars.extend([(url_var, url), (ca_var, ca_file), (bin_var, bin_dir)]);
+    }
     let Some(emulator) = &state.moto else {
         bail!("the AWS emulator is not up: run `cargo xtask services up` first")
     };
-    let ca_file = match (&state.external_database_url, &state.postgres) {
-        (None, Some(cluster)) => cluster.ca_file().display().to_string(),
-        _ => String::new(),
-    };
-    Ok(vec![
-        ("DATABASE_URL", database_url),
-        // The CA of our cluster's TLS certificate (empty for an external server).
-        ("SUNSET_PG_CA_FILE", ca_file),
+    vars.extend([
         ("AWS_ENDPOINT_URL", emulator.url()),
         ("AWS_REGION", REGION.to_owned()),
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
@@ -222,7 +326,8 @@ fn env_vars(state: &State) -> Result<Vec<(&'static str, String)>> {
         // The emulator is on loopback: a proxy configured for the internet must not intercept it.
         ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-    ])
+    ]);
+    Ok(vars)
 }
 
 /// The environment for child processes (`cargo test`, the demo's binaries).
@@ -230,22 +335,45 @@ pub(crate) fn current_env() -> Result<Vec<(&'static str, String)>> {
     env_vars(&load_state())
 }
 
+/// The same environment with `server` as the one `DATABASE_URL` (and its CA file and client
+/// programs) point at: how the tests run a second time on the other major.
+pub(crate) fn env_for(server: Server) -> Result<Vec<(&'static str, String)>> {
+    let mut env = current_env()?;
+    let values: Vec<String> = server
+        .vars()
+        .iter()
+        .map(|var| lookup(&env, var))
+        .collect::<Result<_>>()?;
+    let no_tls = values[1].is_empty();
+    for (var, value) in Server::System.vars().into_iter().zip(values) {
+        if let Some(entry) = env.iter_mut().find(|(key, _)| *key == var) {
+            entry.1 = value;
+        }
+    }
+    if no_tls {
+        env.push((
+            "SUNSET_PG_NO_TLS",
+            format!("{} was built without OpenSSL", server.label()),
+        ));
+    }
+    Ok(env)
+}
+
+fn lookup(env: &[(&'static str, String)], var: &str) -> Result<String> {
+    env.iter()
+        .find(|(key, _)| *key == var)
+        .map(|(_, value)| value.clone())
+        .with_context(|| format!("the services have no {var}"))
+}
+
 /// The running AWS emulator's endpoint URL.
 pub(crate) fn aws_endpoint() -> Result<String> {
-    current_env()?
-        .into_iter()
-        .find(|(k, _)| *k == "AWS_ENDPOINT_URL")
-        .map(|(_, v)| v)
-        .context("the AWS emulator is not running")
+    lookup(&current_env()?, "AWS_ENDPOINT_URL").context("the AWS emulator is not running")
 }
 
 /// The `DATABASE_URL` the services provide (ours or the external one).
 pub(crate) fn database_url() -> Result<String> {
-    current_env()?
-        .into_iter()
-        .find(|(key, _)| *key == "DATABASE_URL")
-        .map(|(_, value)| value)
-        .context("the services have no DATABASE_URL")
+    lookup(&current_env()?, "DATABASE_URL")
 }
 
 pub(crate) fn print_env() -> Result<()> {
@@ -269,32 +397,39 @@ pub(crate) fn print_env() -> Result<()> {
 pub(crate) fn print_status() -> Result<()> {
     let state = load_state();
     let mut lines = Vec::new();
-    match (&state.external_database_url, &state.postgres) {
-        (Some(url), _) => {
-            let reachable = if check_postgres(url).is_ok() {
-                "reachable"
-            } else {
-                "NOT reachable"
-            };
-            lines.push(format!("postgres  external  {}  {reachable}", redact(url)));
+    for server in Server::ALL {
+        let label = server.label();
+        let postgres = state.server_ref(server);
+        match (&postgres.external_url, &postgres.cluster) {
+            (Some(url), _) => {
+                let reachable = if check_postgres(url).is_ok() {
+                    "reachable"
+                } else {
+                    "NOT reachable"
+                };
+                lines.push(format!(
+                    "{label:<14} external  {}  {reachable}",
+                    redact(url)
+                ));
+            }
+            (None, Some(cluster)) => {
+                let running = if cluster.is_running() {
+                    "running"
+                } else {
+                    "NOT running"
+                };
+                let pid = cluster
+                    .pid()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into());
+                lines.push(format!(
+                    "{label:<14} {running}  {}  pid {pid}  data {}",
+                    cluster.url(),
+                    cluster.data_dir.display()
+                ));
+            }
+            (None, None) => lines.push(format!("{label:<14} not started")),
         }
-        (None, Some(cluster)) => {
-            let running = if cluster.is_running() {
-                "running"
-            } else {
-                "NOT running"
-            };
-            let pid = cluster
-                .pid()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into());
-            lines.push(format!(
-                "postgres  {running}  {}  pid {pid}  data {}",
-                cluster.url(),
-                cluster.data_dir.display()
-            ));
-        }
-        (None, None) => lines.push("postgres  not started".to_owned()),
     }
     match &state.moto {
         Some(emulator) => {
@@ -304,13 +439,14 @@ pub(crate) fn print_status() -> Result<()> {
                 "NOT running"
             };
             lines.push(format!(
-                "aws       {running}  {}  pid {}  ({})",
+                "{:<14} {running}  {}  pid {}  ({})",
+                "AWS emulator",
                 emulator.url(),
                 emulator.pid,
                 moto::MOTO_REQUIREMENT
             ));
         }
-        None => lines.push("aws       not started".to_owned()),
+        None => lines.push(format!("{:<14} not started", "AWS emulator")),
     }
     #[allow(
         clippy::print_stdout,

@@ -154,6 +154,9 @@ pub(crate) async fn resolve_exports(
 ) -> Result<Vec<Export>, Error> {
     let mut exports = Vec::new();
     for table in tables {
+        // Checked here: from PostgreSQL 16 on, to_regclass answers NULL for a syntax error too.
+        sunset_pg::QualifiedName::parse(table)
+            .map_err(|e| Error::BadInput(format!("--table `{table}` {e}")))?;
         let row = client
             .query_opt(
                 "SELECT c.oid::int8, n.nspname::text, c.relname::text FROM pg_class c

@@ -8,7 +8,7 @@ use sunset_plan::format::{
 use sunset_plan::{Loaded, closest};
 use tokio_postgres::GenericClient;
 
-use crate::error::{Error, describe};
+use crate::error::Error;
 use crate::sql::ident;
 
 /// A column as the catalog knows it.
@@ -470,6 +470,12 @@ async fn primary_key(
 }
 
 async fn resolve_table(client: &impl GenericClient, name: &str) -> Result<TableRef, Error> {
+    // Checked here: from PostgreSQL 16 on, to_regclass answers NULL for a syntax error too.
+    sunset_pg::QualifiedName::parse(name).map_err(|e| {
+        Error::BadInput(format!(
+            "table `{name}` is not a valid table name: the text {e}"
+        ))
+    })?;
     let row = client
         .query_opt(
             "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text
@@ -478,12 +484,7 @@ async fn resolve_table(client: &impl GenericClient, name: &str) -> Result<TableR
             &[&name],
         )
         .await
-        .map_err(|e| {
-            Error::BadInput(format!(
-                "table `{name}` is not a valid table name: {}",
-                describe(&e)
-            ))
-        })?;
+        .map_err(Error::db("resolving the plan's table"))?;
     let Some(row) = row else {
         return Err(Error::BadInput(format!(
             "table `{name}` does not exist (or is not visible on the search_path)"

@@ -738,7 +738,8 @@ async fn generated_columns(
     let rows = about_column(
         client,
         target,
-        "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), pg_get_expr(ad.adbin, ad.adrelid)
+        "SELECT quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), pg_get_expr(ad.adbin, ad.adrelid),
+                    CASE a.attgenerated WHEN 'v' THEN 'VIRTUAL' ELSE 'STORED' END
              FROM pg_attrdef ad
              JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
              WHERE ad.adrelid = $1 AND a.attgenerated <> '' AND ad.adnum <> $2::int4 AND NOT a.attisdropped
@@ -754,6 +755,8 @@ async fn generated_columns(
         let name: String = row.get(0);
         let type_sql: String = row.get(1);
         let expression: String = row.get(2);
+        // PostgreSQL 18 adds VIRTUAL generated columns; the down keeps the kind.
+        let kind: String = row.get(3);
         let table = &target.table_sql;
         found.push(Dependent {
             finding: catalog(
@@ -768,7 +771,7 @@ async fn generated_columns(
                 Rank::GeneratedColumn,
                 vec![format!("ALTER TABLE {table} DROP COLUMN {name}")],
                 vec![format!(
-                    "ALTER TABLE {table} ADD COLUMN {name} {type_sql} GENERATED ALWAYS AS ({expression}) STORED"
+                    "ALTER TABLE {table} ADD COLUMN {name} {type_sql} GENERATED ALWAYS AS ({expression}) {kind}"
                 )],
             ),
         });

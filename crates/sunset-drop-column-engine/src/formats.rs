@@ -131,16 +131,35 @@ fn parts(migration: &Migration, format: Format) -> Vec<Part> {
             });
         }
     } else if !migration.concurrent.is_empty() {
+        // Statements are sent one by one, so the session's timeouts can be set around them
+        // (and reset, so that nothing else the runner does on this connection inherits them).
+        let set = [
+            format!("SET lock_timeout = {}", migration.concurrent_lock_timeout),
+            "SET statement_timeout = 0".to_owned(),
+        ];
+        let reset = [
+            "RESET lock_timeout".to_owned(),
+            "RESET statement_timeout".to_owned(),
+        ];
+        let around = |steps: Vec<String>| -> Vec<String> {
+            set.iter()
+                .cloned()
+                .chain(steps)
+                .chain(reset.iter().cloned())
+                .collect()
+        };
         parts.push(Part {
             name: format!("{}_indexes", migration.name),
             transactional: false,
-            up: migration.concurrent.iter().map(|s| s.up.clone()).collect(),
-            down: migration
-                .concurrent
-                .iter()
-                .rev()
-                .map(|s| s.down.clone())
-                .collect(),
+            up: around(migration.concurrent.iter().map(|s| s.up.clone()).collect()),
+            down: around(
+                migration
+                    .concurrent
+                    .iter()
+                    .rev()
+                    .map(|s| s.down.clone())
+                    .collect(),
+            ),
         });
     }
     parts.push(Part {
@@ -151,6 +170,14 @@ fn parts(migration: &Migration, format: Format) -> Vec<Part> {
     });
     parts
 }
+
+/// Why a file that a runner sends as one string sets no timeouts.
+const WHOLE_FILE_TIMEOUTS: &str = "\
+-- No lock_timeout or statement_timeout here: the runner sends this file as one string, and a SET
+-- beside a CONCURRENTLY statement would make it a transaction block, which CONCURRENTLY refuses.
+-- CONCURRENTLY blocks neither reads nor writes; to bound its wait for older transactions, set
+-- lock_timeout on the role that runs migrations (ALTER ROLE ... SET lock_timeout = '5s').
+";
 
 fn script(statements: &[String]) -> String {
     statements
@@ -169,6 +196,9 @@ fn header(migration: &Migration, direction: &str, part: &Part) -> String {
             ", no transaction: CONCURRENTLY statements run alone"
         }
     );
+    if !part.transactional && part.up.len() == 1 {
+        text.push_str(WHOLE_FILE_TIMEOUTS);
+    }
     if direction.contains("down") && part.transactional {
         let _ = writeln!(text, "-- {}", migration.down_label());
         for note in &migration.notes {
@@ -630,6 +660,7 @@ mod tests {
         Migration {
             name: "drop_accounts_legacy_kind".to_owned(),
             subject: "public.accounts.legacy_kind".to_owned(),
+            concurrent_lock_timeout: "'5000ms'".to_owned(),
             concurrent: vec![
                 ConcurrentStep {
                     up: "DROP INDEX CONCURRENTLY IF EXISTS public.a".to_owned(),

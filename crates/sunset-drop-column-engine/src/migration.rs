@@ -30,6 +30,9 @@ pub struct Migration {
     pub subject: String,
     /// Run first on the way up, last (in reverse) on the way down.
     pub concurrent: Vec<ConcurrentStep>,
+    /// `lock_timeout` for the concurrent stage, as an SQL literal. (Its statement_timeout is
+    /// 0: cancelling an index build part way leaves an INVALID index behind.)
+    pub concurrent_lock_timeout: String,
     /// The transactional stage; each statement without its terminating semicolon.
     pub main_up: Vec<String>,
     pub main_down: Vec<String>,
@@ -156,6 +159,7 @@ pub fn build(
         name,
         subject: target.display(),
         concurrent,
+        concurrent_lock_timeout: interval(options.lock_timeout),
         main_up,
         main_down,
         data_restoring: archive.is_some(),
@@ -185,7 +189,12 @@ fn restore_column(
         }
     });
     if let Some(expression) = &column.generated {
-        add.push_str(&format!(" GENERATED ALWAYS AS ({expression}) STORED"));
+        let kind = if column.generated_virtual {
+            "VIRTUAL"
+        } else {
+            "STORED"
+        };
+        add.push_str(&format!(" GENERATED ALWAYS AS ({expression}) {kind}"));
     } else if let Some(default) = &column.default {
         add.push_str(&format!(" DEFAULT {default}"));
     }
@@ -234,6 +243,11 @@ fn restore_column(
     if let Some(storage) = &column.storage {
         statements.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {name} SET STORAGE {storage}"
+        ));
+    }
+    if let Some(method) = &column.compression {
+        statements.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {name} SET COMPRESSION {method}"
         ));
     }
     if let Some(target) = column.statistics {

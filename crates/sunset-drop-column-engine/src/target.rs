@@ -4,82 +4,9 @@
 
 use tokio_postgres::Client;
 
+use sunset_pg::{QualifiedName, split_identifiers};
+
 use crate::error::Error;
-
-/// A `schema.table` or `table` name as typed, with SQL quoting rules: unquoted parts fold to
-/// lower case, `"Quoted"` parts keep their case and may contain dots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QualifiedName {
-    pub schema: Option<String>,
-    pub name: String,
-}
-
-impl QualifiedName {
-    pub fn parse(text: &str) -> Result<QualifiedName, Error> {
-        let parts = split_identifiers(text).ok_or_else(|| {
-            Error::BadInput(format!(
-                "`{text}` is not a table name: expected `table` or `schema.table` (quote unusual names: \"My Table\")"
-            ))
-        })?;
-        match parts.as_slice() {
-            [name] => Ok(QualifiedName {
-                schema: None,
-                name: name.clone(),
-            }),
-            [schema, name] => Ok(QualifiedName {
-                schema: Some(schema.clone()),
-                name: name.clone(),
-            }),
-            _ => Err(Error::BadInput(format!(
-                "`{text}` has {} dotted parts: expected `table` or `schema.table`",
-                parts.len()
-            ))),
-        }
-    }
-}
-
-/// Splits `a."B.c"` into `["a", "B.c"]`; `None` when the text is not identifier syntax.
-fn split_identifiers(text: &str) -> Option<Vec<String>> {
-    let mut parts = Vec::new();
-    let mut chars = text.trim().chars().peekable();
-    loop {
-        let mut part = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '"' if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        part.push('"');
-                    }
-                    '"' => break,
-                    c => part.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_alphanumeric() || c == '_' || c == '$' {
-                    part.extend(c.to_lowercase());
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-            if part.is_empty() || part.starts_with(|c: char| c.is_ascii_digit() || c == '$') {
-                return None;
-            }
-        }
-        if part.is_empty() {
-            return None;
-        }
-        parts.push(part);
-        match chars.next() {
-            None => return Some(parts),
-            Some('.') => continue,
-            Some(_) => return None,
-        }
-    }
-}
 
 /// One privilege granted on the column (or a view), as `GRANT` needs it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -105,14 +32,18 @@ pub struct ColumnDef {
     pub not_null: bool,
     /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
     pub identity: Option<char>,
-    /// The expression of a stored generated column.
+    /// The expression of a generated column.
     pub generated: Option<String>,
+    /// A VIRTUAL generated column (PostgreSQL 18), computed on read rather than stored.
+    pub generated_virtual: bool,
     pub comment: Option<String>,
     pub grants: Vec<Grant>,
     /// `SET STATISTICS` target when not the default.
     pub statistics: Option<i32>,
     /// Storage when not the type's default (`PLAIN`, `EXTERNAL`, ...).
     pub storage: Option<String>,
+    /// `SET COMPRESSION` method (`pglz`, `lz4`) when one is set on the column.
+    pub compression: Option<String>,
 }
 
 /// A resolved table and column.
@@ -142,7 +73,8 @@ impl Target {
 }
 
 pub async fn resolve(client: &Client, table: &str, column: &str) -> Result<Target, Error> {
-    let wanted = QualifiedName::parse(table)?;
+    let wanted =
+        QualifiedName::parse(table).map_err(|e| Error::BadInput(format!("`{table}` {e}")))?;
     let column_name = column_identifier(column)?;
     let rows = client
         .query(
@@ -224,7 +156,9 @@ async fn read_column(
                     CASE WHEN a.attstorage <> t.typstorage THEN
                         CASE a.attstorage WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL'
                                           WHEN 'm' THEN 'MAIN' ELSE 'EXTENDED' END END,
-                    a.attinhcount::int4
+                    a.attinhcount::int4,
+                    CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END,
+                    a.attgenerated = 'v'
              FROM pg_attribute a
              JOIN pg_type t ON t.oid = a.atttypid
              LEFT JOIN pg_collation co ON co.oid = a.attcollation
@@ -296,6 +230,8 @@ async fn read_column(
         grants,
         statistics: row.get(9),
         storage: row.get(10),
+        compression: row.get(12),
+        generated_virtual: row.get(13),
     })
 }
 
@@ -352,43 +288,4 @@ async fn row_key(client: &Client, oid: u32) -> Result<(Option<Vec<String>>, bool
         Some(row) => (Some(row.get(0)), row.get(1)),
         None => (None, false),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_fold_like_sql() {
-        let parsed = QualifiedName::parse("Public.Accounts").expect("valid");
-        assert_eq!(parsed.schema.as_deref(), Some("public"));
-        assert_eq!(parsed.name, "accounts");
-        let quoted = QualifiedName::parse(r#""My Schema"."a.b""c""#).expect("valid");
-        assert_eq!(quoted.schema.as_deref(), Some("My Schema"));
-        assert_eq!(quoted.name, r#"a.b"c"#);
-    }
-
-    #[test]
-    fn hostile_names_are_not_identifiers() {
-        for text in [
-            "a; drop table x",
-            "accounts--",
-            "a.b.c.d",
-            "",
-            "\"unterminated",
-            "1abc",
-        ] {
-            assert!(
-                QualifiedName::parse(text).is_err(),
-                "{text:?} should be refused"
-            );
-        }
-        // Quoted, anything goes: it is then only a name that does not exist.
-        assert_eq!(
-            QualifiedName::parse(r#""a; drop table x""#)
-                .expect("quoted")
-                .name,
-            "a; drop table x"
-        );
-    }
 }

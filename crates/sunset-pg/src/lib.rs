@@ -6,6 +6,7 @@
 //! and the host name). tokio-postgres parses only the first three, so `sslmode` and
 //! `sslrootcert` are taken out of the URL here and applied by hand.
 
+mod ident;
 mod libpq;
 mod tls;
 
@@ -15,6 +16,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use ident::{NameError, QualifiedName, split_identifiers};
 pub use libpq::{Env, UserSet, process_env};
 pub use tls::Roots;
 

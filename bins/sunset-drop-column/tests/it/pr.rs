@@ -142,7 +142,7 @@ fn the_branch_is_made_once_and_updated_in_place() {
     );
     assert!(description.starts_with("# DO NOT MERGE"), "{description}");
     // The whole text, pinned; the version (the time of the first run) is the one moving part.
-    expect_test::expect_file!["snapshots/pull_request.md"]
+    expect_test::expect_file![format!("{}/pull_request.md", support::snapshots(&db))]
         .assert_eq(&without_versions(&description));
     for section in [
         "## Summary",

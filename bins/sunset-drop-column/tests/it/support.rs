@@ -70,6 +70,88 @@ impl Db {
     }
 }
 
+/// Where the snapshots of generated text for this server's major live (`snapshots/pg15`, ...):
+/// view and constraint definitions are printed by the server, and differently across majors.
+pub(crate) fn snapshots(db: &Db) -> String {
+    format!("snapshots/pg{}", db.major())
+}
+
+/// `pg_dump --schema-only` of the database, as a sorted list of statements: the oracle for "the
+/// down restores the schema" that is not the engine's own catalog reading. Normalised for what
+/// no SQL can see: the order of a table's columns (a column added back goes last), statement
+/// order, comments, `SET` lines and pg_dump's `\restrict` keys.
+pub(crate) fn schema_dump(db: &Db) -> Vec<String> {
+    let pg_dump = pg_dump();
+    let output = Command::new(&pg_dump)
+        .args(["--schema-only", "--no-tablespaces", "--dbname", &db.url])
+        .env_remove("PGSERVICE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", pg_dump.display()));
+    assert!(
+        output.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    normalise_dump(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The server's own pg_dump (`SUNSET_PG_BIN_DIR`, which `cargo xtask services` sets), else PATH's.
+fn pg_dump() -> std::path::PathBuf {
+    match sunset_test_support::service_var("SUNSET_PG_BIN_DIR") {
+        Ok(dir) => Path::new(&dir).join("pg_dump"),
+        Err(_) => "pg_dump".into(),
+    }
+}
+
+fn normalise_dump(dump: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    for line in dump.lines() {
+        let noise = line.is_empty()
+            || line.starts_with("--")
+            || line.starts_with("SET ")
+            || line.starts_with("SELECT pg_catalog.set_config")
+            || line.starts_with("\\restrict")
+            || line.starts_with("\\unrestrict");
+        if noise {
+            continue;
+        }
+        current.push(line.to_owned());
+        if line.ends_with(';') {
+            statements.push(sorted_columns(&current));
+            current.clear();
+        }
+    }
+    assert!(
+        current.is_empty(),
+        "pg_dump ended mid-statement: {current:?}"
+    );
+    statements.sort();
+    statements
+}
+
+/// A `CREATE TABLE` with its column lines sorted (and their trailing commas dropped).
+fn sorted_columns(statement: &[String]) -> String {
+    let is_table = statement
+        .first()
+        .is_some_and(|first| first.starts_with("CREATE TABLE") && first.ends_with('('));
+    if !is_table || statement.len() < 3 {
+        return statement.join("\n");
+    }
+    let last = statement.len() - 1;
+    let mut columns: Vec<&str> = statement[1..last]
+        .iter()
+        .map(|line| line.trim_end_matches(','))
+        .collect();
+    columns.sort_unstable();
+    [statement[0].as_str()]
+        .into_iter()
+        .chain(columns)
+        .chain([statement[last].as_str()])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs git in `dir` as a fixed test identity; panics with its output when it fails.
 pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")

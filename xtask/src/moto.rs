@@ -68,6 +68,8 @@ pub(crate) fn start(root: &Path) -> Result<Emulator> {
     };
     let child = command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // The recorder (off until a test turns it on) writes here, not into the working directory.
+        .env("MOTO_RECORDER_FILEPATH", root.join("moto-recording.jsonl"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -153,6 +155,35 @@ pub(crate) fn find_python() -> Result<PathBuf> {
         "the AWS emulator (moto) needs Python 3.9 or newer with the venv module on PATH; \
          install it, for example `apt-get install python3 python3-venv`"
     )
+}
+
+/// Turns the recorder off and empties its log: tests that judge by the emulator's request log
+/// turn it on, and nothing after them should pay for writing every request (and body) down.
+pub(crate) fn stop_recording(port: u16) -> Result<()> {
+    for path in [
+        "/moto-api/recorder/stop-recording",
+        "/moto-api/recorder/reset-recording",
+    ] {
+        let status = post(port, path).with_context(|| format!("POST {path} to the emulator"))?;
+        if status != 200 {
+            bail!("the emulator answered {status} to POST {path}");
+        }
+    }
+    Ok(())
+}
+
+/// A bodiless POST to the emulator's own API; the response's status code.
+fn post(port: u16, path: &str) -> Result<u16> {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    Ok(std::str::from_utf8(&head[9..12])?.parse()?)
 }
 
 /// Whether moto answers its own API (not just whether the port is open).

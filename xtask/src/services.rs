@@ -366,6 +366,14 @@ fn lookup(env: &[(&'static str, String)], var: &str) -> Result<String> {
         .with_context(|| format!("the services have no {var}"))
 }
 
+/// Turns the emulator's request recorder off (and empties it), if the emulator runs.
+pub(crate) fn stop_emulator_recording() -> Result<()> {
+    match load_state().moto {
+        Some(emulator) => moto::stop_recording(emulator.port),
+        None => Ok(()),
+    }
+}
+
 /// The running AWS emulator's endpoint URL.
 pub(crate) fn aws_endpoint() -> Result<String> {
     lookup(&current_env()?, "AWS_ENDPOINT_URL").context("the AWS emulator is not running")

@@ -3,6 +3,7 @@
 //! name, and fail loudly, saying how to start the services, when those are not reachable.
 //! A test that needs a service never passes silently without it.
 
+pub mod emulator_log;
 pub mod harness;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -121,7 +121,7 @@ fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
         })
     };
 
-    let seed = db.run_and_kill_twenty_times(plan);
+    let seed = db.run_and_kill_twenty_times(plan, "accounts-sti");
     inserter.join().unwrap();
     db.succeed(
         &["run", plan],

@@ -117,7 +117,7 @@ fn copy_sigkilled_twenty_times_with_concurrent_writes_copies_each_row_once_and_r
     let before = db.digest("accounts");
 
     let writer = legacy_writer(db.url.clone());
-    let seed = db.run_and_kill_twenty_times(plan);
+    let seed = db.run_and_kill_twenty_times(plan, "accounts-copy");
     writer.join().unwrap();
     db.succeed(
         &["run", plan],

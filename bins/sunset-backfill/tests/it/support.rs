@@ -87,35 +87,101 @@ impl Db {
         ));
     }
 
-    /// Starts `run PLAN` and SIGKILLs it after a random 100-350 ms, twenty times (the run may
-    /// end on its own at most twice). Returns the seed of the random delays, for failure messages.
-    pub(crate) fn run_and_kill_twenty_times(&self, plan: &str) -> u64 {
+    /// Starts `run PLAN` and SIGKILLs it twenty times, each kill only after that process
+    /// committed at least one batch of `run` (journal rows counted, not time waited); every other
+    /// kill lands while one of its sessions is inside a write transaction (a batch in flight,
+    /// seen in `pg_stat_activity`), and at least one such kill is required. A run that ends on
+    /// its own (at most twice) must exit 0. Returns the seed of the random delays.
+    pub(crate) fn run_and_kill_twenty_times(&self, plan: &str, run: &str) -> u64 {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos() as u64
             | 1;
         let mut jitter = seed;
-        let mut kills = 0;
-        let mut finished_early = 0;
+        let (mut kills, mut finished_early, mut in_flight) = (0, 0, 0);
         while kills < 20 {
+            let committed = self.committed_batches(run);
+            let since = self.text("SELECT clock_timestamp()::text").unwrap();
             let mut child = self.spawn(&["run", plan]);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut ended = None;
+            while self.committed_batches(run) <= committed {
+                if let Some(status) = child.try_wait().unwrap() {
+                    ended = Some(status);
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no batch committed within 60 s (seed {seed}): {}",
+                    child.stderr_text()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             jitter ^= jitter << 13;
             jitter ^= jitter >> 7;
             jitter ^= jitter << 17;
-            std::thread::sleep(std::time::Duration::from_millis(100 + jitter % 250));
-            if let Some(status) = child.try_wait().unwrap() {
+            let mid_batch = kills % 2 == 0;
+            if ended.is_none() {
+                if mid_batch {
+                    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                    while !self.batch_in_flight(&since) && std::time::Instant::now() < until {
+                        if child.try_wait().unwrap().is_some() {
+                            break;
+                        }
+                    }
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(jitter % 30));
+                }
+            }
+            if let Some(status) = ended.or_else(|| child.try_wait().unwrap()) {
                 finished_early += 1;
                 assert!(
+                    status.success(),
+                    "a run that ended on its own failed ({status}, seed {seed}): {}",
+                    child.stderr_text()
+                );
+                assert!(
                     finished_early < 3,
-                    "the run ended ({status}) before 20 kills (seed {seed}); make it slower"
+                    "the run ended before 20 kills (seed {seed}); make it slower"
                 );
                 continue;
+            }
+            if self.batch_in_flight(&since) {
+                in_flight += 1;
             }
             child.kill().unwrap();
             child.wait().unwrap();
             kills += 1;
         }
+        assert!(
+            in_flight > 0,
+            "no kill landed while a batch was in flight (seed {seed})"
+        );
         seed
+    }
+
+    /// Batches of `run` committed so far (each commits one journal row with its changes).
+    fn committed_batches(&self, run: &str) -> i64 {
+        if self
+            .text("SELECT to_regclass('sunset.backfill_undo')::text")
+            .is_none()
+        {
+            return 0;
+        }
+        self.int(&format!(
+            "SELECT count(*) FROM sunset.backfill_undo WHERE run = '{run}'"
+        ))
+    }
+
+    /// A backfill session inside a transaction that has written (it holds a transaction id).
+    /// Only sessions that began at `since` or later count: a killed run's backend can outlive
+    /// its process for a moment.
+    fn batch_in_flight(&self, since: &str) -> bool {
+        self.int(&format!(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = 'sunset-backfill' AND backend_xid IS NOT NULL
+               AND backend_start >= '{since}'::timestamptz"
+        )) > 0
     }
 }

@@ -234,4 +234,5 @@ decommission_sequence:
             .count();
         assert_eq!(calls, 1, "{operation} once: {:?}", mutations(&audit));
     }
+    support::assert_emulator_saw_each_audited_mutation_once(&world);
 }

@@ -18,6 +18,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, InstanceType, ResourceType, TagSpecification,
 };
 use sunset_teardown_engine::{AuditRecord, read_audit_log};
+use sunset_test_support::emulator_log::EmulatorLog;
 pub(crate) use sunset_test_support::harness::text;
 use sunset_test_support::{aws_config, service_env, unique_name};
 
@@ -40,6 +41,8 @@ pub(crate) struct World {
     pub(crate) prefix: String,
     pub(crate) state: tempfile::TempDir,
     pub(crate) dir: tempfile::TempDir,
+    /// What the binary's requests did at the emulator, read from the emulator's own log.
+    pub(crate) emulator: EmulatorLog,
 }
 
 const REGIONS: [&str; 10] = [
@@ -75,6 +78,7 @@ impl World {
             prefix,
             state: tempfile::tempdir().unwrap(),
             dir: tempfile::tempdir().unwrap(),
+            emulator: EmulatorLog::start("sunset-teardown-test"),
         }
     }
 
@@ -144,6 +148,7 @@ impl World {
             .env("AWS_REGION", &self.region)
             .env("SUNSET_STATE_DIR", self.state.path())
             .env("NO_COLOR", "1")
+            .env(self.emulator.env().0, self.emulator.env().1)
             .stdin(Stdio::null());
         command
     }
@@ -295,6 +300,42 @@ pub(crate) fn mutations(records: &[AuditRecord]) -> Vec<(String, String)> {
                 .map(move |id| (r.operation.clone(), id.clone()))
         })
         .collect()
+}
+
+/// The emulator's own request log agrees with the audit log: each mutating AWS call the audit
+/// log says succeeded reached the emulator once, and no other mutating request reached it.
+pub(crate) fn assert_emulator_saw_each_audited_mutation_once(world: &World) {
+    let local = ["http", "sql", "command", "archive"];
+    let mut audited: Vec<String> = world
+        .audit()
+        .iter()
+        .filter(|r| r.mutating && r.result == "ok" && !local.contains(&r.service.as_str()))
+        .map(|r| r.operation.clone())
+        .collect();
+    let mut received: Vec<String> = world
+        .emulator
+        .mutations()
+        .into_iter()
+        .map(|operation| {
+            // Route 53 is a REST API: its one mutating call sunset makes, by path.
+            if operation.starts_with("POST ") && operation.trim_end_matches('/').ends_with("/rrset")
+            {
+                "ChangeResourceRecordSets".to_owned()
+            } else {
+                operation
+            }
+        })
+        .collect();
+    audited.sort();
+    received.sort();
+    assert!(
+        !received.is_empty(),
+        "the emulator's log holds no mutating request of this test: the comparison would be vacuous"
+    );
+    assert_eq!(
+        received, audited,
+        "mutating requests the emulator received (left) against those the audit log records (right)"
+    );
 }
 
 /// No mutating call was sent twice for the same resource.

@@ -10,7 +10,8 @@ use crate::support;
 use std::time::Duration;
 
 use support::{
-    ACCOUNT, Names, World, assert_each_once, metrics_sequence, mutations, text, wait_until,
+    ACCOUNT, Names, World, assert_each_once, assert_emulator_saw_each_audited_mutation_once,
+    metrics_sequence, mutations, text, wait_until,
 };
 
 #[test]
@@ -45,6 +46,16 @@ fn the_whole_sequence_runs_step_by_step_through_wait_gates_and_a_second_apply_do
     assert!(
         world.audit().iter().all(|r| !r.mutating),
         "plan made a mutating call"
+    );
+    // The emulator's own log: plan's requests reached it, and none of them was a mutation.
+    let received = world.emulator.requests();
+    assert!(
+        received.iter().any(|r| r.service == "ec2"),
+        "the emulator saw none of plan's requests: {received:?}"
+    );
+    assert!(
+        received.iter().all(|r| !r.mutating),
+        "plan sent a mutating request: {received:?}"
     );
 
     // Step 1, then the 2 s wait gate: exit 3 with the time; again before then: still waiting.
@@ -99,6 +110,7 @@ fn the_whole_sequence_runs_step_by_step_through_wait_gates_and_a_second_apply_do
         before,
         "the second apply changed something"
     );
+    assert_emulator_saw_each_audited_mutation_once(&world);
 
     // Rollback: only reversible actions are undone; irreversible ones are listed.
     let rollback = world.run(&["rollback", seq, "--yes"]);
@@ -423,23 +435,26 @@ decommission_sequence:
     ] {
         // Killed while polling the validation, after the action; then killed again while the
         // resumed run re-validates; then the gate opens and the resumed run goes on.
+        let polls = || {
+            world
+                .audit()
+                .iter()
+                .filter(|r| r.service == "command" && r.operation.contains(&format!("gate-{n}")))
+                .count()
+        };
         for _ in 0..2 {
+            // Two polls of this run's own: the lines of the killed run before do not count.
+            let before = polls();
             let mut child = world.spawn(&["apply", seq, "--yes"]);
             wait_until(
-                &format!("{operation} is in the audit log and validation polls"),
+                &format!("{operation} is in the audit log and this run polls the validation"),
                 Duration::from_secs(60),
                 || {
-                    let audit = world.audit();
-                    audit
+                    world
+                        .audit()
                         .iter()
                         .any(|r| r.operation == operation && r.result == "ok")
-                        && audit
-                            .iter()
-                            .filter(|r| {
-                                r.service == "command" && r.operation.contains(&format!("gate-{n}"))
-                            })
-                            .count()
-                            >= 2
+                        && polls() >= before + 2
                 },
             );
             child.kill().unwrap();
@@ -452,6 +467,7 @@ decommission_sequence:
 
     let done = mutations(&world.audit());
     assert_each_once(&done);
+    assert_emulator_saw_each_audited_mutation_once(&world);
     let operations: Vec<&str> = done.iter().map(|(op, _)| op.as_str()).collect();
     for expected in [
         "StopInstances",

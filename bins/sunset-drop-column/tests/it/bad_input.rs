@@ -235,6 +235,30 @@ fn a_blocked_generate_writes_nothing() {
     assert!(!dir.exists());
 }
 
+/// Waits until `seen` holds, panicking if `child` ends first or a minute passes.
+fn wait_for(child: &mut std::process::Child, what: &str, mut seen: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !seen() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "generate ended before {what} was seen"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} was not seen within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `program` as PATH finds it.
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no {program} on PATH"))
+}
+
 fn scratch_databases(db: &Db) -> Vec<String> {
     db.strings("SELECT datname::text FROM pg_database WHERE datname LIKE 'sunset\\_scratch\\_%'")
 }
@@ -268,26 +292,82 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
         "migrations",
         "--pr",
     ];
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut killed = 0;
-    for _ in 0..8 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = Duration::from_millis(20 + seed % 900);
-        let mut child = Command::new(BIN)
+    // A `git` in front of the real one that holds every commit for 2 s: the worktree then
+    // exists long enough to be seen, and killed in, however fast the machine.
+    let real_git = which("git");
+    let shim_dir = tempfile::tempdir().unwrap();
+    let shim = shim_dir.path();
+    std::fs::write(
+        shim.join("git"),
+        format!(
+            "#!/bin/sh\n[ \"$3\" = commit ] && sleep 2\nexec '{}' \"$@\"\n",
+            real_git.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(shim.join("git"))
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let spawn = || {
+        Command::new(BIN)
             .args(args)
             .current_dir(repo)
             .envs(service_env())
             .env("DATABASE_URL", &db.url)
+            .env("PATH", &path)
+            .env("TMPDIR", tmp.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
+            .unwrap()
+    };
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut killed = Vec::new();
+    let mut worktrees = Vec::new();
+    for attempt in 0..8 {
+        let mut child = spawn();
+        let pid = child.id();
+        match attempt {
+            // Once while the scratch database exists, once while the worktree does: both seen.
+            0 => wait_for(&mut child, "the run's scratch database", || {
+                scratch_databases(&db)
+                    .iter()
+                    .any(|name| name.contains(&format!("_{pid}_")))
+            }),
+            1 => wait_for(&mut child, "the run's worktree", || {
+                let found: Vec<_> = std::fs::read_dir(tmp.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            n.to_string_lossy()
+                                .starts_with(&format!("sunset-pr-{pid}-"))
+                        })
+                    })
+                    .collect();
+                let seen = !found.is_empty();
+                worktrees.extend(found);
+                seen
+            }),
+            _ => {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                std::thread::sleep(Duration::from_millis(20 + seed % 900));
+            }
+        }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
-            killed += 1;
+            killed.push(pid);
         }
         child.wait().unwrap();
         // Whatever the kill interrupted, the branch has at most sunset's one commit.
@@ -304,7 +384,10 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
         let count = String::from_utf8_lossy(&count.stdout).trim().to_owned();
         assert!(count.is_empty() || count == "1", "branch commits: {count}");
     }
-    assert!(killed > 0, "at least one run was killed mid-way");
+    assert!(
+        killed.len() >= 2 && !worktrees.is_empty(),
+        "killed {killed:?}, worktrees seen {worktrees:?}"
+    );
     let output = Command::new(BIN)
         .args(args)
         .current_dir(repo)
@@ -313,10 +396,16 @@ fn a_generate_killed_at_random_points_leaves_nothing_behind_once_rerun() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
+    let remaining = scratch_databases(&db);
     assert!(
-        scratch_databases(&db)
+        killed.iter().all(|pid| remaining
             .iter()
-            .all(|name| !name.contains(&format!("_{}_", std::process::id())))
+            .all(|name| !name.contains(&format!("_{pid}_")))),
+        "a killed run's scratch database survived the next run: {remaining:?}"
+    );
+    assert!(
+        worktrees.iter().all(|w| !w.exists()),
+        "a killed run's worktree survived the next run: {worktrees:?}"
     );
     let leftovers: Vec<String> = scratch_databases(&db)
         .into_iter()

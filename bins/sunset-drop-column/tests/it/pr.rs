@@ -67,6 +67,10 @@ impl Project {
     }
 
     fn generate(&self, db: &Db, with_gh: bool) -> Output {
+        self.generate_with(db, with_gh, &[])
+    }
+
+    fn generate_with(&self, db: &Db, with_gh: bool, extra: &[&str]) -> Output {
         let path = std::env::var("PATH").unwrap_or_default();
         let path = if with_gh {
             format!("{}:{path}", self.gh_dir.display())
@@ -88,6 +92,7 @@ impl Project {
                 "--repo",
                 ".",
             ])
+            .args(extra)
             .current_dir(&self.repo)
             .envs(service_env())
             .env("DATABASE_URL", &db.url)
@@ -254,4 +259,41 @@ fn without_versions(text: &str) -> String {
         }
     }
     out
+}
+
+/// The scratch verification is generate's gate: when the down would not restore the schema (a
+/// generated column that depends on the column carries a comment, which its re-creation on the
+/// down does not bring back), generate exits 1 with the difference, writes no file, makes no
+/// branch and opens no pull request.
+#[test]
+fn a_down_that_does_not_restore_the_schema_writes_nothing_and_makes_no_branch() {
+    let db = Db::new("pr_unverified");
+    db.exec(BASE);
+    db.exec(
+        "ALTER TABLE accounts ADD COLUMN kind_label text GENERATED ALWAYS AS (upper(legacy_kind)) STORED;
+         COMMENT ON COLUMN accounts.kind_label IS 'shown in reports';",
+    );
+    let project = Project::new();
+    let output = project.generate_with(&db, true, &["--allow", "generated_column"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        stderr.contains("the down migration does not restore the schema")
+            && stderr.contains("kind_label"),
+        "{stderr}"
+    );
+    assert!(!project.repo.join("migrations").exists(), "no file written");
+    assert_eq!(
+        git(&project.repo, &["branch", "--list", BRANCH]),
+        "",
+        "no branch"
+    );
+    assert_eq!(
+        git(&project.repo, &["ls-remote", "--heads", "origin", BRANCH]),
+        "",
+        "nothing pushed"
+    );
+    assert_eq!(project.gh_calls(), "", "gh was not called");
+    assert_eq!(git(&project.repo, &["status", "--porcelain"]), "");
+    assert_eq!(git(&project.repo, &["worktree", "list"]).lines().count(), 1);
 }

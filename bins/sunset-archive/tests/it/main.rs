@@ -14,6 +14,7 @@ use sunset_test_support::harness::{code, text};
 use sunset_test_support::{aws_config, connect, fresh_database, service_env, unique_name};
 
 mod attacks;
+mod races;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sunset-archive");
 
@@ -217,8 +218,12 @@ fn config_tree(root: &Path) {
     std::os::unix::fs::symlink("nowhere/at/all", root.join("dangling")).unwrap();
 }
 
-/// Relative path -> (kind, mode, mtime, content hash or link target) of every entry under root.
-fn snapshot(root: &Path) -> Vec<(String, String, u32, i64, String)> {
+/// One entry of [`snapshot`]: relative path, kind, mode, mtime, owner (uid, gid), content hash or
+/// link target.
+type SnapshotEntry = (String, String, u32, i64, (u32, u32), String);
+
+/// Every entry under root, sorted: what "the tree came back as it was" compares.
+fn snapshot(root: &Path) -> Vec<SnapshotEntry> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -241,7 +246,14 @@ fn snapshot(root: &Path) -> Vec<(String, String, u32, i64, String)> {
                 )
             };
             let mtime = if kind == "link" { 0 } else { meta.mtime() };
-            out.push((rel, kind.to_owned(), meta.mode() & 0o7777, mtime, content));
+            out.push((
+                rel,
+                kind.to_owned(),
+                meta.mode() & 0o7777,
+                mtime,
+                (meta.uid(), meta.gid()),
+                content,
+            ));
         }
     }
     out.sort();
@@ -374,6 +386,9 @@ fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
     let world = World::new("arc-verify");
     let tree = world.path("etc-legacy");
     config_tree(&tree);
+    world.sql(
+        "CREATE TABLE samples AS SELECT g AS id, g * 2 AS value FROM generate_series(1, 500) g",
+    );
     let output = world.run(&[
         "create",
         "--dest",
@@ -382,6 +397,8 @@ fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
         "v",
         "--dir",
         tree.to_str().unwrap(),
+        "--table",
+        "public.samples",
         "--part-size",
         "5MiB",
     ]);
@@ -420,6 +437,57 @@ fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
     );
     // Without --deep only the object is checked, and it is intact.
     assert_eq!(code(&world.run(&["verify", &archive])), 0);
+
+    // Forged manifests over the intact object (its whole-object SHA-256 still right): an
+    // entry's hash, then a table's row count, is wrong; only --deep can tell, and it does.
+    let mut forged: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let entry = forged["entries"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["kind"] == "file")
+        .expect("a file entry");
+    let path = entry["path"].as_str().unwrap().to_owned();
+    entry["sha256"] = serde_json::json!("0".repeat(64));
+    world.put(
+        "archives/v/manifest.json",
+        serde_json::to_vec(&forged).unwrap(),
+    );
+    assert_eq!(
+        code(&world.run(&["verify", &archive])),
+        0,
+        "the object is intact"
+    );
+    let verify = world.run(&["verify", &archive, "--deep"]);
+    assert_eq!(code(&verify), 1, "{}", text(&verify));
+    assert!(
+        text(&verify).contains(&path),
+        "names `{path}`: {}",
+        text(&verify)
+    );
+
+    let mut forged: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let rows = forged["tables"][0]["rows"]
+        .as_u64()
+        .expect("a table's row count");
+    forged["tables"][0]["rows"] = serde_json::json!(rows + 1);
+    world.put(
+        "archives/v/manifest.json",
+        serde_json::to_vec(&forged).unwrap(),
+    );
+    assert_eq!(
+        code(&world.run(&["verify", &archive])),
+        0,
+        "the object is intact"
+    );
+    let verify = world.run(&["verify", &archive, "--deep"]);
+    assert_eq!(code(&verify), 1, "{}", text(&verify));
+    assert!(
+        text(&verify).contains(&rows.to_string())
+            && text(&verify).contains(&(rows + 1).to_string()),
+        "says both counts: {}",
+        text(&verify)
+    );
 }
 
 #[test]
@@ -771,6 +839,31 @@ fn sigkilled_five_times_mid_upload_the_resumed_archive_is_exact_and_no_upload_is
     }
     let verify = world.run(&["verify", &format!("{}/bulk", world.dest()), "--deep"]);
     assert_eq!(code(&verify), 0, "{}", text(&verify));
+
+    // The resumed archive restores to exactly the sources: the bytes and the rows read back.
+    let restored = world.path("restored");
+    let restore = world.run(&[
+        "restore",
+        &format!("{}/bulk", world.dest()),
+        "--to",
+        restored.to_str().unwrap(),
+        "--into-schema",
+        "restored",
+    ]);
+    assert_eq!(code(&restore), 0, "{}", text(&restore));
+    assert_eq!(
+        snapshot(&restored.join("files/bulk")),
+        snapshot(&tree),
+        "the restored files are the sources"
+    );
+    assert_eq!(
+        world.int(
+            "SELECT count(*) FROM ((SELECT * FROM public.events EXCEPT ALL SELECT * FROM restored.events)
+             UNION ALL (SELECT * FROM restored.events EXCEPT ALL SELECT * FROM public.events)) d"
+        ),
+        0,
+        "the restored rows are the table's"
+    );
 }
 
 #[test]

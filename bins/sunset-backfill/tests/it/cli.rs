@@ -771,3 +771,134 @@ fn a_closed_stdout_is_not_a_failure() {
 fn help_of_every_command_is_pinned() {
     expect_test::expect_file!["snapshots/help.txt"].assert_eq(&sunset_test_support::help_text(BIN));
 }
+
+/// Waits until `sql` (a count) is positive, panicking with `what` after a minute.
+fn wait_for_count(db: &Db, what: &str, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = db
+            .text("SELECT to_regclass('sunset.backfill_ranges')::text")
+            .is_some()
+            && db.int(sql) > 0;
+        if ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two `run` processes on one plan: the second is refused at once, naming the holder's pid, host
+/// and start time, and changes nothing; the first still ends the run exactly once.
+#[test]
+fn a_second_run_of_the_same_plan_is_refused_naming_the_holder() {
+    let db = Db::new("bf-second");
+    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
+    db.slow_down_each_statement("accounts", "UPDATE");
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let should_change = should_change(&db);
+    let mut first = db.spawn(&["run", plan]);
+    wait_for_count(
+        &db,
+        "the first run leases a range",
+        "SELECT count(*) FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND state = 'leased'",
+    );
+    let journal = || db.int("SELECT count(*) FROM sunset.backfill_undo WHERE run = 'accounts-sti'");
+    let second = db.backfill(&["run", plan]);
+    let message = stderr(&second);
+    assert_eq!(code(&second), 1, "{message}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned();
+    for expected in [
+        format!("pid {}", first.id()),
+        format!("on host `{host}`"),
+        "started 20".to_owned(),
+    ] {
+        assert!(message.contains(&expected), "no `{expected}` in: {message}");
+    }
+    let committed = journal();
+    let status = first.wait().unwrap();
+    assert!(status.success(), "the first run: {status}");
+    assert!(journal() >= committed, "the journal only grew");
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
+        0,
+        "no row updated twice"
+    );
+    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+}
+
+/// A process SIGKILLed while its worker holds a lease: a worker of another process on the same
+/// run takes the range over as soon as it looks (the lease's session is gone), long before the
+/// lease's 60 s expiry, and the run still changes each row exactly once.
+#[test]
+fn a_killed_processes_lease_is_taken_over_by_a_running_worker_at_once() {
+    let db = Db::new("bf-takeover");
+    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
+    db.slow_down_each_statement("accounts", "UPDATE");
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
+    );
+    let plan = plan.to_str().unwrap();
+    let should_change = should_change(&db);
+    let mut first = db.spawn(&["run", plan]);
+    let first_pid = first.id();
+    let held_by_first = format!(
+        "SELECT count(*) FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND state = 'leased'
+         AND split_part(leased_by, ':', 2) = '{first_pid}'"
+    );
+    wait_for_count(&db, "the first process leases a range", &held_by_first);
+    let mut joined = db.spawn(&["run", plan, "--join"]);
+    let joined_pid = joined.id();
+    wait_for_count(
+        &db,
+        "the joined process leases a range",
+        &format!(
+            "SELECT count(*) FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND state = 'leased'
+             AND split_part(leased_by, ':', 2) = '{joined_pid}'"
+        ),
+    );
+    let orphaned = db.strings(&format!(
+        "SELECT range_no::text FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND state = 'leased'
+         AND split_part(leased_by, ':', 2) = '{first_pid}'"
+    ));
+    assert!(
+        !orphaned.is_empty(),
+        "the first process holds a lease when killed"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed_at = Instant::now();
+    let ranges = orphaned.join(", ");
+    let deadline = killed_at + Duration::from_secs(30);
+    while db.int(&format!(
+        "SELECT count(*) FROM sunset.backfill_ranges WHERE run = 'accounts-sti' AND range_no IN ({ranges})
+         AND state = 'leased' AND split_part(leased_by, ':', 2) = '{first_pid}'"
+    )) > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "ranges {ranges} of the killed process were not taken over within 30 s (the lease expires after 60 s)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = joined.wait().unwrap();
+    assert!(
+        status.success(),
+        "the joined process ends the run: {status}"
+    );
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
+        0,
+        "no row updated twice"
+    );
+    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+    assert_eq!(code(&db.backfill(&["validate", plan])), 0);
+}

@@ -50,9 +50,22 @@ fn lookup(
         .ok_or_else(|| format!("{name} is not set and no services are up: {HOW_TO_START}"))
 }
 
+/// Found at run time beside the running test binary (`target/<profile>/deps/<test>`, so a
+/// checkout that was moved or copied after the build still finds its own services); the
+/// workspace's `target/` as the build saw it when the binary lives elsewhere.
 fn env_file_path() -> std::path::PathBuf {
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    workspace.join("target").join("sunset-services").join("env")
+    let relative = std::path::Path::new("sunset-services").join("env");
+    let beside_the_binary = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors()
+            .skip(1)
+            .map(|dir| dir.join(&relative))
+            .find(|candidate| candidate.is_file())
+    });
+    beside_the_binary.unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target")
+            .join(relative)
+    })
 }
 
 /// Every service variable, for child processes (the binaries under test).

@@ -291,12 +291,14 @@ fn pause_from_another_process_stops_within_a_batch_and_resume_continues() {
 
     // Metrics: the counters move while the run works.
     let first = scrape(&metrics_addr);
-    std::thread::sleep(Duration::from_millis(600));
-    let second = scrape(&metrics_addr);
-    assert!(
-        second > first,
-        "rows_processed_total moved: {first} -> {second}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scrape(&metrics_addr) <= first {
+        assert!(
+            Instant::now() < deadline,
+            "rows_processed_total never moved past {first}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let pause = db.backfill(&["pause", plan]);
     assert_eq!(code(&pause), 0, "{}", stderr(&pause));
@@ -598,7 +600,16 @@ fn a_long_transaction_pauses_the_run_with_the_reason_shown_until_it_ends() {
     db.runtime
         .block_on(holder.batch_execute("BEGIN; SELECT txid_current()"))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Until the server itself says it is older than the plan's limit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.int(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_xid IS NOT NULL
+         AND datname = current_database() AND now() - xact_start > interval '1s'",
+    ) == 0
+    {
+        assert!(Instant::now() < deadline, "the open transaction never got old enough");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut child = db.spawn(&["run", plan]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let reason = loop {

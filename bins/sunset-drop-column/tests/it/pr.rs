@@ -205,7 +205,14 @@ fn the_branch_is_made_once_and_updated_in_place() {
     db.exec("COMMENT ON COLUMN accounts.legacy_kind IS 'the old kind'");
     let third = project.generate(&db, false);
     assert!(third.status.success(), "{}", text(&third));
-    assert!(text(&third).contains("updated"), "{}", text(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stdout)
+            .lines()
+            .any(|line| line.starts_with(&format!("branch {BRANCH} at "))
+                && line.ends_with("(updated)")),
+        "says the branch was updated: {}",
+        text(&third)
+    );
     assert!(
         text(&third).contains("pull request: gh is not installed"),
         "{}",

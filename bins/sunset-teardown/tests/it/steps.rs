@@ -71,6 +71,13 @@ decommission_sequence:
         std::fs::read_to_string(scratch.join("marker")).unwrap(),
         "retired\n"
     );
+    // stop_services ran its command once for its one target, with the target in its environment.
+    let host_name = format!("{}-host", world.prefix);
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("stopped")).unwrap(),
+        format!("{host} {host_name}\n"),
+        "the stop command ran once, for {host}"
+    );
     let archived: Vec<String> = std::fs::read_dir(scratch.join("archives"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -80,12 +87,23 @@ decommission_sequence:
         archived[0].contains("-keep-"),
         "named after the run, step and attempt: {archived:?}"
     );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            scratch
+                .join("archives")
+                .join(&archived[0])
+                .join("manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert!(
-        scratch
-            .join("archives")
-            .join(&archived[0])
-            .join("manifest.json")
-            .exists()
+        manifest["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "file"),
+        "the archive lists the config directory's files: {manifest}"
     );
 
     let audit = world.audit();

@@ -60,10 +60,51 @@ const REGIONS: [&str; 10] = [
 
 impl World {
     pub(crate) fn new(prefix: &str) -> World {
-        let runtime = sunset_test_support::harness::runtime();
         let prefix = unique_name(prefix).replace('_', "-");
         let region =
             REGIONS[prefix.bytes().map(usize::from).sum::<usize>() % REGIONS.len()].to_owned();
+        World::in_region(prefix, region)
+    }
+
+    /// A world for fleets with fixed names (the shipped sequences name theirs): in the first
+    /// region whose security groups hold none of `group_names` yet, so a second run against the
+    /// same long-lived emulator does not collide with the first run's fleet.
+    pub(crate) fn where_unused(prefix: &str, group_names: &[&str]) -> World {
+        let prefix = unique_name(prefix).replace('_', "-");
+        let start = prefix.bytes().map(usize::from).sum::<usize>();
+        for offset in 0..REGIONS.len() {
+            let world = World::in_region(
+                prefix.clone(),
+                REGIONS[(start + offset) % REGIONS.len()].to_owned(),
+            );
+            let taken = world.runtime.block_on(async {
+                world
+                    .ec2
+                    .describe_security_groups()
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("group-name")
+                            .set_values(Some(group_names.iter().map(|n| (*n).to_owned()).collect()))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .unwrap()
+                    .security_groups()
+                    .len()
+            });
+            if taken == 0 {
+                return world;
+            }
+        }
+        panic!(
+            "every test region of the emulator already holds {group_names:?}: restart it \
+             (`cargo xtask services down && cargo xtask services up`)"
+        )
+    }
+
+    fn in_region(prefix: String, region: String) -> World {
+        let runtime = sunset_test_support::harness::runtime();
         let config = runtime.block_on(aws_config());
         let config = config
             .to_builder()

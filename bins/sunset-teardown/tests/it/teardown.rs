@@ -116,7 +116,18 @@ fn the_whole_sequence_runs_step_by_step_through_wait_gates_and_a_second_apply_do
     let rollback = world.run(&["rollback", seq, "--yes"]);
     assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
     let out = String::from_utf8_lossy(&rollback.stdout);
-    assert!(out.contains("terminate_instances"), "{out}");
+    assert!(
+        out.lines()
+            .any(|line| line.contains("terminate_instances") && line.contains("not undone")),
+        "the termination is listed as not undone: {out}"
+    );
+    for collector in &fleet.collectors {
+        assert_eq!(
+            world.instance_state(collector),
+            "terminated",
+            "a terminated instance stays terminated"
+        );
+    }
     assert_eq!(
         world.record_values(&fleet.zone_id, &fleet.record),
         ["10.1.2.3"],
@@ -494,7 +505,11 @@ decommission_sequence:
 
 #[test]
 fn the_example_sequences_plan_against_their_fleets() {
-    let world = World::new("td-examples");
+    // The shipped sequences name their fleets: a region where neither fleet exists yet.
+    let world = World::where_unused(
+        "td-examples",
+        &["legacy-collectors", "legacy-queue-workers"],
+    );
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sequences");
     let queue = Names {
         collectors: vec![

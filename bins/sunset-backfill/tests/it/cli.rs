@@ -151,6 +151,13 @@ fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
         db.int("SELECT count(*) FROM type_updates"),
         "one journal entry per changed row"
     );
+    // The progress rows, committed in the same statement as each batch, agree with the journal:
+    // no batch was counted without its changes, or twice.
+    assert_eq!(
+        db.int("SELECT COALESCE(sum(rows_changed), 0)::bigint FROM sunset.backfill_ranges WHERE run = 'accounts-sti'"),
+        db.int("SELECT COALESCE(sum(cardinality(old_values)), 0)::bigint FROM sunset.backfill_undo WHERE run = 'accounts-sti'"),
+        "the ranges' rows_changed add up to the journal (seed {seed})"
+    );
     assert_eq!(
         db.int("SELECT count(*) FROM (SELECT k FROM sunset.backfill_undo u, unnest(u.keys) k WHERE u.run = 'accounts-sti') j
                 FULL JOIN (SELECT id::text AS k FROM type_updates) c USING (k) WHERE j.k IS NULL OR c.k IS NULL"),

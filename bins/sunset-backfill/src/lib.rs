@@ -317,6 +317,12 @@ fn print_preflight(
             "rows_in_scope": report.rows_in_scope,
             "unmapped": report.unmapped.iter().map(|(v, n)| serde_json::json!({"value": v, "rows": n})).collect::<Vec<_>>(),
             "already_present": report.already_present.iter().map(|(s, n)| serde_json::json!({"source": s, "rows": n})).collect::<Vec<_>>(),
+            "already_typed": report.already_typed.as_ref().map(|t| serde_json::json!({
+                "same": t.same,
+                "different": t.different,
+                "overwrite": t.overwrite,
+                "sample": t.sample.iter().map(|(key, now, mapped)| serde_json::json!({"key": key, "type": now, "mapped": mapped})).collect::<Vec<_>>(),
+            })),
             "explain": report.explain,
             "sample_rows": report.sample.map(|s| s.0),
             "sample_ms": report.sample.map(|s| s.1.as_secs_f64() * 1000.0),
@@ -362,12 +368,39 @@ fn print_preflight(
         String::new()
     };
     let key: Vec<&str> = backfill.key.iter().map(|c| c.name.as_str()).collect();
+    let typed = report
+        .already_typed
+        .as_ref()
+        .map(already_typed_line)
+        .unwrap_or_default();
     report_error(&format!(
-        "preflight: {} ({} rows in scope), key ({}), {details}\n  sample batch: {sample}; estimated duration: {estimate}{explain}",
+        "preflight: {} ({} rows in scope), key ({}), {details}{typed}\n  sample batch: {sample}; estimated duration: {estimate}{explain}",
         backfill.table.display(),
         report.rows_in_scope,
         key.join(", "),
     ));
+}
+
+/// In place: the rows already typed, and what the run does with those typed otherwise.
+fn already_typed_line(typed: &preflight::AlreadyTyped) -> String {
+    let mut line = format!(
+        "\n  already typed: {} as the mapping says (nothing to do), {} otherwise",
+        typed.same, typed.different
+    );
+    if typed.different > 0 {
+        let examples = typed
+            .sample
+            .iter()
+            .map(|(key, now, mapped)| format!("({}) {now}, mapping says {mapped}", key.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        line.push_str(&if typed.overwrite {
+            format!(": REPLACED by the mapping's type and journalled (overwrite: true); e.g. {examples}")
+        } else {
+            format!(": left alone (overwrite: false; validate lists them); e.g. {examples}")
+        });
+    }
+    line
 }
 
 fn print_validation(json: bool, validation: &Validation) {
@@ -383,6 +416,7 @@ fn print_validation(json: bool, validation: &Validation) {
         let mark = match (&count.expected, &count.found) {
             (Some(e), Some(f)) if e == f => "ok",
             (None, _) => "left alone",
+            (Some(_), Some(_)) if validation.kept > 0 => "kept: typed before the run, overwrite: false",
             _ => "MISMATCH",
         };
         out.push_str(&format!(
@@ -417,6 +451,18 @@ fn print_validation(json: bool, validation: &Validation) {
             .map(|k| format!("({})", k.join(", ")))
             .collect();
         out.push_str(&format!("\nfirst offending keys: {}", keys.join(" ")));
+    }
+    if validation.kept > 0 {
+        let keys: Vec<String> = validation
+            .kept_keys
+            .iter()
+            .map(|k| format!("({})", k.join(", ")))
+            .collect();
+        out.push_str(&format!(
+            "\nkept another type (overwrite: false): {} rows, first keys: {}",
+            validation.kept,
+            keys.join(" ")
+        ));
     }
     emit(&out);
 }

@@ -100,6 +100,8 @@ pub struct InPlace {
     /// Legacy value to type name, in a stable order.
     pub map: Vec<(String, String)>,
     pub unmapped: Unmapped,
+    /// Replace a discriminator that already holds another type (the plan's `overwrite`).
+    pub overwrite: bool,
 }
 
 /// Copy mode: one legacy per-type table whose rows become rows of the STI table.
@@ -300,6 +302,7 @@ pub async fn resolve(
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
                     unmapped: plan.unmapped.clone(),
+                    overwrite: plan.overwrite.unwrap_or(false),
                 })
             })
         }

@@ -130,6 +130,11 @@ pub struct Validation {
     pub untyped: i64,
     /// Copy: source rows with no row in the STI table.
     pub missing: i64,
+    /// In place without `overwrite`: rows that have another type than the mapping's and keep
+    /// it (the run leaves them alone); listed, not a failure.
+    pub kept: i64,
+    /// The first of those, in key order.
+    pub kept_keys: Vec<KeyText>,
     /// The first offending keys (of the STI table), in key order.
     pub offending_keys: Vec<KeyText>,
 }
@@ -261,6 +266,7 @@ async fn validate_in_place(
             (row.get(0), row.get(1), row.get(2));
         let expected = expected_for(legacy.as_deref());
         match (&expected, &found) {
+            (Some(e), Some(f)) if e != f && !in_place.overwrite => validation.kept += count,
             (Some(e), Some(f)) if e != f => validation.mismatched += count,
             (Some(_), None) => validation.untyped += count,
             (None, None) if in_place.unmapped == Unmapped::Fail => validation.untyped += count,
@@ -298,6 +304,31 @@ async fn validate_in_place(
             .await
             .map_err(Error::db("finding offending keys"))?;
         validation.offending_keys = rows.iter().map(|r| r.get(0)).collect();
+    }
+    if validation.kept > 0 {
+        let mut params = Params::default();
+        let expected =
+            statements::type_expression(in_place, &backfill.discriminator, &mut params, "t");
+        let disc = backfill.discriminator.on("t");
+        let scope = backfill
+            .filter
+            .as_deref()
+            .map(|f| format!(" AND ({f})"))
+            .unwrap_or_default();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT ARRAY[{}] FROM {table} t
+                     WHERE {disc}::text <> ({expected})::text{scope}
+                     ORDER BY {} LIMIT 10",
+                    backfill.key_texts("t"),
+                    backfill.key_list("t"),
+                ),
+                &params.refs(),
+            )
+            .await
+            .map_err(Error::db("finding the rows that keep another type"))?;
+        validation.kept_keys = rows.iter().map(|r| r.get(0)).collect();
     }
     Ok(validation)
 }

@@ -11,7 +11,7 @@ use crate::catalog::{Backfill, InPlace, Mode, Source};
 use crate::error::Error;
 use crate::queries::{count_in_scope, largest_key, plan_sql_error};
 use crate::sql::Params;
-use crate::statements;
+use crate::statements::{self, KeyText};
 
 #[derive(Debug, Clone)]
 pub struct Preflight {
@@ -21,12 +21,30 @@ pub struct Preflight {
     /// Copy mode, per source: rows whose key the STI table already has (left alone by
     /// `ON CONFLICT DO NOTHING`).
     pub already_present: Vec<(String, i64)>,
+    /// In place: rows whose discriminator is already set where the map gives a type.
+    pub already_typed: Option<AlreadyTyped>,
     /// The plan of one batch.
     pub explain: String,
     /// Rows and duration of one real batch, rolled back.
     pub sample: Option<(u64, Duration)>,
     pub estimate: Option<Duration>,
 }
+
+/// In place: what the run will find already typed, so nobody learns of an overwrite afterwards.
+#[derive(Debug, Clone, Default)]
+pub struct AlreadyTyped {
+    /// Already the mapped type: nothing to do.
+    pub same: i64,
+    /// Another type than the mapping's: replaced with `overwrite: true`, else left alone.
+    pub different: i64,
+    /// The first rows of `different` in key order: (key, type now, type the mapping gives).
+    pub sample: Vec<(KeyText, String, String)>,
+    /// The plan's `overwrite`.
+    pub overwrite: bool,
+}
+
+/// How many of `different` are shown by key.
+const SAMPLE_KEYS: i64 = 5;
 
 /// Checks everything that must hold before the first write; `Err(BadInput)` for the plan's faults.
 pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight, Error> {
@@ -47,16 +65,27 @@ pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight
     let mut rows_in_scope = 0;
     let mut unmapped = Vec::new();
     let mut already_present = Vec::new();
+    let mut already_typed = None;
     match &backfill.mode {
         Mode::InPlace(in_place) => {
-            // One pass counts both; the per-value breakdown only runs when something is unmapped.
-            let (in_scope, unmapped_rows) =
-                count_scope_and_unmapped(client, backfill, in_place).await?;
-            rows_in_scope = in_scope;
-            if unmapped_rows > 0 {
+            // One pass counts all; the breakdowns only run when there is something to show.
+            let counts = count_scope_and_unmapped(client, backfill, in_place).await?;
+            rows_in_scope = counts.in_scope;
+            if counts.unmapped > 0 {
                 unmapped = count_unmapped(client, backfill, in_place).await?;
             }
             refuse_unmapped(in_place, &unmapped)?;
+            let sample = if counts.different > 0 {
+                sample_different(client, backfill, in_place).await?
+            } else {
+                Vec::new()
+            };
+            already_typed = Some(AlreadyTyped {
+                same: counts.same,
+                different: counts.different,
+                sample,
+                overwrite: in_place.overwrite,
+            });
         }
         Mode::Copy(sources) => {
             for source in sources {
@@ -78,6 +107,7 @@ pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight
             rows_in_scope,
             unmapped,
             already_present,
+            already_typed,
             explain: "(nothing to read: the table is empty)".into(),
             sample: None,
             estimate: Some(Duration::ZERO),
@@ -119,6 +149,7 @@ pub async fn check(client: &mut Client, backfill: &Backfill) -> Result<Preflight
         rows_in_scope,
         unmapped,
         already_present,
+        already_typed,
         explain,
         sample: Some((sample_rows, took)),
         estimate,
@@ -216,18 +247,33 @@ fn unmapped_condition(in_place: &InPlace, params: &mut Params) -> String {
     )
 }
 
+/// What one pass over the rows in scope counts.
+struct ScopeCounts {
+    in_scope: i64,
+    unmapped: i64,
+    /// Typed already, as the mapping says.
+    same: i64,
+    /// Typed already, otherwise than the mapping says.
+    different: i64,
+}
+
 async fn count_scope_and_unmapped(
     client: &Client,
     backfill: &Backfill,
     in_place: &InPlace,
-) -> Result<(i64, i64), Error> {
+) -> Result<ScopeCounts, Error> {
     let mut params = Params::default();
     let unmapped = unmapped_condition(in_place, &mut params);
+    let mapped = statements::type_expression(in_place, &backfill.discriminator, &mut params, "t");
+    let disc = backfill.discriminator.on("t");
     let target = backfill.target();
     let row = client
         .query_one(
             &format!(
-                "SELECT count(*), count(*) FILTER (WHERE {unmapped}) FROM {} t{}",
+                "SELECT count(*), count(*) FILTER (WHERE {unmapped}),
+                        count(*) FILTER (WHERE {disc}::text = ({mapped})::text),
+                        count(*) FILTER (WHERE {disc}::text <> ({mapped})::text)
+                 FROM {} t{}",
                 backfill.table.quoted(),
                 target.where_clause()
             ),
@@ -235,7 +281,52 @@ async fn count_scope_and_unmapped(
         )
         .await
         .map_err(|e| plan_sql_error(&target, e, "counting the rows in scope"))?;
-    Ok((row.get(0), row.get(1)))
+    Ok(ScopeCounts {
+        in_scope: row.get(0),
+        unmapped: row.get(1),
+        same: row.get(2),
+        different: row.get(3),
+    })
+}
+
+/// The first rows, in key order, whose type differs from the one the mapping gives.
+async fn sample_different(
+    client: &Client,
+    backfill: &Backfill,
+    in_place: &InPlace,
+) -> Result<Vec<(KeyText, String, String)>, Error> {
+    let mut params = Params::default();
+    let mapped = statements::type_expression(in_place, &backfill.discriminator, &mut params, "t");
+    let disc = backfill.discriminator.on("t");
+    let target = backfill.target();
+    let keys = backfill
+        .key
+        .iter()
+        .map(|c| format!("{}::text", c.on("t")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = backfill
+        .filter
+        .as_deref()
+        .map(|f| format!(" AND ({f})"))
+        .unwrap_or_default();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT ARRAY[{keys}], {disc}::text, ({mapped})::text FROM {} t
+                 WHERE {disc}::text <> ({mapped})::text{filter}
+                 ORDER BY {} LIMIT {SAMPLE_KEYS}",
+                backfill.table.quoted(),
+                target.key_list("t"),
+            ),
+            &params.refs(),
+        )
+        .await
+        .map_err(|e| plan_sql_error(&target, e, "sampling rows typed otherwise"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 async fn count_unmapped(

@@ -331,7 +331,7 @@ fn update_batch(
             UPDATE {table} t SET {disc} = b.new_value
             FROM batch b
             WHERE {t_tuple} = {b_tuple} AND b.new_value IS NOT NULL AND t.{disc} IS DISTINCT FROM b.new_value
-              AND t.{disc}::text IS NOT DISTINCT FROM b.old_value
+              AND t.{disc}::text IS NOT DISTINCT FROM b.old_value{keep_other_types}
               AND {condition} AND {t_tuple} <= {chunk_end}
             RETURNING {returning}, b.old_value
         ), journal AS (
@@ -343,6 +343,12 @@ fn update_batch(
         gate = spec.gate,
         key_order = target.key_list("t"),
         t_tuple = target.key_tuple("t"),
+        // Without `overwrite`, a row that already has a type keeps it.
+        keep_other_types = if in_place.overwrite {
+            ""
+        } else {
+            " AND b.old_value IS NULL"
+        },
     );
     Parts {
         ctes,

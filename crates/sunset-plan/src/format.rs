@@ -86,6 +86,11 @@ pub struct BackfillPlanFile {
     pub map: Option<BTreeMap<Text, Text>>,
     #[serde(default)]
     pub unmapped: Unmapped,
+    /// In-place mode: replace a discriminator that already holds another type. Unset or false:
+    /// such rows are left alone, preflight counts them and `validate` lists them. Left out of
+    /// the fingerprint when unset, so plans written before it keep their checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overwrite: Option<bool>,
     /// An SQL condition limiting the rows touched.
     #[serde(rename = "where")]
     pub filter: Option<Text>,

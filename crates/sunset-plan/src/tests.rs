@@ -254,7 +254,7 @@ from: kind
 map: { a: A }
 "#,
         expect![[
-            r#"plan.yaml:3:1: unknown field `tabel`, expected one of `version`, `backfill`, `mode`, `table`, `key`, `discriminator`, `from`, `map`, `unmapped`, `where`, `sources`, `batch`, `throttle`, `coverage` (did you mean `table`?)"#
+            r#"plan.yaml:3:1: unknown field `tabel`, expected one of `version`, `backfill`, `mode`, `table`, `key`, `discriminator`, `from`, `map`, `unmapped`, `overwrite`, `where`, `sources`, `batch`, `throttle`, `coverage` (did you mean `table`?)"#
         ]],
     );
     // A missing required key.

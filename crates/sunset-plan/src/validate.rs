@@ -102,6 +102,12 @@ pub(crate) fn backfill_plan(
                     "`unmapped` is only used with `mode: in_place`",
                 );
             }
+            if plan.overwrite.is_some() {
+                checker.error(
+                    &[key("overwrite")],
+                    "`overwrite` is only used with `mode: in_place`; a copy never replaces a row the STI table already has",
+                );
+            }
             if plan.from.is_some() {
                 checker.error(
                     &[key("from")],

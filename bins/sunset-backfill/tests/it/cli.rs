@@ -34,6 +34,9 @@ CREATE TRIGGER count_type_updates AFTER UPDATE OF type ON accounts FOR EACH ROW 
 CREATE TABLE snapshot AS SELECT id, type FROM accounts;
 ";
 
+/// The plan most tests run: it replaces the rows typed wrong (`overwrite: true`), which
+/// [`rows_typed_otherwise_are_counted_by_preflight_and_kept_unless_overwrite`] compares with the
+/// default.
 fn accounts_plan(extra: &str) -> String {
     format!(
         "backfill: accounts-sti
@@ -45,6 +48,7 @@ map: {{ personal: PersonalAccount, business: BusinessAccount, partner: PartnerAc
 unmapped: fail
 where: \"deleted_at IS NULL\"
 coverage: trigger
+overwrite: true
 {extra}"
     )
 }
@@ -919,4 +923,87 @@ fn a_killed_processes_lease_is_taken_over_by_a_running_worker_at_once() {
     );
     assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
     assert_eq!(code(&db.backfill(&["validate", plan])), 0);
+}
+
+/// Rows already typed otherwise than the mapping says (the fixture's `LegacyAccount`s): preflight
+/// counts them with their first keys; `overwrite` unset leaves them alone and validate lists them
+/// (and passes); `overwrite: true` replaces them, journalled, and rollback brings them back.
+#[test]
+fn rows_typed_otherwise_are_counted_by_preflight_and_kept_unless_overwrite() {
+    let db = Db::new("bf-overwrite");
+    db.exec(&ACCOUNTS.replace("ROWS", "3000"));
+    let in_scope = |condition: &str| {
+        db.int(&format!(
+            "SELECT count(*) FROM accounts WHERE deleted_at IS NULL AND {condition}"
+        ))
+    };
+    let otherwise = in_scope("type = 'LegacyAccount'");
+    let same = in_scope("type IS NOT NULL AND type <> 'LegacyAccount'");
+    let first_otherwise = db
+        .text("SELECT min(id)::text FROM accounts WHERE deleted_at IS NULL AND type = 'LegacyAccount'")
+        .unwrap();
+    assert!(otherwise > 0 && same > 0, "the fixture has both kinds");
+
+    let keep = db.plan(
+        "keep.yaml",
+        &accounts_plan("").replace("overwrite: true\n", ""),
+    );
+    let keep = keep.to_str().unwrap();
+    let preflight = db.succeed(&["preflight", keep, "--json"], "preflight");
+    let report: serde_json::Value = serde_json::from_slice(&preflight.stdout).unwrap();
+    let typed = &report["already_typed"];
+    assert_eq!(typed["same"], same, "{report}");
+    assert_eq!(typed["different"], otherwise, "{report}");
+    assert_eq!(typed["overwrite"], false, "{report}");
+    assert_eq!(typed["sample"][0]["key"][0], first_otherwise.as_str(), "{report}");
+    assert_eq!(typed["sample"][0]["type"], "LegacyAccount", "{report}");
+    let text = stderr(&db.succeed(&["preflight", keep], "preflight"));
+    assert!(
+        text.contains(&format!("{otherwise} otherwise: left alone (overwrite: false")),
+        "{text}"
+    );
+    db.succeed(&["run", keep], "the run");
+    assert_eq!(
+        in_scope("type = 'LegacyAccount'"),
+        otherwise,
+        "rows typed otherwise keep their type"
+    );
+    assert_eq!(in_scope("type IS NULL"), 0, "every untyped row got its type");
+    let validate = db.succeed(&["validate", keep, "--json"], "validate passes");
+    let validation: serde_json::Value = serde_json::from_slice(&validate.stdout).unwrap();
+    assert_eq!(validation["kept"], otherwise, "{validation}");
+    assert_eq!(validation["mismatched"], 0, "{validation}");
+    assert_eq!(validation["kept_keys"][0][0], first_otherwise.as_str(), "{validation}");
+    let listed = db.succeed(&["validate", keep], "validate passes");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .contains(&format!("kept another type (overwrite: false): {otherwise} rows")),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    db.succeed(&["rollback", keep], "rollback");
+
+    let replace = db.plan(
+        "replace.yaml",
+        &accounts_plan("").replace("backfill: accounts-sti", "backfill: accounts-replace"),
+    );
+    let replace = replace.to_str().unwrap();
+    let text = stderr(&db.succeed(&["preflight", replace], "preflight"));
+    assert!(
+        text.contains(&format!("{otherwise} otherwise: REPLACED")),
+        "{text}"
+    );
+    db.succeed(&["run", replace], "the run");
+    assert_eq!(in_scope("type = 'LegacyAccount'"), 0, "overwrite: true replaces them");
+    assert_eq!(
+        db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'accounts-replace' AND old_value = 'LegacyAccount'"),
+        otherwise,
+        "each replaced type is journalled"
+    );
+    db.succeed(&["rollback", replace], "rollback");
+    assert_eq!(
+        db.int("SELECT count(*) FROM snapshot s JOIN accounts a USING (id) WHERE s.type IS DISTINCT FROM a.type"),
+        0,
+        "rollback brings every type back"
+    );
 }

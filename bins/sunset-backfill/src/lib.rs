@@ -427,17 +427,22 @@ fn print_validation(json: bool, validation: &Validation) {
         ));
     }
     if !validation.sources.is_empty() {
-        out.push_str("source -> type: rows, missing, wrong type\n");
+        out.push_str("source -> type: rows, missing, wrong type, values differ\n");
     }
     for source in &validation.sources {
-        let mark = if source.missing == 0 && source.mismatched == 0 {
+        let mark = if source.missing == 0 && source.mismatched == 0 && source.differing == 0 {
             "ok"
         } else {
             "MISMATCH"
         };
         out.push_str(&format!(
-            "  {} -> {}: {}, {}, {} ({mark})\n",
-            source.source, source.type_name, source.rows, source.missing, source.mismatched
+            "  {} -> {}: {}, {}, {}, {} ({mark})\n",
+            source.source,
+            source.type_name,
+            source.rows,
+            source.missing,
+            source.mismatched,
+            source.differing
         ));
     }
     out.push_str(&format!(
@@ -451,6 +456,18 @@ fn print_validation(json: bool, validation: &Validation) {
             .map(|k| format!("({})", k.join(", ")))
             .collect();
         out.push_str(&format!("\nfirst offending keys: {}", keys.join(" ")));
+    }
+    if validation.differing > 0 {
+        let rows: Vec<String> = validation
+            .differing_rows
+            .iter()
+            .map(|(key, columns)| format!("({}): {}", key.join(", "), columns.join(", ")))
+            .collect();
+        out.push_str(&format!(
+            "\ncopied rows whose values differ from their source: {}, first: {}",
+            validation.differing,
+            rows.join("; ")
+        ));
     }
     if validation.kept > 0 {
         let keys: Vec<String> = validation

@@ -8,7 +8,7 @@ use tokio_postgres::GenericClient;
 
 use crate::catalog::{Backfill, InPlace, Mode, Source};
 use crate::error::Error;
-use crate::sql::ident;
+use crate::sql::{ident, literal};
 
 /// The trigger and its function, named after the run (each at most 63 bytes). Copy mode has one
 /// function per source, `n` being the source's position.
@@ -36,10 +36,6 @@ pub(crate) fn names(backfill: &Backfill, source: Option<usize>) -> (String, Stri
     (name, function)
 }
 
-/// A string literal that is safe whatever `standard_conforming_strings` says.
-fn literal(value: &str) -> String {
-    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
 
 /// The dollar-quote tag of trigger bodies; plan values are checked not to contain it.
 const TAG: &str = "$sunset_coverage$";

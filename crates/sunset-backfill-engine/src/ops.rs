@@ -116,6 +116,8 @@ pub struct SourceCount {
     pub missing: i64,
     /// Of those, rows whose key the STI table has with another type.
     pub mismatched: i64,
+    /// Rows this run copied whose values now differ from what their source row maps to.
+    pub differing: i64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -135,13 +137,17 @@ pub struct Validation {
     pub kept: i64,
     /// The first of those, in key order.
     pub kept_keys: Vec<KeyText>,
+    /// Copy: rows the run copied whose mapped columns differ from their source row's values.
+    pub differing: i64,
+    /// The first of those: the STI key and the columns that differ.
+    pub differing_rows: Vec<(KeyText, Vec<String>)>,
     /// The first offending keys (of the STI table), in key order.
     pub offending_keys: Vec<KeyText>,
 }
 
 impl Validation {
     pub fn passed(&self) -> bool {
-        self.mismatched == 0 && self.untyped == 0 && self.missing == 0
+        self.mismatched == 0 && self.untyped == 0 && self.missing == 0 && self.differing == 0
     }
 }
 
@@ -185,12 +191,20 @@ async fn validate_copy(
             )
             .await
             .map_err(|e| crate::queries::plan_sql_error(&source.walk, e, "comparing a source with the STI table"))?;
+        let (differing, differing_rows) = compare_copied_values(client, backfill, source).await?;
+        validation.differing += differing;
+        for row in differing_rows {
+            if validation.differing_rows.len() < 10 {
+                validation.differing_rows.push(row);
+            }
+        }
         let count = SourceCount {
             source: source.walk.table.display(),
             type_name: source.type_name.clone(),
             rows: row.get(0),
             missing: row.get(1),
             mismatched: row.get(2),
+            differing,
         };
         validation.missing += count.missing;
         validation.mismatched += count.mismatched;
@@ -222,6 +236,86 @@ async fn validate_copy(
         .map_err(Error::db("counting rows without a type"))?
         .get(0);
     Ok(validation)
+}
+
+/// Every mapped column of every row this run copied from `source` (its keys in the journal),
+/// against the value the mapping computes from the source row now: the count, and the first ten
+/// rows with the columns that differ. Rows the STI table held before the run are not the run's,
+/// and are left out.
+async fn compare_copied_values(
+    client: &Client,
+    backfill: &Backfill,
+    source: &Source,
+) -> Result<(i64, Vec<(KeyText, Vec<String>)>), Error> {
+    let table = backfill.table.quoted();
+    let mut params = Params::default();
+    let run = params.bind(Some(&backfill.run), "text");
+    let mapped: Vec<String> = source
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (column, sql))| format!("CAST({sql} AS {}) AS c{i}", column.sql_type))
+        .chain(backfill.key.iter().enumerate().map(|(i, c)| {
+            format!("CAST({} AS {}) AS k{i}", source.value_of(&c.name), c.sql_type)
+        }))
+        .collect();
+    let journal_key = (0..backfill.key.len())
+        .map(|i| format!("m.k{i}::text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let differs: Vec<String> = source
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| format!("{} IS DISTINCT FROM m.c{i}", column.on("t")))
+        .collect();
+    if differs.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let named: Vec<String> = source
+        .columns
+        .iter()
+        .zip(&differs)
+        .map(|((column, _), differ)| {
+            format!("CASE WHEN {differ} THEN {} END", crate::sql::literal(&column.name))
+        })
+        .collect();
+    let joined = format!(
+        "(SELECT {} FROM {} s{}) m
+         JOIN (SELECT DISTINCT key FROM sunset.backfill_journal WHERE run = {run}) j
+           ON j.key = jsonb_build_array({journal_key})
+         JOIN {table} t ON {} = {}",
+        mapped.join(", "),
+        source.walk.table.quoted(),
+        source.walk.where_clause(),
+        backfill.target().key_tuple("t"),
+        preflight::mapped_tuple(backfill),
+    );
+    let any_differs = differs.join(" OR ");
+    let count: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FILTER (WHERE {any_differs}) FROM {joined}"),
+            &params.refs(),
+        )
+        .await
+        .map_err(|e| crate::queries::plan_sql_error(&source.walk, e, "comparing copied values with their sources"))?
+        .get(0);
+    if count == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT ARRAY[{journal_key}], array_remove(ARRAY[{}]::text[], NULL) FROM {joined}
+                 WHERE {any_differs} ORDER BY {} LIMIT 10",
+                named.join(", "),
+                preflight::mapped_tuple(backfill),
+            ),
+            &params.refs(),
+        )
+        .await
+        .map_err(Error::db("finding the copied rows that differ"))?;
+    Ok((count, rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
 }
 
 async fn validate_in_place(

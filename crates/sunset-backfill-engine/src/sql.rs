@@ -3,6 +3,11 @@
 //! plan value is data, never SQL. The only SQL taken from a plan verbatim is its `where` filter,
 //! which is the plan author's own SQL by design and is checked by preflight before any write.
 
+/// A string literal that is safe whatever `standard_conforming_strings` says.
+pub(crate) fn literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// Quotes an identifier the way PostgreSQL's `quote_ident` does, unconditionally.
 pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

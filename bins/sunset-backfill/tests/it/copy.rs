@@ -381,3 +381,47 @@ fn copying_explicit_keys_moves_the_sti_tables_sequence_past_them() {
         5001
     );
 }
+
+/// validate compares the values, not only keys and types: a copied row corrupted afterwards, and
+/// a copied row whose source changed with no trigger to carry it over, make it exit 1 naming the
+/// key and the column; rows the STI table held before the run (left alone) are not compared.
+#[test]
+fn validate_finds_a_corrupted_copy_and_a_source_changed_behind_its_back() {
+    let db = Db::new("bf-copy-values");
+    db.exec(&LEGACY.replace("ROWS", "3000"));
+    let plan = db.plan("plan.yaml", PLAN);
+    let plan = plan.to_str().unwrap();
+    db.succeed(&["run", plan], "the copy");
+    db.succeed(&["validate", plan], "validate after a clean copy");
+
+    db.exec("UPDATE accounts SET name = 'CORRUPTED' WHERE id = 42");
+    let validate = db.backfill(&["validate", plan, "--json"]);
+    assert_eq!(code(&validate), 1, "{}", stderr(&validate));
+    let report: serde_json::Value = serde_json::from_slice(&validate.stdout).unwrap();
+    assert_eq!(report["differing"], 1, "{report}");
+    assert_eq!(report["differing_rows"][0][0][0], "42", "{report}");
+    assert_eq!(report["differing_rows"][0][1][0], "name", "{report}");
+
+    // The source changes with the coverage trigger gone: the copy no longer matches it.
+    db.exec(
+        "UPDATE accounts SET name = 'person 6' WHERE id = 42;
+         DO $$ DECLARE t record; BEGIN
+           FOR t IN SELECT tgname, tgrelid::regclass AS rel FROM pg_trigger WHERE tgname LIKE 'sunset_backfill_%' LOOP
+             EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+           END LOOP; END $$;
+         UPDATE business_accounts SET vat = 'VAT-NEW' WHERE legacy_id = 5;",
+    );
+    let validate = db.backfill(&["validate", plan]);
+    assert_eq!(code(&validate), 1, "{}", stderr(&validate));
+    let out = String::from_utf8_lossy(&validate.stdout);
+    assert!(
+        out.contains("copied rows whose values differ from their source: 1, first: (1000000000005): name"),
+        "{out}"
+    );
+    // The rows that were there before the run keep their own names, and are not counted.
+    assert_eq!(
+        db.int("SELECT count(*) FROM accounts WHERE name LIKE 'already here %'"),
+        3,
+        "the STI table's own rows were left alone"
+    );
+}

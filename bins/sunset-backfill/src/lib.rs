@@ -395,7 +395,9 @@ fn already_typed_line(typed: &preflight::AlreadyTyped) -> String {
             .collect::<Vec<_>>()
             .join("; ");
         line.push_str(&if typed.overwrite {
-            format!(": REPLACED by the mapping's type and journalled (overwrite: true); e.g. {examples}")
+            format!(
+                ": REPLACED by the mapping's type and journalled (overwrite: true); e.g. {examples}"
+            )
         } else {
             format!(": left alone (overwrite: false; validate lists them); e.g. {examples}")
         });
@@ -416,7 +418,9 @@ fn print_validation(json: bool, validation: &Validation) {
         let mark = match (&count.expected, &count.found) {
             (Some(e), Some(f)) if e == f => "ok",
             (None, _) => "left alone",
-            (Some(_), Some(_)) if validation.kept > 0 => "kept: typed before the run, overwrite: false",
+            (Some(_), Some(_)) if validation.kept > 0 => {
+                "kept: typed before the run, overwrite: false"
+            }
             _ => "MISMATCH",
         };
         out.push_str(&format!(

@@ -36,7 +36,6 @@ pub(crate) fn names(backfill: &Backfill, source: Option<usize>) -> (String, Stri
     (name, function)
 }
 
-
 /// The dollar-quote tag of trigger bodies; plan values are checked not to contain it.
 const TAG: &str = "$sunset_coverage$";
 

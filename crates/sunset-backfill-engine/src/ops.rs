@@ -256,7 +256,11 @@ async fn compare_copied_values(
         .enumerate()
         .map(|(i, (column, sql))| format!("CAST({sql} AS {}) AS c{i}", column.sql_type))
         .chain(backfill.key.iter().enumerate().map(|(i, c)| {
-            format!("CAST({} AS {}) AS k{i}", source.value_of(&c.name), c.sql_type)
+            format!(
+                "CAST({} AS {}) AS k{i}",
+                source.value_of(&c.name),
+                c.sql_type
+            )
         }))
         .collect();
     let journal_key = (0..backfill.key.len())
@@ -277,7 +281,10 @@ async fn compare_copied_values(
         .iter()
         .zip(&differs)
         .map(|((column, _), differ)| {
-            format!("CASE WHEN {differ} THEN {} END", crate::sql::literal(&column.name))
+            format!(
+                "CASE WHEN {differ} THEN {} END",
+                crate::sql::literal(&column.name)
+            )
         })
         .collect();
     let joined = format!(
@@ -298,7 +305,13 @@ async fn compare_copied_values(
             &params.refs(),
         )
         .await
-        .map_err(|e| crate::queries::plan_sql_error(&source.walk, e, "comparing copied values with their sources"))?
+        .map_err(|e| {
+            crate::queries::plan_sql_error(
+                &source.walk,
+                e,
+                "comparing copied values with their sources",
+            )
+        })?
         .get(0);
     if count == 0 {
         return Ok((0, Vec::new()));

@@ -86,6 +86,37 @@ impl World {
         self.command(args).output().expect("run sunset-archive")
     }
 
+    /// Restores `archive` into a fresh `--to` and the schema `restored`, then compares the
+    /// directory archived as `dir` with `tree`, and each `(source table, restored name)` with the
+    /// table, row for row both ways.
+    fn restore_matches(&self, archive: &str, dir: &str, tree: &Path, tables: &[(&str, &str)]) {
+        let restored = self.path("restored");
+        let restore = self.run(&[
+            "restore",
+            archive,
+            "--to",
+            restored.to_str().unwrap(),
+            "--into-schema",
+            "restored",
+        ]);
+        assert_eq!(code(&restore), 0, "{}", text(&restore));
+        assert_eq!(
+            snapshot(&restored.join("files").join(dir)),
+            snapshot(tree),
+            "the restored files are the sources"
+        );
+        for (source, name) in tables {
+            assert_eq!(
+                self.int(&format!(
+                    "SELECT count(*) FROM ((SELECT * FROM {source} EXCEPT ALL SELECT * FROM restored.{name})
+                     UNION ALL (SELECT * FROM restored.{name} EXCEPT ALL SELECT * FROM {source})) d"
+                )),
+                0,
+                "the restored rows of {source} are the table's"
+            );
+        }
+    }
+
     fn sql(&self, sql: &str) {
         self.runtime
             .block_on(self.db.batch_execute(sql))
@@ -331,28 +362,12 @@ fn a_tree_and_tables_round_trip_through_s3_byte_for_byte_and_row_for_row() {
     let verify = world.run(&["verify", &archive, "--deep"]);
     assert_eq!(code(&verify), 0, "{}", text(&verify));
 
-    let restored = world.path("restored");
-    let restore = world.run(&[
-        "restore",
+    // Files, modes, mtimes, owners, symlinks and empty directories, and every row, NULLs and all.
+    world.restore_matches(
         &archive,
-        "--to",
-        restored.to_str().unwrap(),
-        "--into-schema",
-        "restored",
-    ]);
-    assert_eq!(code(&restore), 0, "{}", text(&restore));
-    assert_eq!(
-        snapshot(&restored.join("files/legacy-collector")),
-        snapshot(&tree),
-        "files, modes, mtimes, symlinks and empty directories come back as they were"
-    );
-    assert_eq!(
-        world.int(
-            "SELECT count(*) FROM ((SELECT * FROM legacy.samples EXCEPT ALL SELECT * FROM restored.samples)
-             UNION ALL (SELECT * FROM restored.samples EXCEPT ALL SELECT * FROM legacy.samples)) d"
-        ),
-        0,
-        "every row, NULLs and all, comes back identical"
+        "legacy-collector",
+        &tree,
+        &[("legacy.samples", "samples")],
     );
     assert_eq!(world.int("SELECT count(*) FROM restored.samples"), 30000);
     assert_eq!(world.int("SELECT count(*) FROM restored.recent"), 10);
@@ -685,6 +700,18 @@ fn acknowledged_parts(state: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// `count` files `segment-N.bin` of `size` bytes each under `dir`, seeded from `seed`.
+fn segments(dir: &Path, count: u64, size: usize, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    for n in 0..count {
+        std::fs::write(
+            dir.join(format!("segment-{n}.bin")),
+            half_compressible(size, n + seed),
+        )
+        .unwrap();
+    }
+}
+
 /// Deterministic bytes that compress about 2:1, fast to make.
 fn half_compressible(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
@@ -705,14 +732,7 @@ fn half_compressible(len: usize, seed: u64) -> Vec<u8> {
 fn sigkilled_five_times_mid_upload_the_resumed_archive_is_exact_and_no_upload_is_left_open() {
     let world = World::new("arc-chaos");
     let tree = world.path("bulk");
-    std::fs::create_dir_all(&tree).unwrap();
-    for n in 0..4u64 {
-        std::fs::write(
-            tree.join(format!("segment-{n}.bin")),
-            half_compressible(100 << 20, n + 1),
-        )
-        .unwrap();
-    }
+    segments(&tree, 4, 100 << 20, 1);
     let secret = "pg-secret-do-not-print";
     // The same server with a password in the URL (trust authentication ignores it).
     let authority = world
@@ -841,28 +861,11 @@ fn sigkilled_five_times_mid_upload_the_resumed_archive_is_exact_and_no_upload_is
     assert_eq!(code(&verify), 0, "{}", text(&verify));
 
     // The resumed archive restores to exactly the sources: the bytes and the rows read back.
-    let restored = world.path("restored");
-    let restore = world.run(&[
-        "restore",
+    world.restore_matches(
         &format!("{}/bulk", world.dest()),
-        "--to",
-        restored.to_str().unwrap(),
-        "--into-schema",
-        "restored",
-    ]);
-    assert_eq!(code(&restore), 0, "{}", text(&restore));
-    assert_eq!(
-        snapshot(&restored.join("files/bulk")),
-        snapshot(&tree),
-        "the restored files are the sources"
-    );
-    assert_eq!(
-        world.int(
-            "SELECT count(*) FROM ((SELECT * FROM public.events EXCEPT ALL SELECT * FROM restored.events)
-             UNION ALL (SELECT * FROM restored.events EXCEPT ALL SELECT * FROM public.events)) d"
-        ),
-        0,
-        "the restored rows are the table's"
+        "bulk",
+        &tree,
+        &[("public.events", "events")],
     );
 }
 

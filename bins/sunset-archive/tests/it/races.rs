@@ -10,14 +10,7 @@ use sunset_archive_engine::{ARCHIVE_OBJECT, MANIFEST_OBJECT};
 /// as another create would, and returns the finished run with what that object then holds.
 fn race(world: &World, name: &str, object: &str) -> (Output, Vec<u8>) {
     let tree = world.path(name);
-    std::fs::create_dir_all(&tree).unwrap();
-    for n in 0..3u64 {
-        std::fs::write(
-            tree.join(format!("segment-{n}.bin")),
-            half_compressible(16 << 20, n + 7),
-        )
-        .unwrap();
-    }
+    segments(&tree, 3, 16 << 20, 7);
     let state = world.path(&format!("{name}-state"));
     std::fs::create_dir_all(&state).unwrap();
     let child = world

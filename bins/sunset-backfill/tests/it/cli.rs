@@ -262,12 +262,7 @@ fn workers_in_two_processes_share_one_run_exactly_once() {
         db.int("SELECT count(DISTINCT split_part(leased_by, ':', 2)) FROM sunset.backfill_ranges WHERE run = 'accounts-sti'") >= 2,
         "both processes processed ranges"
     );
-    assert_eq!(
-        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
-        0,
-        "no row updated twice"
-    );
-    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+    assert_each_changed_once(&db, should_change);
     assert_eq!(code(&db.backfill(&["validate", plan])), 0);
 }
 
@@ -794,6 +789,28 @@ fn help_of_every_command_is_pinned() {
     expect_test::expect_file!["snapshots/help.txt"].assert_eq(&sunset_test_support::help_text(BIN));
 }
 
+/// 20,000 accounts whose every UPDATE statement sleeps 4 ms, and a plan of 20-row batches: a
+/// run that lasts seconds. The plan's path and how many rows it should change.
+fn slow_accounts(db: &Db) -> (String, i64) {
+    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
+    db.slow_down_each_statement("accounts", "UPDATE");
+    let plan = db.plan(
+        "plan.yaml",
+        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
+    );
+    (plan.to_str().unwrap().to_owned(), should_change(db))
+}
+
+/// Every row that needed a type got it, and none was updated twice.
+fn assert_each_changed_once(db: &Db, should_change: i64) {
+    assert_eq!(
+        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
+        0,
+        "no row updated twice"
+    );
+    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+}
+
 /// Waits until `sql` (a count) is positive, panicking with `what` after a minute.
 fn wait_for_count(db: &Db, what: &str, sql: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -815,14 +832,8 @@ fn wait_for_count(db: &Db, what: &str, sql: &str) {
 #[test]
 fn a_second_run_of_the_same_plan_is_refused_naming_the_holder() {
     let db = Db::new("bf-second");
-    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
-    db.slow_down_each_statement("accounts", "UPDATE");
-    let plan = db.plan(
-        "plan.yaml",
-        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
-    );
-    let plan = plan.to_str().unwrap();
-    let should_change = should_change(&db);
+    let (plan, should_change) = slow_accounts(&db);
+    let plan = plan.as_str();
     let mut first = db.spawn(&["run", plan]);
     wait_for_count(
         &db,
@@ -848,12 +859,7 @@ fn a_second_run_of_the_same_plan_is_refused_naming_the_holder() {
     let status = first.wait().unwrap();
     assert!(status.success(), "the first run: {status}");
     assert!(journal() >= committed, "the journal only grew");
-    assert_eq!(
-        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
-        0,
-        "no row updated twice"
-    );
-    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+    assert_each_changed_once(&db, should_change);
 }
 
 /// A process SIGKILLed while its worker holds a lease: a worker of another process on the same
@@ -862,14 +868,8 @@ fn a_second_run_of_the_same_plan_is_refused_naming_the_holder() {
 #[test]
 fn a_killed_processes_lease_is_taken_over_by_a_running_worker_at_once() {
     let db = Db::new("bf-takeover");
-    db.exec(&ACCOUNTS.replace("ROWS", "20000"));
-    db.slow_down_each_statement("accounts", "UPDATE");
-    let plan = db.plan(
-        "plan.yaml",
-        &accounts_plan("batch: { size: 20, min_size: 10, max_size: 20, target_duration: 50ms }\n"),
-    );
-    let plan = plan.to_str().unwrap();
-    let should_change = should_change(&db);
+    let (plan, should_change) = slow_accounts(&db);
+    let plan = plan.as_str();
     let mut first = db.spawn(&["run", plan]);
     let first_pid = first.id();
     let held_by_first = format!(
@@ -916,12 +916,7 @@ fn a_killed_processes_lease_is_taken_over_by_a_running_worker_at_once() {
         status.success(),
         "the joined process ends the run: {status}"
     );
-    assert_eq!(
-        db.int("SELECT count(*) FROM type_updates WHERE n > 1"),
-        0,
-        "no row updated twice"
-    );
-    assert_eq!(db.int("SELECT count(*) FROM type_updates"), should_change);
+    assert_each_changed_once(&db, should_change);
     assert_eq!(code(&db.backfill(&["validate", plan])), 0);
 }
 
@@ -955,11 +950,17 @@ fn rows_typed_otherwise_are_counted_by_preflight_and_kept_unless_overwrite() {
     assert_eq!(typed["same"], same, "{report}");
     assert_eq!(typed["different"], otherwise, "{report}");
     assert_eq!(typed["overwrite"], false, "{report}");
-    assert_eq!(typed["sample"][0]["key"][0], first_otherwise.as_str(), "{report}");
+    assert_eq!(
+        typed["sample"][0]["key"][0],
+        first_otherwise.as_str(),
+        "{report}"
+    );
     assert_eq!(typed["sample"][0]["type"], "LegacyAccount", "{report}");
     let text = stderr(&db.succeed(&["preflight", keep], "preflight"));
     assert!(
-        text.contains(&format!("{otherwise} otherwise: left alone (overwrite: false")),
+        text.contains(&format!(
+            "{otherwise} otherwise: left alone (overwrite: false"
+        )),
         "{text}"
     );
     db.succeed(&["run", keep], "the run");
@@ -968,16 +969,25 @@ fn rows_typed_otherwise_are_counted_by_preflight_and_kept_unless_overwrite() {
         otherwise,
         "rows typed otherwise keep their type"
     );
-    assert_eq!(in_scope("type IS NULL"), 0, "every untyped row got its type");
+    assert_eq!(
+        in_scope("type IS NULL"),
+        0,
+        "every untyped row got its type"
+    );
     let validate = db.succeed(&["validate", keep, "--json"], "validate passes");
     let validation: serde_json::Value = serde_json::from_slice(&validate.stdout).unwrap();
     assert_eq!(validation["kept"], otherwise, "{validation}");
     assert_eq!(validation["mismatched"], 0, "{validation}");
-    assert_eq!(validation["kept_keys"][0][0], first_otherwise.as_str(), "{validation}");
+    assert_eq!(
+        validation["kept_keys"][0][0],
+        first_otherwise.as_str(),
+        "{validation}"
+    );
     let listed = db.succeed(&["validate", keep], "validate passes");
     assert!(
-        String::from_utf8_lossy(&listed.stdout)
-            .contains(&format!("kept another type (overwrite: false): {otherwise} rows")),
+        String::from_utf8_lossy(&listed.stdout).contains(&format!(
+            "kept another type (overwrite: false): {otherwise} rows"
+        )),
         "{}",
         String::from_utf8_lossy(&listed.stdout)
     );
@@ -994,7 +1004,11 @@ fn rows_typed_otherwise_are_counted_by_preflight_and_kept_unless_overwrite() {
         "{text}"
     );
     db.succeed(&["run", replace], "the run");
-    assert_eq!(in_scope("type = 'LegacyAccount'"), 0, "overwrite: true replaces them");
+    assert_eq!(
+        in_scope("type = 'LegacyAccount'"),
+        0,
+        "overwrite: true replaces them"
+    );
     assert_eq!(
         db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'accounts-replace' AND old_value = 'LegacyAccount'"),
         otherwise,

@@ -415,7 +415,9 @@ fn validate_finds_a_corrupted_copy_and_a_source_changed_behind_its_back() {
     assert_eq!(code(&validate), 1, "{}", stderr(&validate));
     let out = String::from_utf8_lossy(&validate.stdout);
     assert!(
-        out.contains("copied rows whose values differ from their source: 1, first: (1000000000005): name"),
+        out.contains(
+            "copied rows whose values differ from their source: 1, first: (1000000000005): name"
+        ),
         "{out}"
     );
     // The rows that were there before the run keep their own names, and are not counted.

@@ -158,6 +158,14 @@ impl Backfill {
         }
     }
 
+    /// ` AND (where)` for the plan's `where` on the STI table, or nothing.
+    pub(crate) fn and_filter(&self) -> String {
+        self.filter
+            .as_deref()
+            .map(|f| format!(" AND ({f})"))
+            .unwrap_or_default()
+    }
+
     /// The tables this run walks, numbered as the work table's `walk` column numbers them.
     pub fn walks(&self) -> Vec<Walk> {
         match &self.mode {

@@ -331,6 +331,34 @@ async fn compare_copied_values(
     Ok((count, rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
 }
 
+/// The first ten keys, in key order, of the rows in scope where `condition(expected, disc)`
+/// holds: `expected` is the SQL of the type the mapping gives the row, `disc` its type now.
+async fn first_keys(
+    client: &Client,
+    backfill: &Backfill,
+    in_place: &InPlace,
+    what: &'static str,
+    condition: impl Fn(&str, &str) -> String,
+) -> Result<Vec<KeyText>, Error> {
+    let mut params = Params::default();
+    let expected = statements::type_expression(in_place, &backfill.discriminator, &mut params, "t");
+    let condition = condition(&expected, &backfill.discriminator.on("t"));
+    let rows = client
+        .query(
+            &format!(
+                "SELECT ARRAY[{}] FROM {} t WHERE {condition}{} ORDER BY {} LIMIT 10",
+                backfill.key_texts("t"),
+                backfill.table.quoted(),
+                backfill.and_filter(),
+                backfill.key_list("t"),
+            ),
+            &params.refs(),
+        )
+        .await
+        .map_err(Error::db(what))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 async fn validate_in_place(
     client: &Client,
     backfill: &Backfill,
@@ -387,55 +415,21 @@ async fn validate_in_place(
         });
     }
     if !validation.passed() {
-        let mut params = Params::default();
-        let expected =
-            statements::type_expression(in_place, &backfill.discriminator, &mut params, "t");
-        let disc = backfill.discriminator.on("t");
         let fail_mode = in_place.unmapped == Unmapped::Fail;
-        let scope = backfill
-            .filter
-            .as_deref()
-            .map(|f| format!(" AND ({f})"))
-            .unwrap_or_default();
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT ARRAY[{}] FROM {table} t
-                     WHERE ((({expected}) IS NOT NULL AND {disc} IS DISTINCT FROM ({expected})) OR ({disc} IS NULL AND {fail_mode})){scope}
-                     ORDER BY {} LIMIT 10",
-                    backfill.key_texts("t"),
-                    backfill.key_list("t"),
-                ),
-                &params.refs(),
-            )
-            .await
-            .map_err(Error::db("finding offending keys"))?;
-        validation.offending_keys = rows.iter().map(|r| r.get(0)).collect();
+        validation.offending_keys = first_keys(client, backfill, in_place, "finding offending keys", |expected, disc| {
+            format!("((({expected}) IS NOT NULL AND {disc} IS DISTINCT FROM ({expected})) OR ({disc} IS NULL AND {fail_mode}))")
+        })
+        .await?;
     }
     if validation.kept > 0 {
-        let mut params = Params::default();
-        let expected =
-            statements::type_expression(in_place, &backfill.discriminator, &mut params, "t");
-        let disc = backfill.discriminator.on("t");
-        let scope = backfill
-            .filter
-            .as_deref()
-            .map(|f| format!(" AND ({f})"))
-            .unwrap_or_default();
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT ARRAY[{}] FROM {table} t
-                     WHERE {disc}::text <> ({expected})::text{scope}
-                     ORDER BY {} LIMIT 10",
-                    backfill.key_texts("t"),
-                    backfill.key_list("t"),
-                ),
-                &params.refs(),
-            )
-            .await
-            .map_err(Error::db("finding the rows that keep another type"))?;
-        validation.kept_keys = rows.iter().map(|r| r.get(0)).collect();
+        validation.kept_keys = first_keys(
+            client,
+            backfill,
+            in_place,
+            "finding the rows that keep another type",
+            |expected, disc| format!("{disc}::text <> ({expected})::text"),
+        )
+        .await?;
     }
     Ok(validation)
 }

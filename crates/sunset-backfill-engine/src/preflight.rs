@@ -305,11 +305,7 @@ async fn sample_different(
         .map(|c| format!("{}::text", c.on("t")))
         .collect::<Vec<_>>()
         .join(", ");
-    let filter = backfill
-        .filter
-        .as_deref()
-        .map(|f| format!(" AND ({f})"))
-        .unwrap_or_default();
+    let filter = backfill.and_filter();
     let rows = client
         .query(
             &format!(
@@ -336,11 +332,7 @@ async fn count_unmapped(
 ) -> Result<Vec<(Option<String>, i64)>, Error> {
     let mut params = Params::default();
     let unmapped = unmapped_condition(in_place, &mut params);
-    let filter = backfill
-        .filter
-        .as_deref()
-        .map(|f| format!(" AND ({f})"))
-        .unwrap_or_default();
+    let filter = backfill.and_filter();
     let rows = client
         .query(
             &format!(

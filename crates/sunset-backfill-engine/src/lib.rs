@@ -18,6 +18,7 @@ mod sql;
 mod statements;
 pub mod stats;
 pub mod throttle;
+mod validate;
 
 pub use catalog::Backfill;
 pub use connect::connect;

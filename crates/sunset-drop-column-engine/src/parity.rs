@@ -22,7 +22,12 @@ pub async fn check(
         ))
     })?;
     let loaded = sunset_backfill_engine::load(&plan_path.display().to_string(), &text)?;
-    let backfill = sunset_backfill_engine::catalog::resolve(client, &loaded).await?;
+    let mut backfill = sunset_backfill_engine::catalog::resolve(client, &loaded).await?;
+    // Parity asks whether the type says what the legacy column says, for every row: a row the
+    // backfill kept with another type (`overwrite: false`) is information the drop would lose.
+    if let Mode::InPlace(in_place) = &mut backfill.mode {
+        in_place.overwrite = true;
+    }
     let mut findings = Vec::new();
     let about_this_column = match &backfill.mode {
         Mode::InPlace(in_place) => {
@@ -77,6 +82,11 @@ pub async fn check(
             "data_missing",
             validation.missing,
             "legacy rows with no row in the STI table",
+        ),
+        (
+            "data_differs",
+            validation.differing,
+            "copied rows whose values differ from their legacy row's",
         ),
     ] {
         if rows > 0 {

@@ -47,7 +47,6 @@ pub enum Command {
     Create(CreateArgs),
     /// Re-read an archive and check it against its manifest.
     Verify {
-        /// DEST/NAME, as in s3://bucket/prefix/NAME or DIR/NAME.
         /// The archive: `s3://bucket/prefix/NAME` or `DIR/NAME`.
         archive: String,
         /// Also decompress, re-hash every entry and recount every table's rows.

@@ -6,7 +6,10 @@ use sunset_pg::Database;
 use sunset_test_support::{HOW_TO_START, database_url, service_var};
 
 fn ca_file() -> String {
-    service_var("SUNSET_PG_CA_FILE").unwrap_or_else(|_| {
+    service_var("SUNSET_PG_CA_FILE")
+        .ok()
+        .filter(|ca| !ca.is_empty())
+        .unwrap_or_else(|| {
         panic!(
             "no SUNSET_PG_CA_FILE: these tests need the TLS-enabled cluster of `cargo xtask services up` \
              (an external DATABASE_URL has no CA file to check against): {HOW_TO_START}"

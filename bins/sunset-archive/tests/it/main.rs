@@ -455,6 +455,18 @@ fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
 
     // Forged manifests over the intact object (its whole-object SHA-256 still right): an
     // entry's hash, then a table's row count, is wrong; only --deep can tell, and it does.
+    let deep_verify_under = |forged: &serde_json::Value| {
+        world.put(
+            "archives/v/manifest.json",
+            serde_json::to_vec(forged).unwrap(),
+        );
+        assert_eq!(
+            code(&world.run(&["verify", &archive])),
+            0,
+            "the object is intact"
+        );
+        world.run(&["verify", &archive, "--deep"])
+    };
     let mut forged: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     let entry = forged["entries"]
         .as_array_mut()
@@ -464,16 +476,7 @@ fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
         .expect("a file entry");
     let path = entry["path"].as_str().unwrap().to_owned();
     entry["sha256"] = serde_json::json!("0".repeat(64));
-    world.put(
-        "archives/v/manifest.json",
-        serde_json::to_vec(&forged).unwrap(),
-    );
-    assert_eq!(
-        code(&world.run(&["verify", &archive])),
-        0,
-        "the object is intact"
-    );
-    let verify = world.run(&["verify", &archive, "--deep"]);
+    let verify = deep_verify_under(&forged);
     assert_eq!(code(&verify), 1, "{}", text(&verify));
     assert!(
         text(&verify).contains(&path),
@@ -486,16 +489,7 @@ fn verify_deep_finds_a_flipped_byte_and_a_missing_entry() {
         .as_u64()
         .expect("a table's row count");
     forged["tables"][0]["rows"] = serde_json::json!(rows + 1);
-    world.put(
-        "archives/v/manifest.json",
-        serde_json::to_vec(&forged).unwrap(),
-    );
-    assert_eq!(
-        code(&world.run(&["verify", &archive])),
-        0,
-        "the object is intact"
-    );
-    let verify = world.run(&["verify", &archive, "--deep"]);
+    let verify = deep_verify_under(&forged);
     assert_eq!(code(&verify), 1, "{}", text(&verify));
     assert!(
         text(&verify).contains(&rows.to_string())

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::{moto, process, say, services, workspace_root};
 
@@ -202,22 +202,7 @@ fn report(results: &[Measured]) {
 
 /// pigz from the system, installed with apt-get when missing (as root).
 fn ensure_pigz() -> Result<PathBuf> {
-    if process::on_path("pigz") {
-        return Ok(PathBuf::from("pigz"));
-    }
-    say!("installing pigz with apt-get (first use only)");
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "-q", "pigz"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed || !process::on_path("pigz") {
-        bail!(
-            "pigz is needed for the comparison and could not be installed: `apt-get install pigz`"
-        );
-    }
-    Ok(PathBuf::from("pigz"))
+    process::apt_program("pigz", "pigz", "the comparison")
 }
 
 /// awscli in a virtualenv of its own: installing it beside moto would move moto's pinned botocore.

@@ -13,6 +13,7 @@ mod demo;
 mod moto;
 mod postgres;
 mod process;
+mod prometheus;
 mod services;
 mod test;
 mod tidy;

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -54,18 +53,7 @@ pub(crate) fn start(root: &Path) -> Result<Emulator> {
     let log =
         File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let server = venv.join("bin").join("moto_server");
-    // A session of its own (`setsid`), like pg_ctl gives PostgreSQL: the emulator must outlive the
-    // shell or job that ran `services up`, and a Ctrl-C meant for a test run must not reach it.
-    // (Not a group leader when calling setsid, or setsid forks and the pid we record is wrong.)
-    let mut command = if process::on_path("setsid") {
-        let mut command = Command::new("setsid");
-        command.arg(&server);
-        command
-    } else {
-        let mut command = Command::new(&server);
-        command.process_group(0);
-        command
-    };
+    let mut command = process::detached(&server);
     let child = command
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         // The recorder (off until a test turns it on) writes here, not into the working directory.
@@ -188,16 +176,5 @@ fn post(port: u16, path: &str) -> Result<u16> {
 
 /// Whether moto answers its own API (not just whether the port is open).
 fn healthy(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
-    else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+    process::http_ok(port, "/moto-api/data.json")
 }

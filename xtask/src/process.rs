@@ -101,3 +101,74 @@ pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
+
+/// `program` from Debian package `package`, installed with apt-get on first use (as root; the
+/// package lists are refreshed once if the package is not known yet). `why` says what needs it.
+pub(crate) fn apt_program(package: &str, program: &str, why: &str) -> Result<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|path| path.is_file())
+        })
+    };
+    if let Some(path) = find() {
+        return Ok(path);
+    }
+    crate::say!("installing {package} with apt-get (first use only)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        install();
+    }
+    find().with_context(|| {
+        format!("{why} needs `{program}`, which could not be installed: `apt-get update && apt-get install {package}`")
+    })
+}
+
+/// Whether a server on loopback `port` answers `GET path` with 200 (not just whether the port is
+/// open): how "up" is judged for the emulator and Prometheus.
+pub(crate) fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
+/// A command for a server that must outlive the xtask: a session of its own (`setsid`), like
+/// pg_ctl gives PostgreSQL, so it outlives the shell or job that ran `services up` and a Ctrl-C
+/// meant for a test run does not reach it. (Not a group leader when calling setsid, or setsid
+/// forks and the pid we record is wrong.)
+pub(crate) fn detached(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    if on_path("setsid") {
+        let mut command = Command::new("setsid");
+        command.arg(program);
+        command
+    } else {
+        let mut command = Command::new(program);
+        command.process_group(0);
+        command
+    }
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask services up | down | env | status`: real services for tests and the demo.
 //!
-//! Two PostgreSQL servers (the system's and 18 from PyPI), the AWS emulator. State lives in `target/sunset-services/state.json` so that `up` is idempotent across
+//! Two PostgreSQL servers (the system's and 18 from PyPI), the AWS emulator and Prometheus.
+//! State lives in `target/sunset-services/state.json` so that `up` is idempotent across
 //! invocations, `down` stops only what `up` started, and tests run with plain `cargo test` can
 //! find the services through `target/sunset-services/env` (see `sunset-test-support`).
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::moto::{self, Emulator};
 use crate::postgres::{self, Binaries, Cluster};
+use crate::prometheus::{self, Prometheus};
 use crate::{say, services_dir};
 
 /// The region every client uses against the emulator.
@@ -87,6 +89,8 @@ struct State {
     #[serde(default)]
     postgres18: Postgres,
     moto: Option<Emulator>,
+    #[serde(default)]
+    prometheus: Option<Prometheus>,
 }
 
 impl State {
@@ -105,7 +109,10 @@ impl State {
     }
 
     fn is_empty(&self) -> bool {
-        self.postgres.cluster.is_none() && self.postgres18.cluster.is_none() && self.moto.is_none()
+        self.postgres.cluster.is_none()
+            && self.postgres18.cluster.is_none()
+            && self.moto.is_none()
+            && self.prometheus.is_none()
     }
 }
 
@@ -114,6 +121,84 @@ impl State {
 pub(crate) struct Started {
     postgres: [bool; 2],
     moto: bool,
+    prometheus: bool,
+}
+
+/// A server `up` starts once and reuses while it answers: the emulator and Prometheus.
+trait Daemon: Sized {
+    const LABEL: &'static str;
+    fn pid(&self) -> u32;
+    fn port(&self) -> u16;
+    fn is_running(&self) -> bool;
+    fn stop(&self);
+    fn start(root: &std::path::Path) -> Result<Self>;
+}
+
+impl Daemon for Emulator {
+    const LABEL: &'static str = "AWS emulator";
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn is_running(&self) -> bool {
+        Emulator::is_running(self)
+    }
+    fn stop(&self) {
+        Emulator::stop(self);
+    }
+    fn start(root: &std::path::Path) -> Result<Self> {
+        let emulator = moto::start(root)?;
+        say!("AWS emulator: {}", moto::MOTO_REQUIREMENT);
+        Ok(emulator)
+    }
+}
+
+impl Daemon for Prometheus {
+    const LABEL: &'static str = "Prometheus";
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn is_running(&self) -> bool {
+        Prometheus::is_running(self)
+    }
+    fn stop(&self) {
+        Prometheus::stop(self);
+    }
+    fn start(root: &std::path::Path) -> Result<Self> {
+        prometheus::start(root)
+    }
+}
+
+/// Reuses the daemon in `slot` if it answers, else (stopping one that is alive but mute)
+/// starts a new one. Whether this call started it.
+fn daemon_up<D: Daemon>(slot: &mut Option<D>, root: &std::path::Path) -> Result<bool> {
+    let recorded = slot.take();
+    let healthy = recorded.as_ref().is_some_and(D::is_running);
+    if let Some(stale) = recorded.as_ref().filter(|_| !healthy)
+        && crate::process::is_alive(stale.pid())
+    {
+        // Alive but not answering: stop it rather than orphan it by starting another.
+        say!(
+            "{}: pid {} does not answer; restarting it",
+            D::LABEL,
+            stale.pid()
+        );
+        stale.stop();
+    }
+    if let Some(daemon) = recorded.filter(|_| healthy) {
+        say!("{}: already running on port {}", D::LABEL, daemon.port());
+        *slot = Some(daemon);
+        return Ok(false);
+    }
+    let daemon = D::start(root)?;
+    say!("{}: started on port {}", D::LABEL, daemon.port());
+    *slot = Some(daemon);
+    Ok(true)
 }
 
 fn state_path() -> PathBuf {
@@ -165,40 +250,16 @@ pub(crate) fn up() -> Result<Started> {
         save_state_if_possible(&state);
     }
 
-    let recorded = state.moto.take();
-    let healthy = recorded.as_ref().is_some_and(Emulator::is_running);
-    if let Some(stale) = recorded.as_ref().filter(|_| !healthy)
-        && crate::process::is_alive(stale.pid)
-    {
-        // Alive but not answering: stop it rather than orphan it by starting another.
-        say!(
-            "AWS emulator: pid {} does not answer; restarting it",
-            stale.pid
-        );
-        stale.stop();
-    }
-    match recorded.filter(|_| healthy) {
-        Some(emulator) => {
-            say!("AWS emulator: already running on port {}", emulator.port);
-            state.moto = Some(emulator);
-        }
-        None => {
-            let emulator = match moto::start(&root) {
-                Ok(emulator) => emulator,
-                Err(error) => {
-                    // Leave nothing behind that this call started.
-                    let _ = stop(started);
-                    return Err(error);
-                }
-            };
-            say!(
-                "AWS emulator: {} started on port {}",
-                moto::MOTO_REQUIREMENT,
-                emulator.port
-            );
-            state.moto = Some(emulator);
-            started.moto = true;
-        }
+    let daemons = daemon_up(&mut state.moto, &root).and_then(|new| {
+        started.moto = new;
+        save_state_if_possible(&state);
+        daemon_up(&mut state.prometheus, &root).map(|new| started.prometheus = new)
+    });
+    if let Err(error) = daemons {
+        // Leave nothing behind that this call started.
+        save_state_if_possible(&state);
+        let _ = stop(started);
+        return Err(error);
     }
     save_state(&state)?;
     Ok(started)
@@ -256,6 +317,7 @@ pub(crate) fn down() -> Result<()> {
     stop(Started {
         postgres: [true; 2],
         moto: true,
+        prometheus: true,
     })
 }
 
@@ -278,6 +340,12 @@ pub(crate) fn stop(which: Started) -> Result<()> {
     {
         emulator.stop();
         say!("AWS emulator: stopped");
+    }
+    if which.prometheus
+        && let Some(prometheus) = state.prometheus.take()
+    {
+        prometheus.stop();
+        say!("Prometheus: stopped");
     }
     if state.is_empty() {
         let _ = std::fs::remove_file(state_path());
@@ -326,6 +394,16 @@ fn env_vars(state: &State) -> Result<Vec<(&'static str, String)>> {
         // The emulator is on loopback: a proxy configured for the internet must not intercept it.
         ("NO_PROXY", "127.0.0.1,localhost".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]);
+    let Some(prometheus) = &state.prometheus else {
+        bail!("Prometheus is not up: run `cargo xtask services up` first")
+    };
+    vars.extend([
+        ("SUNSET_PROMETHEUS_URL", prometheus.url()),
+        (
+            "SUNSET_PROMETHEUS_TARGETS",
+            prometheus.targets.display().to_string(),
+        ),
     ]);
     Ok(vars)
 }
@@ -455,6 +533,23 @@ pub(crate) fn print_status() -> Result<()> {
             ));
         }
         None => lines.push(format!("{:<14} not started", "AWS emulator")),
+    }
+    match &state.prometheus {
+        Some(prometheus) => {
+            let running = if prometheus.is_running() {
+                "running"
+            } else {
+                "NOT running"
+            };
+            lines.push(format!(
+                "{:<14} {running}  {}  pid {}  targets {}",
+                "Prometheus",
+                prometheus.url(),
+                prometheus.pid,
+                prometheus.targets.display()
+            ));
+        }
+        None => lines.push(format!("{:<14} not started", "Prometheus")),
     }
     #[allow(
         clippy::print_stdout,

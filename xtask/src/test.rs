@@ -41,6 +41,11 @@ fn checks_and_tests(no_lint: bool, cargo_test_args: &[String]) -> Result<ExitCod
             }
         }
     }
+    // The alert rules shipped under dashboards/: valid, and their unit tests hold.
+    if !crate::prometheus::check_rules()? {
+        say!("promtool found a problem in the alert rules under dashboards/");
+        return Ok(ExitCode::FAILURE);
+    }
     say!("running every test of the workspace (PostgreSQL: the system's server)");
     let args: Vec<&str> = [&["test", "--workspace"], locked]
         .concat()

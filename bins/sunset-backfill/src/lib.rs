@@ -1,14 +1,17 @@
 //! `sunset-backfill`: argument parsing and wiring over `sunset-backfill-engine`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use sunset_backfill_engine::ops::{self, Validation};
-use sunset_backfill_engine::{Backfill, Error, RunOptions, Stats, metrics, preflight, runner};
+use sunset_backfill_engine::{Backfill, Error, RunOptions, Stats, preflight, runner};
 use sunset_cli::progress::{Display, Meter, Progress, Sample, Unit};
-use sunset_cli::{Classify, DatabaseArgs, Exit, Failure, GlobalArgs, Shutdown, emit, report_error};
+use sunset_cli::{
+    Classify, DatabaseArgs, Exit, Failure, GlobalArgs, MetricsArgs, Shutdown, emit, report_error,
+};
+
+pub mod metrics;
 
 const EXAMPLES: &str = "Examples:
   sunset-backfill preflight plans/accounts-sti.yaml
@@ -47,9 +50,8 @@ pub enum Command {
         /// Discard the progress of a run whose plan changed (its journal is kept for rollback).
         #[arg(long)]
         restart: bool,
-        /// Serve Prometheus metrics on this address (for example 127.0.0.1:9187).
-        #[arg(long)]
-        metrics_addr: Option<SocketAddr>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Check the plan against the table, count unmapped values, explain and time one batch.
     Preflight {
@@ -85,6 +87,8 @@ pub enum Command {
     Rollback {
         /// The backfill plan (YAML).
         plan: PathBuf,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Validate, then make the discriminator NOT NULL without a long lock.
     Finish {
@@ -103,7 +107,7 @@ impl Command {
             | Command::Resume { plan }
             | Command::Cancel { plan }
             | Command::Validate { plan }
-            | Command::Rollback { plan }
+            | Command::Rollback { plan, .. }
             | Command::Finish { plan } => plan,
         }
     }
@@ -133,7 +137,7 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
             workers,
             join,
             restart,
-            metrics_addr,
+            metrics,
             ..
         } => {
             let report = preflight::check(&mut client, &backfill).await?;
@@ -142,16 +146,7 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
             }
             drop(client);
             let stats = Arc::new(Stats::default());
-            let _metrics = match metrics_addr {
-                Some(addr) => Some(
-                    metrics::serve(*addr, backfill.run.clone(), stats.clone())
-                        .await
-                        .map_err(|e| {
-                            Failure::bad_input(format!("cannot serve metrics on `{addr}`: {e}"))
-                        })?,
-                ),
-                None => None,
-            };
+            let _metrics = serve_metrics(metrics, &backfill, usize::from(*workers), &stats).await?;
             let options = RunOptions {
                 workers: usize::from(*workers),
                 join: *join,
@@ -212,6 +207,7 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
         }
         Command::Validate { .. } => {
             let validation = ops::validate(&client, &backfill).await?;
+            ops::record_validation(&client, &backfill.run, &validation).await?;
             print_validation(json, &validation);
             Ok(if validation.passed() {
                 Exit::Done
@@ -219,9 +215,10 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
                 Exit::Failed
             })
         }
-        Command::Rollback { .. } => {
+        Command::Rollback { metrics, .. } => {
             drop(client);
             let stats = Arc::new(Stats::default());
+            let _metrics = serve_metrics(metrics, &backfill, 1, &stats).await?;
             let display = show_progress(&stats, json);
             let outcome = ops::rollback(&url, &backfill, stats.clone(), shutdown).await;
             display.stop();
@@ -255,6 +252,19 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
             }
         },
     }
+}
+
+/// The run's metrics on `--metrics-addr`, if given, for as long as the handle lives.
+async fn serve_metrics(
+    args: &MetricsArgs,
+    backfill: &Backfill,
+    workers: usize,
+    stats: &Arc<Stats>,
+) -> Result<Option<sunset_cli::metrics::Endpoint>, Failure> {
+    let run = backfill.run.clone();
+    let stats = Arc::clone(stats);
+    args.serve(move || metrics::render(&run, workers, &stats))
+        .await
 }
 
 /// Rows visited against the total, with the throttle reason as the note.

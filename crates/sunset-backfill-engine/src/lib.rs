@@ -8,7 +8,6 @@ pub mod catalog;
 mod connect;
 mod coverage;
 mod error;
-pub mod metrics;
 pub mod ops;
 pub mod preflight;
 mod queries;

@@ -20,7 +20,9 @@ use crate::stats::Stats;
 use crate::throttle::{self, HealthGate};
 use crate::{coverage, schema};
 
-pub use crate::validate::{SourceCount, TypeCount, Validation, validate};
+pub use crate::validate::{
+    SourceCount, TypeCount, Validation, record as record_validation, validate,
+};
 
 /// How often rollback re-reads the health signals (as often as a run's monitor does).
 const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -170,11 +172,11 @@ pub async fn rollback(
         }
         if health_checked.is_none_or(|at| at.elapsed() >= HEALTH_INTERVAL) {
             health_checked = Some(Instant::now());
-            let reason = gate
-                .update(read_health(&client, &oids).await)
-                .map(str::to_owned);
-            let waiting = reason.is_some();
-            stats.set_throttle(reason);
+            let health = read_health(&client, &oids).await;
+            stats.set_health(health);
+            let wait = gate.update(health).cloned();
+            let waiting = wait.is_some();
+            stats.set_throttle(wait);
             if waiting {
                 tokio::time::sleep(HEALTH_INTERVAL).await;
                 continue;

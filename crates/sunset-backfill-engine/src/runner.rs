@@ -23,8 +23,8 @@ use crate::connect::{apply_timeouts, connect};
 use crate::error::Error;
 use crate::queries::largest_key;
 use crate::statements::{self, KeyText, Lower};
-use crate::stats::Stats;
-use crate::throttle::{self, BatchController, Health, HealthGate};
+use crate::stats::{RecordedValidation, Stats};
+use crate::throttle::{self, BatchController, Health, HealthGate, Wait};
 use crate::{coverage, schema};
 
 /// The run-level checkpoint (the per-range progress lives in `sunset.backfill_ranges`).
@@ -420,7 +420,9 @@ async fn install_coverage(client: &mut Client, backfill: &Backfill) -> Result<()
 }
 
 /// Polls the control row and the health signals, publishes them to the workers, and writes a
-/// heartbeat (throttle reason, batch size) that `status` shows in another terminal.
+/// heartbeat (throttle reason, batch size) that `status` shows in another terminal. Every few
+/// seconds it also reads what the metrics show of the run beyond this process: the journal's
+/// size against the changes made, and the verdict `validate` last recorded.
 async fn monitor(
     client: Client,
     backfill: Arc<Backfill>,
@@ -429,6 +431,7 @@ async fn monitor(
 ) {
     let mut gate = HealthGate::new(&backfill.throttle);
     let oids = backfill.touched_tables();
+    let mut ledger_read: Option<std::time::Instant> = None;
     loop {
         let state: Option<String> = client
             .query_opt(
@@ -440,18 +443,18 @@ async fn monitor(
             .flatten()
             .map(|row| row.get(0));
         let health = read_health(&client, &oids).await;
-        let health_reason = gate.update(health).map(str::to_owned);
+        stats.set_health(health);
+        let health_wait = gate.update(health).cloned();
         let wait = match state.as_deref() {
-            Some("paused") => {
-                Some("paused by operator (`sunset-backfill resume` to continue)".to_owned())
-            }
-            _ => health_reason,
+            Some("paused") => Some(Wait::paused()),
+            _ => health_wait,
         };
         let cancel = state.as_deref() == Some("cancelling");
         stats.set_throttle(wait.clone());
+        let reason = wait.as_ref().map(|wait| wait.reason.clone());
         control.send_if_modified(|current| {
             let next = Control {
-                wait: wait.clone(),
+                wait: reason.clone(),
                 cancel,
             };
             let changed = *current != next;
@@ -462,10 +465,48 @@ async fn monitor(
         let _ = client
             .execute(
                 "UPDATE sunset.backfill_runs SET throttle = $2, batch_size = $3, updated_at = now() WHERE run = $1",
-                &[&backfill.run, &wait, &size],
+                &[&backfill.run, &reason, &size],
             )
             .await;
+        if ledger_read.is_none_or(|at| at.elapsed() >= LEDGER_INTERVAL) {
+            ledger_read = Some(std::time::Instant::now());
+            read_ledger(&client, &backfill.run, &stats).await;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How often the monitor reads the journal's size and the recorded validation.
+const LEDGER_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The run's journalled changes, the changes its ranges say were made, and the last recorded
+/// validation, into `stats` (left as they were when the read fails).
+async fn read_ledger(client: &Client, run: &str, stats: &Stats) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT COALESCE(sum(cardinality(old_values)), 0)::bigint FROM sunset.backfill_undo WHERE run = $1),
+                    (SELECT COALESCE(sum(rows_changed), 0)::bigint FROM sunset.backfill_ranges WHERE run = $1),
+                    (SELECT validated_at FROM sunset.backfill_runs WHERE run = $1),
+                    (SELECT validation_failures FROM sunset.backfill_runs WHERE run = $1)",
+            &[&run],
+        )
+        .await;
+    match row {
+        Ok(row) => {
+            let as_u64 = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or_default();
+            stats
+                .journal_rows
+                .store(as_u64(0), std::sync::atomic::Ordering::Relaxed);
+            stats
+                .rows_changed_in_run
+                .store(as_u64(1), std::sync::atomic::Ordering::Relaxed);
+            let recorded = row
+                .get::<_, Option<chrono::DateTime<chrono::Utc>>>(2)
+                .zip(row.get::<_, Option<i64>>(3))
+                .map(|(at, failures)| RecordedValidation { at, failures });
+            *stats.validation.lock().expect("stats lock") = recorded;
+        }
+        Err(error) => tracing::warn!(%error, "could not read the journal's size"),
     }
 }
 

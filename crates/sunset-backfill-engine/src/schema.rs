@@ -20,6 +20,15 @@ CREATE TABLE IF NOT EXISTS sunset.backfill_runs (
     started_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+-- The verdict `validate` last recorded (rows it found wrong; 0 passed), for metrics and status.
+-- Added only once: ALTER TABLE locks the table, and every command runs this setup.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'sunset.backfill_runs'::regclass
+                   AND attname = 'validation_failures' AND NOT attisdropped) THEN
+        ALTER TABLE sunset.backfill_runs ADD COLUMN validated_at timestamptz,
+                                         ADD COLUMN validation_failures bigint;
+    END IF;
+END $$;
 COMMENT ON COLUMN sunset.backfill_runs.state IS
     'set to paused, running or cancelling from any session to control a running backfill';
 CREATE TABLE IF NOT EXISTS sunset.backfill_ranges (

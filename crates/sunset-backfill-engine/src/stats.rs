@@ -5,6 +5,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
+use crate::throttle::{Health, Wait};
+
 /// Upper bounds (seconds) of the batch duration histogram.
 pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0];
 
@@ -22,7 +26,16 @@ pub struct Stats {
     /// The most recent batch size chosen by a worker's controller.
     pub batch_size: AtomicU64,
     /// Why the run is waiting, if it is (operator pause or a health signal).
-    pub throttle: Mutex<Option<String>>,
+    pub throttle: Mutex<Option<Wait>>,
+    /// The health signals as last read by the monitor.
+    pub health: Mutex<Health>,
+    /// Changes the run's undo journal holds (all its batches, this process's and earlier ones).
+    pub journal_rows: AtomicU64,
+    /// Changes the run's ranges say committed batches made; rollback can undo them all while
+    /// the journal holds at least as many.
+    pub rows_changed_in_run: AtomicU64,
+    /// The verdict `validate` last recorded on the run, if any.
+    pub validation: Mutex<Option<RecordedValidation>>,
     /// Histogram counts per bucket of [`DURATION_BUCKETS`], plus one for +Inf.
     pub durations: Mutex<([u64; DURATION_BUCKETS.len() + 1], f64)>,
 }
@@ -43,15 +56,40 @@ impl Stats {
         durations.1 += seconds;
     }
 
+    /// Why the run waits, as the operator reads it.
     pub fn throttle(&self) -> Option<String> {
+        self.wait().map(|wait| wait.reason)
+    }
+
+    pub fn wait(&self) -> Option<Wait> {
         self.throttle.lock().expect("stats lock").clone()
     }
 
-    pub(crate) fn set_throttle(&self, reason: Option<String>) {
-        *self.throttle.lock().expect("stats lock") = reason;
+    pub(crate) fn set_throttle(&self, wait: Option<Wait>) {
+        *self.throttle.lock().expect("stats lock") = wait;
+    }
+
+    pub fn health(&self) -> Health {
+        *self.health.lock().expect("stats lock")
+    }
+
+    pub(crate) fn set_health(&self, health: Health) {
+        *self.health.lock().expect("stats lock") = health;
+    }
+
+    pub fn validation(&self) -> Option<RecordedValidation> {
+        *self.validation.lock().expect("stats lock")
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// What `validate` recorded on the run's row: when, and how many rows it found wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedValidation {
+    pub at: DateTime<Utc>,
+    /// Rows mismatched, untyped, missing or differing (0: it passed).
+    pub failures: i64,
 }

@@ -71,12 +71,57 @@ pub struct Health {
     pub lock_waiters: u32,
 }
 
+/// What a wait is for: the `reason` label of the throttle metric, one per signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitKind {
+    Paused,
+    ReplicationLag,
+    TransactionAge,
+    LockWaiters,
+}
+
+impl WaitKind {
+    pub const ALL: [WaitKind; 4] = [
+        WaitKind::Paused,
+        WaitKind::ReplicationLag,
+        WaitKind::TransactionAge,
+        WaitKind::LockWaiters,
+    ];
+
+    /// The metric label: stable, unlike the operator's sentence.
+    pub fn label(self) -> &'static str {
+        match self {
+            WaitKind::Paused => "paused",
+            WaitKind::ReplicationLag => "replication_lag",
+            WaitKind::TransactionAge => "transaction_age",
+            WaitKind::LockWaiters => "lock_waiters",
+        }
+    }
+}
+
+/// Why a run waits before its next batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub kind: WaitKind,
+    /// The sentence the bar and `status` show.
+    pub reason: String,
+}
+
+impl Wait {
+    pub fn paused() -> Wait {
+        Wait {
+            kind: WaitKind::Paused,
+            reason: "paused by operator (`sunset-backfill resume` to continue)".to_owned(),
+        }
+    }
+}
+
 /// Pauses when a signal exceeds its limit; resumes only once every signal is well below it
 /// (80% for durations, half for waiters).
 #[derive(Debug, Clone)]
 pub struct HealthGate {
     limits: ThrottleFile,
-    paused: Option<String>,
+    paused: Option<Wait>,
 }
 
 impl HealthGate {
@@ -87,29 +132,39 @@ impl HealthGate {
         }
     }
 
-    /// Feeds one reading; returns the reason to stay paused, if any.
-    pub fn update(&mut self, health: Health) -> Option<&str> {
+    /// Feeds one reading; returns why to stay paused, if anything says so.
+    pub fn update(&mut self, health: Health) -> Option<&Wait> {
         let limits = &self.limits;
         let over = if health.replication_lag > limits.max_replication_lag.0 {
-            Some(format!(
-                "replication lag {:.1}s > {}",
-                health.replication_lag.as_secs_f64(),
-                sunset_plan::format_duration(limits.max_replication_lag.0)
+            Some((
+                WaitKind::ReplicationLag,
+                format!(
+                    "replication lag {:.1}s > {}",
+                    health.replication_lag.as_secs_f64(),
+                    sunset_plan::format_duration(limits.max_replication_lag.0)
+                ),
             ))
         } else if health.oldest_transaction > limits.max_transaction_age.0 {
-            Some(format!(
-                "a transaction open for {}s > {}",
-                health.oldest_transaction.as_secs(),
-                sunset_plan::format_duration(limits.max_transaction_age.0)
+            Some((
+                WaitKind::TransactionAge,
+                format!(
+                    "a transaction open for {}s > {}",
+                    health.oldest_transaction.as_secs(),
+                    sunset_plan::format_duration(limits.max_transaction_age.0)
+                ),
             ))
         } else if health.lock_waiters > limits.max_lock_waiters {
-            Some(format!(
-                "{} sessions waiting for locks on the table > {}",
-                health.lock_waiters, limits.max_lock_waiters
+            Some((
+                WaitKind::LockWaiters,
+                format!(
+                    "{} sessions waiting for locks on the table > {}",
+                    health.lock_waiters, limits.max_lock_waiters
+                ),
             ))
         } else {
             None
-        };
+        }
+        .map(|(kind, reason)| Wait { kind, reason });
         let well_below = health.replication_lag.as_secs_f64()
             < limits.max_replication_lag.0.as_secs_f64() * 0.8
             && health.oldest_transaction.as_secs_f64()
@@ -120,7 +175,7 @@ impl HealthGate {
             (None, true) if well_below => self.paused = None,
             (None, _) => {}
         }
-        self.paused.as_deref()
+        self.paused.as_ref()
     }
 }
 
@@ -176,30 +231,37 @@ mod tests {
     #[test]
     fn the_health_gate_pauses_and_resumes_with_hysteresis() {
         let mut gate = HealthGate::new(&ThrottleFile::default());
+        let mut update = |health| gate.update(health).map(|wait| wait.reason.clone());
         let lag = |s: f64| Health {
             replication_lag: Duration::from_secs_f64(s),
             ..Health::default()
         };
-        assert_eq!(gate.update(lag(1.0)), None);
-        assert_eq!(gate.update(lag(12.0)), Some("replication lag 12.0s > 10s"));
+        assert_eq!(update(lag(1.0)), None);
+        assert_eq!(
+            update(lag(12.0)).as_deref(),
+            Some("replication lag 12.0s > 10s")
+        );
         assert!(
-            gate.update(lag(9.0)).is_some(),
+            update(lag(9.0)).is_some(),
             "just below the limit is not enough to resume"
         );
-        assert_eq!(gate.update(lag(7.0)), None, "resumes well below the limit");
+        assert_eq!(update(lag(7.0)), None, "resumes well below the limit");
         let waiters = Health {
             lock_waiters: 6,
             ..Health::default()
         };
         assert_eq!(
-            gate.update(waiters),
+            update(waiters).as_deref(),
             Some("6 sessions waiting for locks on the table > 5")
         );
         let old = Health {
             oldest_transaction: Duration::from_secs(301),
             ..Health::default()
         };
-        assert_eq!(gate.update(old), Some("a transaction open for 301s > 5m"));
-        assert_eq!(gate.update(Health::default()), None);
+        assert_eq!(
+            update(old).as_deref(),
+            Some("a transaction open for 301s > 5m")
+        );
+        assert_eq!(update(Health::default()), None);
     }
 }

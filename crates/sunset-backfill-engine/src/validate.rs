@@ -63,8 +63,26 @@ pub struct Validation {
 
 impl Validation {
     pub fn passed(&self) -> bool {
-        self.mismatched == 0 && self.untyped == 0 && self.missing == 0 && self.differing == 0
+        self.failures() == 0
     }
+
+    /// Rows found wrong: mismatched, untyped, missing or differing.
+    pub fn failures(&self) -> i64 {
+        self.mismatched + self.untyped + self.missing + self.differing
+    }
+}
+
+/// Records the verdict on the run's row (a run never started has none: nothing to record), so a
+/// run's metrics and dashboards show the last validation beside its progress.
+pub async fn record(client: &Client, run: &str, validation: &Validation) -> Result<(), Error> {
+    client
+        .execute(
+            "UPDATE sunset.backfill_runs SET validated_at = now(), validation_failures = $2 WHERE run = $1",
+            &[&run, &validation.failures()],
+        )
+        .await
+        .map_err(Error::db("recording the validation on the run"))?;
+    Ok(())
 }
 
 /// In place: per-type counts against the legacy column and no row left without a type. Copy:

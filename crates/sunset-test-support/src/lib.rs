@@ -5,6 +5,7 @@
 
 pub mod emulator_log;
 pub mod harness;
+pub mod prometheus;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

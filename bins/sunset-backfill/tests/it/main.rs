@@ -4,4 +4,5 @@
 
 mod cli;
 mod copy;
+mod dashboard;
 mod support;

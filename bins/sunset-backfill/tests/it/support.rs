@@ -9,6 +9,45 @@ use sunset_test_support::service_env;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sunset-backfill");
 
+/// Accounts with sparse ids (multiples of 7), some already typed right, some typed wrong, some
+/// soft-deleted (out of scope), and a trigger that counts every update of `type` per row.
+pub(crate) const ACCOUNTS: &str = "
+CREATE TABLE accounts (id bigint PRIMARY KEY, legacy_kind text, type text, deleted_at timestamptz);
+INSERT INTO accounts
+SELECT g * 7, (ARRAY['personal', 'business', 'partner'])[1 + g % 3],
+       CASE WHEN g % 10 = 0 THEN (ARRAY['PersonalAccount', 'BusinessAccount', 'PartnerAccount'])[1 + g % 3]
+            WHEN g % 13 = 0 THEN 'LegacyAccount' END,
+       CASE WHEN g % 50 = 0 THEN now() END
+FROM generate_series(1, ROWS) g;
+CREATE TABLE type_updates (id bigint PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION count_type_updates() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO type_updates VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = type_updates.n + 1;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER count_type_updates AFTER UPDATE OF type ON accounts FOR EACH ROW EXECUTE FUNCTION count_type_updates();
+CREATE TABLE snapshot AS SELECT id, type FROM accounts;
+";
+
+/// The plan most tests run: it replaces the rows typed wrong (`overwrite: true`), which
+/// `rows_typed_otherwise_are_counted_by_preflight_and_kept_unless_overwrite` compares with the
+/// default.
+pub(crate) fn accounts_plan(extra: &str) -> String {
+    format!(
+        "backfill: accounts-sti
+table: public.accounts
+key: id
+discriminator: type
+from: legacy_kind
+map: {{ personal: PersonalAccount, business: BusinessAccount, partner: PartnerAccount }}
+unmapped: fail
+where: \"deleted_at IS NULL\"
+coverage: trigger
+overwrite: true
+{extra}"
+    )
+}
+
 /// The shared test database, with the plans a test writes and the binary run against it.
 pub(crate) struct Db {
     db: sunset_test_support::harness::Db,

@@ -10,7 +10,11 @@ use sunset_archive_engine::{
     ArchiveRef, CreateRequest, CreateStats, Destination, Error, RestoreRequest, S3Options,
 };
 use sunset_cli::progress::{Display, Meter, Progress, Sample, Unit};
-use sunset_cli::{DatabaseArgs, Exit, GlobalArgs, Shutdown, StateDirArgs, emit, parse};
+use sunset_cli::{
+    DatabaseArgs, Exit, Failure, GlobalArgs, MetricsArgs, Shutdown, StateDirArgs, emit, parse,
+};
+
+pub mod metrics;
 
 const EXAMPLES: &str = "Examples:
   sunset-archive create --dest s3://legacy-archive/metrics --name 2026-11 \\
@@ -52,6 +56,8 @@ pub enum Command {
         /// Also decompress, re-hash every entry and recount every table's rows.
         #[arg(long)]
         deep: bool,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// List the complete archives in a destination.
     List {
@@ -74,6 +80,8 @@ pub enum Command {
         /// Keep setuid, setgid and sticky bits; without it an archive holding them is refused.
         #[arg(long)]
         preserve_special_bits: bool,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Abort uploads under DEST that were started before --older-than and never completed.
     Cleanup {
@@ -134,6 +142,8 @@ pub struct CreateArgs {
     /// Abort an interrupted upload of this archive and start afresh.
     #[arg(long)]
     restart: bool,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn parse_query(text: &str) -> Result<(String, String), String> {
@@ -166,9 +176,14 @@ pub async fn run(args: Args, stop: Shutdown) -> Exit {
 async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
     match &args.command {
         Command::Create(create) => run_create(args, create, stop).await,
-        Command::Verify { archive, deep } => {
+        Command::Verify {
+            archive,
+            deep,
+            metrics,
+        } => {
             let archive = ArchiveRef::parse(archive)?;
             let read = Arc::new(AtomicU64::new(0));
+            let _metrics = serve_read_metrics(metrics, "verify", &archive, &read).await?;
             let display = show_read(&read, args.global.json);
             let report = sunset_archive_engine::verify(&archive, *deep, read).await;
             display.stop();
@@ -230,6 +245,7 @@ async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
             into_schema,
             same_owner,
             preserve_special_bits,
+            metrics,
         } => {
             let request = RestoreRequest {
                 archive: ArchiveRef::parse(archive)?,
@@ -240,6 +256,7 @@ async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
                 preserve_special_bits: *preserve_special_bits,
             };
             let read = Arc::new(AtomicU64::new(0));
+            let _metrics = serve_read_metrics(metrics, "restore", &request.archive, &read).await?;
             let display = show_read(&read, args.global.json);
             let report = sunset_archive_engine::restore(&request, read).await;
             display.stop();
@@ -330,6 +347,13 @@ async fn run_create(args: &Args, create: &CreateArgs, stop: Shutdown) -> anyhow:
         restart: create.restart,
     };
     let stats = Arc::new(CreateStats::default());
+    let _metrics = {
+        let (archive, stats) = (request.archive.to_string(), Arc::clone(&stats));
+        create
+            .metrics
+            .serve(move || metrics::render_create(&archive, &stats))
+            .await?
+    };
     let display = show_create(&stats, args.global.json);
     let created = sunset_archive_engine::create(&request, Arc::clone(&stats), stop).await;
     display.stop();
@@ -414,6 +438,18 @@ fn show_create(stats: &Arc<CreateStats>, json: bool) -> Display {
             }),
         }
     })
+}
+
+/// `verify`'s and `restore`'s metrics on `--metrics-addr`, if given, while the handle lives.
+async fn serve_read_metrics(
+    args: &MetricsArgs,
+    command: &'static str,
+    archive: &ArchiveRef,
+    read: &Arc<AtomicU64>,
+) -> Result<Option<sunset_cli::metrics::Endpoint>, Failure> {
+    let (archive, read) = (archive.to_string(), Arc::clone(read));
+    args.serve(move || metrics::render_read(command, &archive, &read))
+        .await
 }
 
 /// Bytes of the archive read (verify, restore); their total is not known up front.

@@ -2,11 +2,16 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sunset_cli::{Exit, Failure, GlobalArgs, Shutdown, StateDirArgs, emit, parse};
-use sunset_teardown_engine::{ApplyOutcome, Error, Event, Options, Teardown, Ui, target_list};
+use sunset_cli::{Exit, Failure, GlobalArgs, MetricsArgs, Shutdown, StateDirArgs, emit, parse};
+use sunset_teardown_engine::{
+    ApplyOutcome, CallTally, Error, Event, Options, Teardown, Ui, target_list,
+};
+
+pub mod metrics;
 
 const EXAMPLES: &str = "Examples:
   sunset-teardown plan sequences/legacy-metrics/decommission.yaml        # resolve and pin targets; changes nothing
@@ -71,6 +76,8 @@ pub enum Command {
         /// resumed run otherwise refuses to repeat (repeatable). Check what they did first.
         #[arg(long, value_name = "STEP")]
         rerun: Vec<String>,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Each step's state and timestamps, from the checkpoint (no AWS call).
     Status {
@@ -81,6 +88,8 @@ pub enum Command {
     Rollback {
         /// The decommission sequence (YAML).
         sequence: PathBuf,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
 }
 
@@ -150,8 +159,9 @@ async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
             restart,
             max_wait,
             rerun,
+            ..
         } => (sequence, *restart, *max_wait, rerun.clone()),
-        Command::Status { sequence } | Command::Rollback { sequence } => {
+        Command::Status { sequence } | Command::Rollback { sequence, .. } => {
             (sequence, false, None, Vec::new())
         }
     };
@@ -163,6 +173,7 @@ async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
         max_wait,
         rerun,
         stop,
+        calls: Arc::new(CallTally::default()),
     };
     run_loaded(args, &teardown, &options, sequence)
         .await
@@ -198,10 +209,14 @@ async fn run_loaded(
             }
             Ok(Exit::Done)
         }
-        Command::Apply { .. } => match teardown.apply(options, &mut ui).await? {
-            ApplyOutcome::Done { .. } => Ok(Exit::Done),
-            ApplyOutcome::Waiting { .. } => Ok(Exit::Stopped),
-        },
+        Command::Apply { metrics, .. } => {
+            let (_endpoint, mut ui) =
+                serve_metrics(metrics, "apply", teardown, options, &mut ui).await?;
+            match teardown.apply(options, &mut ui).await? {
+                ApplyOutcome::Done { .. } => Ok(Exit::Done),
+                ApplyOutcome::Waiting { .. } => Ok(Exit::Stopped),
+            }
+        }
         Command::Status { .. } => {
             let state = teardown.status()?;
             if args.global.json {
@@ -268,7 +283,9 @@ async fn run_loaded(
             ));
             Ok(Exit::Done)
         }
-        Command::Rollback { .. } => {
+        Command::Rollback { metrics, .. } => {
+            let (_endpoint, mut ui) =
+                serve_metrics(metrics, "rollback", teardown, options, &mut ui).await?;
             let report = teardown.rollback(options, &mut ui).await?;
             if args.global.json {
                 emit(&serde_json::to_string_pretty(&report)?);
@@ -281,4 +298,25 @@ async fn run_loaded(
             Ok(Exit::Done)
         }
     }
+}
+
+/// The command's metrics on `--metrics-addr`, if given, and the display that counts its events.
+async fn serve_metrics<'a>(
+    args: &MetricsArgs,
+    command: &'static str,
+    teardown: &Teardown,
+    options: &Options,
+    ui: &'a mut dyn Ui,
+) -> Result<(Option<sunset_cli::metrics::Endpoint>, metrics::Counting<'a>), Failure> {
+    let progress = Arc::new(Mutex::new(metrics::Progress::default()));
+    let endpoint = {
+        let (run, steps) = (
+            teardown.run.clone(),
+            teardown.sequence.decommission_sequence.len(),
+        );
+        let (progress, calls) = (Arc::clone(&progress), Arc::clone(&options.calls));
+        args.serve(move || metrics::render(&run, command, steps, &progress, &calls))
+            .await?
+    };
+    Ok((endpoint, metrics::Counting { ui, progress }))
 }

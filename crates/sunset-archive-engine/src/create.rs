@@ -66,6 +66,8 @@ pub struct CreateStats {
     pub compressed: AtomicU64,
     /// Bytes the destination holds, counting parts kept from an interrupted run.
     pub uploaded: AtomicU64,
+    /// Parts the destination acknowledged in this run, and parts kept from an interrupted one.
+    pub parts_uploaded: AtomicU64,
     pub parts_reused: AtomicU64,
 }
 
@@ -267,6 +269,7 @@ pub async fn create(
         stats.read.store(0, Ordering::Relaxed);
         stats.compressed.store(0, Ordering::Relaxed);
         stats.uploaded.store(0, Ordering::Relaxed);
+        stats.parts_uploaded.store(0, Ordering::Relaxed);
         let upload = Upload {
             request,
             store: &store,
@@ -427,6 +430,7 @@ impl Upload<'_> {
                         Ok((number, stored, sha256)) => {
                             let stored: StoredPart = stored;
                             self.stats.uploaded.fetch_add(stored.size, Ordering::Relaxed);
+                            self.stats.parts_uploaded.fetch_add(1, Ordering::Relaxed);
                             state.parts.insert(number, AckedPart { size: stored.size, etag: stored.etag, sha256 });
                             self.checkpoints.save(self.fingerprint, &state)?;
                         }

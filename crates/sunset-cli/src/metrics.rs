@@ -16,7 +16,7 @@ use crate::run::Failure;
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics on this address while the command runs (for example
-    /// 127.0.0.1:9187); the dashboards and alert rules under `dashboards/` read them.
+    /// 127.0.0.1:9187).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 }

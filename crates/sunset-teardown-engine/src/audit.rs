@@ -45,11 +45,46 @@ struct Scope {
 /// Calls counted per action and operation, for `bench` and the end-of-run summary.
 pub type CallCounts = BTreeMap<(String, String), u64>;
 
+/// One kind of call, as the metrics count it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CallKind {
+    pub service: String,
+    pub operation: String,
+    pub mutating: bool,
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Every call of a command by kind, shared with the binary's metrics while the command runs.
+#[derive(Debug, Default)]
+pub struct CallTally {
+    calls: Mutex<BTreeMap<CallKind, u64>>,
+}
+
+impl CallTally {
+    pub fn snapshot(&self) -> BTreeMap<CallKind, u64> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn add(&self, kind: CallKind) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+}
+
 pub struct AuditLog {
     path: PathBuf,
     /// Environment values of the sequence (tokens in URLs, passwords in connection strings)
     /// are written as their `${NAME}`.
     redactor: Redactor,
+    tally: std::sync::Arc<CallTally>,
     inner: Mutex<Inner>,
 }
 
@@ -60,8 +95,14 @@ struct Inner {
 }
 
 impl AuditLog {
-    /// Opens (appending) the audit log at `path`, readable by its owner only.
-    pub fn open(path: &Path, command: &str, redactor: Redactor) -> Result<AuditLog, Error> {
+    /// Opens (appending) the audit log at `path`, readable by its owner only; every call is
+    /// also counted in `tally`.
+    pub fn open(
+        path: &Path,
+        command: &str,
+        redactor: Redactor,
+        tally: std::sync::Arc<CallTally>,
+    ) -> Result<AuditLog, Error> {
         if let Some(dir) = path.parent() {
             sunset_checkpoint::create_private_dir(dir)
                 .map_err(Error::io("create audit directory", dir))?;
@@ -75,6 +116,7 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_owned(),
             redactor,
+            tally,
             inner: Mutex::new(Inner {
                 file,
                 scope: Scope {
@@ -124,6 +166,12 @@ impl AuditLog {
             record.operation.clone(),
         );
         *inner.counts.entry(key).or_default() += 1;
+        self.tally.add(CallKind {
+            service: record.service.clone(),
+            operation: record.operation.clone(),
+            mutating,
+            result: record.result.clone(),
+        });
         let mut line = serde_json::to_vec(&record).expect("an audit record serializes");
         line.push(b'\n');
         let path = self.path.clone();

@@ -53,6 +53,8 @@ pub struct Options {
     /// Steps whose interrupted `command`, `sql` or `http` actions may be sent again.
     pub rerun: Vec<String>,
     pub stop: Shutdown,
+    /// Where the command's calls are counted (the binary serves them as metrics).
+    pub calls: Arc<crate::audit::CallTally>,
 }
 
 /// What the binary shows or asks on the runner's behalf.
@@ -280,6 +282,7 @@ impl Teardown {
             &self.paths().audit_log,
             command,
             self.redactor.clone(),
+            Arc::clone(&options.calls),
         )?);
         let cloud =
             Cloud::connect(self.sequence.region.as_ref().map(|r| r.as_str()), audit).await?;

@@ -14,6 +14,7 @@ use sunset_test_support::harness::{code, text};
 use sunset_test_support::{aws_config, connect, fresh_database, service_env, unique_name};
 
 mod attacks;
+mod metrics;
 mod races;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sunset-archive");

@@ -38,6 +38,53 @@ impl Prometheus {
     pub(crate) fn stop(&self) {
         process::terminate(self.pid, Duration::from_secs(10));
     }
+
+    /// Scrapes `addr` every second from now until the guard drops.
+    pub(crate) fn scrape(&self, name: &str, addr: &str) -> Result<ScrapeTarget> {
+        let file = self.targets.join(format!("{name}.json"));
+        let partial = self.targets.join(format!(".{name}.partial"));
+        let body = serde_json::json!([{ "targets": [addr], "labels": { "demo": name } }]);
+        std::fs::write(&partial, body.to_string())
+            .and_then(|()| std::fs::rename(&partial, &file))
+            .with_context(|| format!("writing {}", file.display()))?;
+        Ok(ScrapeTarget { file })
+    }
+
+    pub(crate) fn client(&self) -> sunset_promql::Client {
+        sunset_promql::Client::new(&self.url()).expect("our own URL is a Prometheus URL")
+    }
+}
+
+/// A scrape target file; removed (so Prometheus stops scraping) when dropped.
+pub(crate) struct ScrapeTarget {
+    file: PathBuf,
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// The queries of a dashboard panel under `dashboards/`, by its title.
+pub(crate) fn panel_queries(dashboard: &str, title: &str) -> Result<Vec<String>> {
+    let path = workspace_root().join("dashboards").join(dashboard);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let panel = json["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|panel| panel["title"] == title)
+        .with_context(|| format!("{} has no panel `{title}`", path.display()))?;
+    Ok(panel["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|target| target["expr"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// The server binary, installed on first use.

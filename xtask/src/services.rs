@@ -457,6 +457,14 @@ pub(crate) fn aws_endpoint() -> Result<String> {
     lookup(&current_env()?, "AWS_ENDPOINT_URL").context("the AWS emulator is not running")
 }
 
+/// The running Prometheus.
+pub(crate) fn prometheus() -> Result<Prometheus> {
+    load_state()
+        .prometheus
+        .filter(Prometheus::is_running)
+        .context("Prometheus is not running: `cargo xtask services up`")
+}
+
 /// The `DATABASE_URL` the services provide (ours or the external one).
 pub(crate) fn database_url() -> Result<String> {
     lookup(&current_env()?, "DATABASE_URL")

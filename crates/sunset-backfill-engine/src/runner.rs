@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::queries::largest_key;
 use crate::statements::{self, KeyText, Lower};
 use crate::stats::{RecordedValidation, Stats};
-use crate::throttle::{self, BatchController, Health, HealthGate, Wait};
+use crate::throttle::{self, BatchController, Health, HealthGate, Pacer, Wait};
 use crate::{coverage, schema};
 
 /// The run-level checkpoint (the per-range progress lives in `sunset.backfill_ranges`).
@@ -136,6 +136,7 @@ pub async fn run(
         control_tx,
     ));
     let backfill = Arc::new(backfill.clone());
+    let pacer = Arc::new(Pacer::new(&backfill.throttle));
     let mut workers = Vec::new();
     for number in 0..options.workers.max(1) {
         let worker = Worker {
@@ -143,6 +144,7 @@ pub async fn run(
             backfill: backfill.clone(),
             stats: stats.clone(),
             control: control_rx.clone(),
+            pacer: pacer.clone(),
             shutdown: worker_shutdown.clone(),
             statements: std::collections::HashMap::new(),
         };
@@ -584,6 +586,7 @@ struct Worker {
     backfill: Arc<Backfill>,
     stats: Arc<Stats>,
     control: watch::Receiver<Control>,
+    pacer: Arc<Pacer>,
     shutdown: Shutdown,
     /// Prepared statements of this worker's connection, by SQL text.
     statements: std::collections::HashMap<String, tokio_postgres::Statement>,
@@ -687,7 +690,8 @@ impl Worker {
     }
 
     /// Works through one leased range until it is done, the lease is lost (`None`), or the
-    /// worker must stop (`Some`). Up to [`PIPELINE_DEPTH`] batch statements are in flight: each
+    /// worker must stop (`Some`). Up to [`PIPELINE_DEPTH`] batch statements are in flight (one
+    /// when the plan sets a pace, which rests after each batch): each
     /// continues from the progress the one before it committed, so the server never waits for
     /// the client between batches. Any statement may fail on its own (retryable errors shrink the
     /// batch and back off); the next continues from the last committed progress.
@@ -700,10 +704,16 @@ impl Worker {
         let mut in_flight = FuturesOrdered::new();
         let mut attempt = 0;
         let mut last_result = Instant::now();
+        // A paced run sends one statement at a time, so each batch's duration is its own.
+        let depth = if self.pacer.is_active() {
+            1
+        } else {
+            PIPELINE_DEPTH
+        };
         let outcome = loop {
             // Only a statement that reads its start from the range row may follow another.
             let may_send = in_flight.is_empty() || lease.lower.is_some();
-            if may_send && in_flight.len() < PIPELINE_DEPTH && self.allowed_now() {
+            if may_send && in_flight.len() < depth && self.allowed_now() {
                 let size = controller.size();
                 let lower = if lease.lower.is_some() {
                     Lower::Lease
@@ -786,6 +796,15 @@ impl Worker {
             controller.observe(seen, took);
             if let Some(last) = row.get::<_, Option<serde_json::Value>>(4) {
                 lease.lower = serde_json::from_value(last).ok();
+            }
+            // The plan's pace: rest before sending more, after a range's last batch too.
+            let rest = self.pacer.rest_after(seen, took, Instant::now());
+            if !rest.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(rest) => {}
+                    () = self.shutdown.requested() => {}
+                }
+                last_result = Instant::now();
             }
             if seen < size {
                 break Ok(None);

@@ -47,6 +47,51 @@ impl BatchController {
     }
 }
 
+/// The pace a plan asks for (`max_rows_per_second`, `duty_cycle`): how long a worker rests
+/// after each batch. Shared by the workers of one process, so the rate cap holds for all of them
+/// together: each batch books its rows' share of time on one clock.
+#[derive(Debug)]
+pub struct Pacer {
+    max_rows_per_second: Option<u64>,
+    duty_cycle: Option<f64>,
+    /// When the rows booked so far may all have been written at the capped rate.
+    booked_until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Pacer {
+    pub fn new(limits: &ThrottleFile) -> Pacer {
+        Pacer {
+            max_rows_per_second: limits.max_rows_per_second,
+            duty_cycle: limits.duty_cycle.map(|duty| duty.0),
+            booked_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the plan asks for any pace at all.
+    pub fn is_active(&self) -> bool {
+        self.max_rows_per_second.is_some() || self.duty_cycle.is_some_and(|duty| duty < 1.0)
+    }
+
+    /// The rest owed after a batch of `rows` that took `took`, at `now`.
+    pub fn rest_after(&self, rows: u64, took: Duration, now: std::time::Instant) -> Duration {
+        let duty = self
+            .duty_cycle
+            .filter(|duty| *duty < 1.0)
+            .map_or(Duration::ZERO, |duty| took.mul_f64(1.0 / duty - 1.0));
+        let rate = self.max_rows_per_second.map_or(Duration::ZERO, |cap| {
+            let mut booked = self
+                .booked_until
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let from = booked.map_or(now, |until| until.max(now));
+            let until = from + Duration::from_secs_f64(rows as f64 / cap as f64);
+            *booked = Some(until);
+            until.saturating_duration_since(now)
+        });
+        duty.max(rate)
+    }
+}
+
 /// Whether an error with this SQLSTATE is worth retrying with a smaller batch: serialization
 /// failure, deadlock, lock timeout (lock_not_available), statement timeout (query_canceled).
 pub fn is_retryable(sqlstate: &str) -> bool {
@@ -213,6 +258,28 @@ mod tests {
             c.shrink();
         }
         assert_eq!(c.size(), 10, "bounded by min_size");
+    }
+
+    #[test]
+    fn the_pacer_caps_the_rate_of_all_workers_together_and_keeps_the_duty_cycle() {
+        let start = std::time::Instant::now();
+        let capped = Pacer::new(&ThrottleFile {
+            max_rows_per_second: Some(1000),
+            ..ThrottleFile::default()
+        });
+        let ms = Duration::from_millis;
+        assert_eq!(capped.rest_after(500, ms(10), start), ms(500));
+        // A second worker's batch, finished at the same moment, waits for the first one's share.
+        assert_eq!(capped.rest_after(500, ms(10), start), ms(1000));
+        // Once the booked time has passed, a batch owes only its own share.
+        assert_eq!(capped.rest_after(100, ms(10), start + ms(5000)), ms(100));
+        let half = Pacer::new(&ThrottleFile {
+            duty_cycle: Some(sunset_plan::format::Fraction(0.5)),
+            ..ThrottleFile::default()
+        });
+        assert_eq!(half.rest_after(1000, ms(80), start), ms(80));
+        let unpaced = Pacer::new(&ThrottleFile::default());
+        assert_eq!(unpaced.rest_after(1_000_000, ms(80), start), Duration::ZERO);
     }
 
     #[test]

@@ -66,10 +66,14 @@ enum Mode {
     Bars {
         _multi: MultiProgress,
         bars: Vec<ProgressBar>,
+        /// Whether a sample was shown: the first one may start far from zero (a resumed run),
+        /// which is not a rate.
+        started: bool,
     },
     Lines {
         last: Instant,
-        previous: Vec<u64>,
+        /// The values of the last line, or of the first sample (the baseline of the first rate).
+        previous: Option<Vec<u64>>,
     },
     Events {
         last: Option<Instant>,
@@ -95,11 +99,12 @@ impl Progress {
             Mode::Bars {
                 _multi: multi,
                 bars,
+                started: false,
             }
         } else {
             Mode::Lines {
                 last: Instant::now(),
-                previous: vec![0; meters.len()],
+                previous: None,
             }
         };
         Progress { meters, mode }
@@ -108,24 +113,33 @@ impl Progress {
     /// Shows `sample` as the mode wants; cheap to call often (lines and events are throttled).
     pub fn show(&mut self, sample: Sample) {
         match &mut self.mode {
-            Mode::Bars { bars, .. } => {
+            Mode::Bars { bars, started, .. } => {
                 let note = sample.note.unwrap_or_default();
                 for (bar, value) in bars.iter().zip(&sample.values) {
                     // Compressed and uploaded bytes stay below the input's total: their bars
                     // grow past it only when the estimate was low.
                     bar.set_length(sample.total.max(*value));
                     bar.set_position(*value);
+                    if !*started {
+                        bar.reset_eta();
+                    }
                     bar.set_message(note.clone());
                 }
+                *started = true;
             }
             Mode::Lines { last, previous } => {
+                let Some(before) = previous else {
+                    *previous = Some(sample.values);
+                    *last = Instant::now();
+                    return;
+                };
                 if last.elapsed() < LINE_EVERY {
                     return;
                 }
                 let seconds = last.elapsed().as_secs_f64();
                 *last = Instant::now();
-                report_error(&line(&self.meters, &sample, previous, seconds));
-                previous.clone_from(&sample.values);
+                report_error(&line(&self.meters, &sample, before, seconds));
+                before.clone_from(&sample.values);
             }
             Mode::Events { last } => {
                 if last.is_some_and(|at| at.elapsed() < EVENT_EVERY) {

@@ -221,7 +221,23 @@ pub struct ThrottleFile {
     pub max_transaction_age: DurationValue,
     /// Pause while more sessions than this wait for a lock on the table.
     pub max_lock_waiters: u32,
+    /// A pace the DBA chooses: at most this many rows per second, shared by the workers of one
+    /// process (each process of a `--join`ed run keeps its own pace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rows_per_second: Option<u64>,
+    /// The fraction of wall time a worker spends in batches: 0.5 rests as long as each batch
+    /// took, leaving the server idle half the time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duty_cycle: Option<Fraction>,
 }
+
+/// A number between 0 and 1 (checked by validation), such as a duty cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Fraction(pub f64);
+
+// Validation refuses NaN, so equality is reflexive for every fraction a plan holds.
+impl Eq for Fraction {}
 
 impl Default for ThrottleFile {
     fn default() -> Self {
@@ -232,6 +248,8 @@ impl Default for ThrottleFile {
             max_replication_lag: seconds(10),
             max_transaction_age: seconds(300),
             max_lock_waiters: 5,
+            max_rows_per_second: None,
+            duty_cycle: None,
         }
     }
 }

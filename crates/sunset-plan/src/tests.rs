@@ -324,6 +324,21 @@ batch: { size: 5, min_size: 10 }
             plan.yaml:2:1: missing field `sources`: copy mode needs at least one legacy table
             plan.yaml:7:16: batch.size: expected a size between `min_size` (10) and `max_size` (50000), found 5"#]],
     );
+    // A pace of zero rows and a duty cycle that is not a fraction.
+    check(
+        r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+throttle: { max_rows_per_second: 0, duty_cycle: 1.5 }
+"#,
+        expect![[r#"
+            plan.yaml:8:34: throttle.max_rows_per_second: expected a rate of at least 1 row per second (leave it out for no cap)
+            plan.yaml:8:49: throttle.duty_cycle: expected a fraction above 0 and at most 1 (0.5: batches half the time), found 1.5"#]],
+    );
     // A mode that does not exist.
     check(
         r#"

@@ -172,6 +172,23 @@ pub(crate) fn backfill_plan(
             "expected a target duration above zero",
         );
     }
+    if plan.throttle.max_rows_per_second == Some(0) {
+        checker.error(
+            &[key("throttle"), key("max_rows_per_second")],
+            "expected a rate of at least 1 row per second (leave it out for no cap)",
+        );
+    }
+    if let Some(duty) = plan.throttle.duty_cycle
+        && !(duty.0 > 0.0 && duty.0 <= 1.0)
+    {
+        checker.error(
+            &[key("throttle"), key("duty_cycle")],
+            format!(
+                "expected a fraction above 0 and at most 1 (0.5: batches half the time), found {}",
+                duty.0
+            ),
+        );
+    }
     checker.finish()
 }
 

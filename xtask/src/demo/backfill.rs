@@ -1,5 +1,6 @@
-//! Stages 2 and 3: a 200k-row STI backfill with `sunset-backfill` (interrupted, resumed,
-//! validated, finished), then a second runner refused by the run locks.
+//! Stages 2 and 3: a 200k-row STI backfill with `sunset-backfill` (scraped by Prometheus and
+//! asked the dashboard's questions, interrupted, resumed, validated, finished), then a second
+//! runner refused by the run locks.
 
 use std::process::Command;
 use std::time::Duration;
@@ -25,10 +26,12 @@ map: { personal: PersonalAccount, business: BusinessAccount, partner: PartnerAcc
 unmapped: fail
 coverage: trigger
 batch: { size: 500, max_size: 2000, target_duration: 100ms }
-throttle: { lock_timeout: 2s, statement_timeout: 30s, max_replication_lag: 10s }
+# Paced, as on a live database: 200k rows take about 13 seconds, long enough to watch.
+throttle: { lock_timeout: 2s, statement_timeout: 30s, max_replication_lag: 10s, max_rows_per_second: 15000 }
 ";
 
-/// Runs the real binary: preflight, a run interrupted with SIGINT at 40% (exit 3), the same
+/// Runs the real binary: preflight, a run scraped by Prometheus and interrupted with SIGINT
+/// past 40% (exit 3), the same
 /// command again (resumes), `validate`, then `finish` (NOT NULL without a long lock).
 pub(super) async fn backfill_stage(url: &str) -> Result<()> {
     let binary = crate::build_binary("sunset-backfill", false)?;
@@ -42,21 +45,40 @@ pub(super) async fn backfill_stage(url: &str) -> Result<()> {
         command.args(args).env("DATABASE_URL", url);
         command
     };
+    // Scraped by the services' Prometheus, as a DBA's would (the target is known before the run
+    // starts, so discovery has picked it up); interrupted once it is past 40% and Prometheus has
+    // answered the dashboard's own rows/s and ETA queries.
+    let prometheus = crate::services::prometheus()?;
+    let metrics_addr = format!("127.0.0.1:{}", crate::process::free_port()?);
+    let _scraped = prometheus.scrape("demo-backfill", &metrics_addr)?;
     say!("$ sunset-backfill preflight {plan}");
     ensure!(
         backfill(&["preflight", &plan]).status()?.success(),
         "preflight failed"
     );
 
-    say!("$ sunset-backfill run {plan} --workers 2   (interrupted with Ctrl-C at 40%)");
-    let mut run = backfill(&["run", &plan, "--workers", "2"])
-        .spawn()
-        .context("starting sunset-backfill")?;
+    say!(
+        "$ sunset-backfill run {plan} --workers 2 --metrics-addr {metrics_addr}   (interrupted with Ctrl-C past 40%)"
+    );
+    let mut run = backfill(&[
+        "run",
+        &plan,
+        "--workers",
+        "2",
+        "--metrics-addr",
+        &metrics_addr,
+    ])
+    .spawn()
+    .context("starting sunset-backfill")?;
     let client = connect(url).await?;
+    let mut answered = false;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Some(exit) = run.try_wait()? {
             anyhow::bail!("the run ended before it could be interrupted ({exit})");
+        }
+        if !answered {
+            answered = ask_prometheus(&prometheus)?;
         }
         let progress = client
             .query_opt(
@@ -68,7 +90,7 @@ pub(super) async fn backfill_stage(url: &str) -> Result<()> {
             .ok()
             .flatten()
             .and_then(|row| row.get::<_, Option<f64>>(0));
-        if progress.is_some_and(|p| p >= 0.4) {
+        if answered && progress.is_some_and(|p| p >= 0.4) {
             break;
         }
     }
@@ -108,6 +130,48 @@ pub(super) async fn backfill_stage(url: &str) -> Result<()> {
         row.get::<_, i64>(0)
     );
     Ok(())
+}
+
+/// Asks the live Prometheus the dashboard's rows/s and ETA questions about the demo run; prints
+/// the answers once both have one (false until then: too few scrapes for a rate yet).
+fn ask_prometheus(prometheus: &crate::prometheus::Prometheus) -> Result<bool> {
+    let dashboard = "sunset-backfill.json";
+    let as_sent = |expr: &str| {
+        expr.replace("$run", "accounts-sti")
+            .replace("$__rate_interval", "5s")
+    };
+    let rate = as_sent(&crate::prometheus::panel_queries(dashboard, "Rows per second")?[0]);
+    let eta = as_sent(&crate::prometheus::panel_queries(dashboard, "ETA")?[0]);
+    let client = prometheus.client();
+    let first = |expr: &str| {
+        client
+            .query(expr)
+            .map(|series| series.first().map(|sample| sample.value))
+            .with_context(|| format!("asking Prometheus `{expr}`"))
+    };
+    let (Some(rows_per_second), Some(eta_seconds)) = (first(&rate)?, first(&eta)?) else {
+        return Ok(false);
+    };
+    if !(rows_per_second > 0.0 && eta_seconds.is_finite()) {
+        return Ok(false);
+    }
+    say!(
+        "dashboard for Grafana: {} (import it; alert rules beside it)",
+        workspace_root()
+            .join("dashboards")
+            .join(dashboard)
+            .display()
+    );
+    say!(
+        "Prometheus at {} answers the dashboard's queries:
+  {rate}
+    = {:.0} rows/s
+  {eta}
+    = {eta_seconds:.1} s left",
+        prometheus.url(),
+        rows_per_second
+    );
+    Ok(true)
 }
 
 pub(super) async fn second_runner_refused(url: &str) -> Result<()> {

@@ -40,7 +40,7 @@ pub(crate) fn run() -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let demo_url = recreate_demo_database(&admin_url).await?;
-        say!("stage 2: sunset-backfill over {DEMO_ROWS} legacy accounts, interrupted at 40% and resumed");
+        say!("stage 2: sunset-backfill over {DEMO_ROWS} legacy accounts, scraped by Prometheus, interrupted past 40% and resumed");
         backfill_stage(&demo_url).await?;
         say!("stage 3: one runner per run");
         second_runner_refused(&demo_url).await?;

@@ -63,10 +63,7 @@ fn create_serves_bytes_and_parts_to_prometheus_while_it_works() {
     let status = running.wait().unwrap();
     assert!(status.success(), "{}", running.stderr_text());
 
-    let value = |expr: &str| -> f64 {
-        let series = prometheus.wait_for(expr, Duration::from_secs(10));
-        series[0]["value"][1].as_str().unwrap().parse().unwrap()
-    };
+    let value = |expr: &str| prometheus.value(expr, Duration::from_secs(10));
     let parts = value(&format!(
         "max_over_time(sunset_archive_parts_uploaded_total{selector}[10m])"
     ));

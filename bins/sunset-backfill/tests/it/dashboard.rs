@@ -186,10 +186,7 @@ fn every_panel_of_the_dashboard_finds_its_series_in_a_real_run_scraped_by_promet
     );
 
     // The values PostgreSQL can vouch for.
-    let value = |expr: &str| -> f64 {
-        let series = prometheus.wait_for(expr, Duration::from_secs(10));
-        series[0]["value"][1].as_str().unwrap().parse().unwrap()
-    };
+    let value = |expr: &str| prometheus.value(expr, Duration::from_secs(10));
     let in_scope = db.int("SELECT count(*) FROM accounts WHERE deleted_at IS NULL");
     assert_eq!(
         value(&format!("sunset_backfill_rows_total{selector}")),

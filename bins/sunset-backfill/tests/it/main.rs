@@ -5,4 +5,5 @@
 mod cli;
 mod copy;
 mod dashboard;
+mod pace;
 mod support;

@@ -66,8 +66,7 @@ decommission_sequence:
             1.0,
         ),
     ] {
-        let series = prometheus.wait_for(&expr, Duration::from_secs(30));
-        let value: f64 = series[0]["value"][1].as_str().unwrap().parse().unwrap();
+        let value = prometheus.value(&expr, Duration::from_secs(30));
         assert_eq!(value, expected, "{expr}");
     }
     // The emulator received the one StopInstances the metric counts.

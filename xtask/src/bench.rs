@@ -114,7 +114,7 @@ pub(crate) async fn fresh_database(admin_url: &str) -> Result<String> {
 
 /// The same table for every contender, built fresh (no bloat or hint bits carried over), and the
 /// backfill's own state cleared.
-async fn reset(client: &Client, rows: u64) -> Result<()> {
+pub(crate) async fn reset(client: &Client, rows: u64) -> Result<()> {
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS accounts;

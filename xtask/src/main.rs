@@ -8,6 +8,7 @@
 mod bench;
 mod bench_archive;
 mod bench_drop_column;
+mod bench_load;
 mod bench_teardown;
 mod demo;
 mod moto;
@@ -68,6 +69,12 @@ enum BenchTarget {
         /// Rounds of every contender, interleaved; the report shows each one's median.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Instead: p50/p99 latency of pgbench at a fixed rate alone and during each run.
+        #[arg(long)]
+        under_load: bool,
+        /// The fixed rate of pgbench with --under-load (transactions per second).
+        #[arg(long, default_value_t = 300)]
+        tps: u32,
     },
     /// sunset-archive vs `tar | pigz` and `tar -czf` (local) and `tar -czf - | aws s3 cp -` (S3) on 1 GiB.
     Archive,
@@ -79,7 +86,8 @@ enum BenchTarget {
 
 #[derive(Subcommand)]
 enum ServicesAction {
-    /// Start PostgreSQL and the AWS emulator (idempotent: running services are reused).
+    /// Start PostgreSQL (15 and 18), the AWS emulator and Prometheus (idempotent: running services
+    /// are reused).
     Up,
     /// Stop what `up` started (a server from an external DATABASE_URL is never touched).
     Down,
@@ -104,8 +112,19 @@ fn main() -> ExitCode {
         } => test::run(no_lint, &cargo_test_args),
         Task::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Task::Bench {
-            what: BenchTarget::Backfill { rows, rounds },
-        } => bench::backfill(rows, rounds).map(|()| ExitCode::SUCCESS),
+            what:
+                BenchTarget::Backfill {
+                    rows,
+                    rounds,
+                    under_load,
+                    tps,
+                },
+        } => if under_load {
+            bench_load::under_load(rows, tps)
+        } else {
+            bench::backfill(rows, rounds)
+        }
+        .map(|()| ExitCode::SUCCESS),
         Task::Bench {
             what: BenchTarget::Archive,
         } => bench_archive::archive().map(|()| ExitCode::SUCCESS),

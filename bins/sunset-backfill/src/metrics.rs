@@ -109,6 +109,20 @@ pub fn render(run: &str, workers: usize, stats: &Stats) -> String {
         Kind::Gauge,
         f64::from(health.lock_waiters),
     );
+    out.single(
+        "sunset_backfill_active_sessions",
+        "Other sessions on the server running a query, as the throttle last read it.",
+        Kind::Gauge,
+        f64::from(health.active_sessions),
+    );
+    if let Some(latency) = health.probe_latency {
+        out.single(
+            "sunset_backfill_probe_latency_seconds",
+            "The throttle's probe (median of its last five runs), when the plan sets a probe limit.",
+            Kind::Gauge,
+            latency.as_secs_f64(),
+        );
+    }
     let journal = Stats::get(&stats.journal_rows);
     out.single(
         "sunset_backfill_journal_rows",
@@ -159,6 +173,7 @@ mod tests {
             .collect();
         expect_test::expect![[r#"
             {
+                "sunset_backfill_active_sessions",
                 "sunset_backfill_batch_duration_seconds",
                 "sunset_backfill_batch_size",
                 "sunset_backfill_batches_total",

@@ -8,6 +8,7 @@ pub mod catalog;
 mod connect;
 mod coverage;
 mod error;
+mod health;
 pub mod ops;
 pub mod preflight;
 mod queries;

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use crate::catalog::Backfill;
 use crate::connect::{apply_timeouts, connect};
 use crate::error::Error;
-use crate::runner::read_health;
+use crate::health::HealthReader;
 use crate::sql::ident;
 use crate::statements;
 use crate::stats::Stats;
@@ -107,6 +107,12 @@ pub async fn rollback(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let mut client = connect(url).await?;
+    // The run's health gate, probe included (measured before anything is written).
+    let mut gate = HealthGate::new(&backfill.throttle);
+    let mut reader = HealthReader::new(backfill);
+    if let Some(baseline) = reader.baseline(&client).await? {
+        gate.set_baseline(baseline);
+    }
     schema::ensure(&mut client).await?;
     let lock = PgRunLock::acquire(url, &backfill.run).await?;
     apply_timeouts(&client, backfill).await?;
@@ -156,10 +162,7 @@ pub async fn rollback(
         .await
         .map_err(Error::db("committing the start of the rollback"))?;
     // Each step replays one undo row: one batch of the original run, sized by its controller.
-    // The health gate of the run applies: replication lag, long transactions and lock waiters
-    // pause the replay as they pause a run.
-    let mut gate = HealthGate::new(&backfill.throttle);
-    let oids = backfill.touched_tables();
+    // The health gate of the run applies: every signal that pauses a run pauses the replay.
     let mut health_checked: Option<Instant> = None;
     let mut attempt = 0;
     loop {
@@ -172,7 +175,7 @@ pub async fn rollback(
         }
         if health_checked.is_none_or(|at| at.elapsed() >= HEALTH_INTERVAL) {
             health_checked = Some(Instant::now());
-            let health = read_health(&client, &oids).await;
+            let health = reader.read(&client).await;
             stats.set_health(health);
             let wait = gate.update(health).cloned();
             let waiting = wait.is_some();

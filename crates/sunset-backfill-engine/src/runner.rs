@@ -21,10 +21,11 @@ use tokio_postgres::Client;
 use crate::catalog::{Backfill, Walk};
 use crate::connect::{apply_timeouts, connect};
 use crate::error::Error;
+use crate::health::HealthReader;
 use crate::queries::largest_key;
 use crate::statements::{self, KeyText, Lower};
 use crate::stats::{RecordedValidation, Stats};
-use crate::throttle::{self, BatchController, Health, HealthGate, Pacer, Wait};
+use crate::throttle::{self, BatchController, HealthGate, Pacer, Wait};
 use crate::{coverage, schema};
 
 /// The run-level checkpoint (the per-range progress lives in `sunset.backfill_ranges`).
@@ -67,6 +68,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let mut client = connect(url).await?;
+    // Before anything is written: a probe that fails is bad input, and its latency now is
+    // what `max_probe_slowdown` compares with.
+    let mut health = HealthReader::new(backfill);
+    let baseline = health.baseline(&client).await?;
     schema::ensure(&mut client).await?;
     let lock = if options.join {
         None
@@ -129,9 +134,14 @@ pub async fn run(
         lock_lost.clone(),
     ));
     let (control_tx, control_rx) = watch::channel(Control::default());
+    let mut gate = HealthGate::new(&backfill.throttle);
+    if let Some(baseline) = baseline {
+        gate.set_baseline(baseline);
+    }
     let monitor = tokio::spawn(monitor(
         client,
         Arc::new(backfill.clone()),
+        (health, gate),
         stats.clone(),
         control_tx,
     ));
@@ -428,11 +438,10 @@ async fn install_coverage(client: &mut Client, backfill: &Backfill) -> Result<()
 async fn monitor(
     client: Client,
     backfill: Arc<Backfill>,
+    (mut reader, mut gate): (HealthReader, HealthGate),
     stats: Arc<Stats>,
     control: watch::Sender<Control>,
 ) {
-    let mut gate = HealthGate::new(&backfill.throttle);
-    let oids = backfill.touched_tables();
     let mut ledger_read: Option<std::time::Instant> = None;
     loop {
         let state: Option<String> = client
@@ -444,7 +453,7 @@ async fn monitor(
             .ok()
             .flatten()
             .map(|row| row.get(0));
-        let health = read_health(&client, &oids).await;
+        let health = reader.read(&client).await;
         stats.set_health(health);
         let health_wait = gate.update(health).cloned();
         let wait = match state.as_deref() {
@@ -540,32 +549,6 @@ async fn guard_lock(
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Replication lag, the oldest other transaction, and lock waiters on the tables the run touches.
-pub(crate) async fn read_health(client: &Client, table_oids: &[u32]) -> Health {
-    let row = client
-        .query_one(
-            "SELECT
-                COALESCE((SELECT EXTRACT(epoch FROM max(replay_lag)) FROM pg_stat_replication), 0)::float8,
-                COALESCE((SELECT EXTRACT(epoch FROM now() - min(xact_start)) FROM pg_stat_activity
-                          WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND datname = current_database()
-                            AND application_name <> current_setting('application_name') AND xact_start IS NOT NULL), 0)::float8,
-                (SELECT count(*) FROM pg_locks WHERE relation = ANY($1) AND NOT granted)::int4",
-            &[&table_oids],
-        )
-        .await;
-    match row {
-        Ok(row) => Health {
-            replication_lag: Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)),
-            oldest_transaction: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
-            lock_waiters: u32::try_from(row.get::<_, i32>(2)).unwrap_or_default(),
-        },
-        Err(error) => {
-            tracing::warn!(%error, "could not read health signals");
-            Health::default()
         }
     }
 }

@@ -114,6 +114,10 @@ pub struct Health {
     pub oldest_transaction: Duration,
     /// Sessions waiting for a lock on the table.
     pub lock_waiters: u32,
+    /// Other sessions running a query right now.
+    pub active_sessions: u32,
+    /// How long the plan's probe took (`None` when no probe limit is set or it failed).
+    pub probe_latency: Option<Duration>,
 }
 
 /// What a wait is for: the `reason` label of the throttle metric, one per signal.
@@ -123,14 +127,18 @@ pub enum WaitKind {
     ReplicationLag,
     TransactionAge,
     LockWaiters,
+    ActiveSessions,
+    ProbeLatency,
 }
 
 impl WaitKind {
-    pub const ALL: [WaitKind; 4] = [
+    pub const ALL: [WaitKind; 6] = [
         WaitKind::Paused,
         WaitKind::ReplicationLag,
         WaitKind::TransactionAge,
         WaitKind::LockWaiters,
+        WaitKind::ActiveSessions,
+        WaitKind::ProbeLatency,
     ];
 
     /// The metric label: stable, unlike the operator's sentence.
@@ -140,6 +148,8 @@ impl WaitKind {
             WaitKind::ReplicationLag => "replication_lag",
             WaitKind::TransactionAge => "transaction_age",
             WaitKind::LockWaiters => "lock_waiters",
+            WaitKind::ActiveSessions => "active_sessions",
+            WaitKind::ProbeLatency => "probe_latency",
         }
     }
 }
@@ -162,11 +172,13 @@ impl Wait {
 }
 
 /// Pauses when a signal exceeds its limit; resumes only once every signal is well below it
-/// (80% for durations, half for waiters).
+/// (80% for durations, active sessions and the probe, half for waiters).
 #[derive(Debug, Clone)]
 pub struct HealthGate {
     limits: ThrottleFile,
     paused: Option<Wait>,
+    /// The probe's latency before the run started, what `max_probe_slowdown` is relative to.
+    baseline: Option<Duration>,
 }
 
 impl HealthGate {
@@ -174,6 +186,27 @@ impl HealthGate {
         HealthGate {
             limits: limits.clone(),
             paused: None,
+            baseline: None,
+        }
+    }
+
+    /// The probe's latency measured before the first batch.
+    pub fn set_baseline(&mut self, baseline: Duration) {
+        self.baseline = Some(baseline);
+    }
+
+    /// The probe's limit now: the absolute one, or the baseline times the slowdown, whichever
+    /// is lower.
+    fn probe_limit(&self) -> Option<Duration> {
+        let absolute = self.limits.max_probe_latency.map(|limit| limit.0);
+        let relative = self
+            .limits
+            .max_probe_slowdown
+            .zip(self.baseline)
+            .map(|(factor, baseline)| baseline.mul_f64(factor.0));
+        match (absolute, relative) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
         }
     }
 
@@ -206,6 +239,31 @@ impl HealthGate {
                     health.lock_waiters, limits.max_lock_waiters
                 ),
             ))
+        } else if let Some(max) = limits.max_active_sessions
+            && health.active_sessions > max
+        {
+            Some((
+                WaitKind::ActiveSessions,
+                format!(
+                    "{} other sessions running queries > {max}",
+                    health.active_sessions
+                ),
+            ))
+        } else if let Some((latency, limit)) = health.probe_latency.zip(self.probe_limit())
+            && latency > limit
+        {
+            let baseline = self
+                .baseline
+                .map(|b| format!(", {:.1}ms before the run", b.as_secs_f64() * 1000.0))
+                .unwrap_or_default();
+            Some((
+                WaitKind::ProbeLatency,
+                format!(
+                    "the probe took {:.1}ms > {:.1}ms{baseline}",
+                    latency.as_secs_f64() * 1000.0,
+                    limit.as_secs_f64() * 1000.0
+                ),
+            ))
         } else {
             None
         }
@@ -214,7 +272,14 @@ impl HealthGate {
             < limits.max_replication_lag.0.as_secs_f64() * 0.8
             && health.oldest_transaction.as_secs_f64()
                 < limits.max_transaction_age.0.as_secs_f64() * 0.8
-            && health.lock_waiters <= limits.max_lock_waiters / 2;
+            && health.lock_waiters <= limits.max_lock_waiters / 2
+            && limits
+                .max_active_sessions
+                .is_none_or(|max| f64::from(health.active_sessions) <= f64::from(max) * 0.8)
+            && health
+                .probe_latency
+                .zip(self.probe_limit())
+                .is_none_or(|(latency, limit)| latency.as_secs_f64() < limit.as_secs_f64() * 0.8);
         match (over, self.paused.is_some()) {
             (Some(reason), _) => self.paused = Some(reason),
             (None, true) if well_below => self.paused = None,
@@ -274,12 +339,53 @@ mod tests {
         // Once the booked time has passed, a batch owes only its own share.
         assert_eq!(capped.rest_after(100, ms(10), start + ms(5000)), ms(100));
         let half = Pacer::new(&ThrottleFile {
-            duty_cycle: Some(sunset_plan::format::Fraction(0.5)),
+            duty_cycle: Some(sunset_plan::format::Decimal(0.5)),
             ..ThrottleFile::default()
         });
         assert_eq!(half.rest_after(1000, ms(80), start), ms(80));
         let unpaced = Pacer::new(&ThrottleFile::default());
         assert_eq!(unpaced.rest_after(1_000_000, ms(80), start), Duration::ZERO);
+    }
+
+    #[test]
+    fn active_sessions_and_a_slow_probe_pause_the_run_with_hysteresis() {
+        let limits = ThrottleFile {
+            max_active_sessions: Some(10),
+            max_probe_latency: Some(DurationValue(Duration::from_millis(50))),
+            max_probe_slowdown: Some(sunset_plan::format::Decimal(3.0)),
+            ..ThrottleFile::default()
+        };
+        let mut gate = HealthGate::new(&limits);
+        gate.set_baseline(Duration::from_millis(4));
+        let reading = |active, probe_ms| Health {
+            active_sessions: active,
+            probe_latency: Some(Duration::from_millis(probe_ms)),
+            ..Health::default()
+        };
+        let mut update = |health| gate.update(health).map(|w| (w.kind, w.reason.clone()));
+        assert_eq!(update(reading(10, 5)), None);
+        assert_eq!(
+            update(reading(11, 5)),
+            Some((
+                WaitKind::ActiveSessions,
+                "11 other sessions running queries > 10".to_owned()
+            ))
+        );
+        assert!(update(reading(9, 5)).is_some(), "9 is not well below 10");
+        assert_eq!(update(reading(8, 5)), None);
+        // 3x the 4 ms baseline is 12 ms, below the absolute 50 ms: the lower limit holds.
+        assert_eq!(
+            update(reading(0, 13)),
+            Some((
+                WaitKind::ProbeLatency,
+                "the probe took 13.0ms > 12.0ms, 4.0ms before the run".to_owned()
+            ))
+        );
+        assert!(
+            update(reading(0, 10)).is_some(),
+            "10 ms is not well below 12"
+        );
+        assert_eq!(update(reading(0, 9)), None);
     }
 
     #[test]

@@ -228,16 +228,30 @@ pub struct ThrottleFile {
     /// The fraction of wall time a worker spends in batches: 0.5 rests as long as each batch
     /// took, leaving the server idle half the time.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub duty_cycle: Option<Fraction>,
+    pub duty_cycle: Option<Decimal>,
+    /// Pause while more sessions than this are running a query (`active` in pg_stat_activity,
+    /// anywhere on the server, other than the run's own): the application is busy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_active_sessions: Option<u32>,
+    /// A read-only query standing for the application's (default `SELECT 1`), timed between
+    /// batches when `max_probe_latency` or `max_probe_slowdown` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Text>,
+    /// Pause while the probe takes longer than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_probe_latency: Option<DurationValue>,
+    /// Pause while the probe is this many times slower than before the run started (2: twice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_probe_slowdown: Option<Decimal>,
 }
 
-/// A number between 0 and 1 (checked by validation), such as a duty cycle.
+/// A plain number from a plan (a duty cycle, a slowdown factor); validation checks its range.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(transparent)]
-pub struct Fraction(pub f64);
+pub struct Decimal(pub f64);
 
-// Validation refuses NaN, so equality is reflexive for every fraction a plan holds.
-impl Eq for Fraction {}
+// Validation refuses NaN, so equality is reflexive for every number a plan holds.
+impl Eq for Decimal {}
 
 impl Default for ThrottleFile {
     fn default() -> Self {
@@ -250,6 +264,10 @@ impl Default for ThrottleFile {
             max_lock_waiters: 5,
             max_rows_per_second: None,
             duty_cycle: None,
+            max_active_sessions: None,
+            probe: None,
+            max_probe_latency: None,
+            max_probe_slowdown: None,
         }
     }
 }

@@ -339,6 +339,33 @@ throttle: { max_rows_per_second: 0, duty_cycle: 1.5 }
             plan.yaml:8:34: throttle.max_rows_per_second: expected a rate of at least 1 row per second (leave it out for no cap)
             plan.yaml:8:49: throttle.duty_cycle: expected a fraction above 0 and at most 1 (0.5: batches half the time), found 1.5"#]],
     );
+    // Load signals out of range, and a probe with nothing to judge it by.
+    check(
+        r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+throttle: { max_active_sessions: 0, probe: "SELECT 1 FROM orders LIMIT 1", max_probe_slowdown: 0.5 }
+"#,
+        expect![[r#"
+            plan.yaml:8:34: throttle.max_active_sessions: expected at least 1 session (leave it out for no limit)
+            plan.yaml:8:96: throttle.max_probe_slowdown: expected a factor above 1 (2: twice the latency measured before the run), found 0.5"#]],
+    );
+    check(
+        r#"
+backfill: b
+table: t
+key: id
+discriminator: type
+from: kind
+map: { a: A }
+throttle: { probe: "SELECT 1" }
+"#,
+        expect!["plan.yaml:8:20: throttle.probe: a probe needs `max_probe_latency` or `max_probe_slowdown` to judge it by"],
+    );
     // A mode that does not exist.
     check(
         r#"

@@ -189,6 +189,42 @@ pub(crate) fn backfill_plan(
             ),
         );
     }
+    let throttle = &plan.throttle;
+    if throttle.max_active_sessions == Some(0) {
+        checker.error(
+            &[key("throttle"), key("max_active_sessions")],
+            "expected at least 1 session (leave it out for no limit)",
+        );
+    }
+    if throttle
+        .max_probe_latency
+        .is_some_and(|latency| latency.0.is_zero())
+    {
+        checker.error(
+            &[key("throttle"), key("max_probe_latency")],
+            "expected a latency above zero",
+        );
+    }
+    if let Some(slowdown) = throttle.max_probe_slowdown
+        && !(slowdown.0 > 1.0 && slowdown.0.is_finite())
+    {
+        checker.error(
+            &[key("throttle"), key("max_probe_slowdown")],
+            format!(
+                "expected a factor above 1 (2: twice the latency measured before the run), found {}",
+                slowdown.0
+            ),
+        );
+    }
+    if throttle.probe.is_some()
+        && throttle.max_probe_latency.is_none()
+        && throttle.max_probe_slowdown.is_none()
+    {
+        checker.error(
+            &[key("throttle"), key("probe")],
+            "a probe needs `max_probe_latency` or `max_probe_slowdown` to judge it by",
+        );
+    }
     checker.finish()
 }
 

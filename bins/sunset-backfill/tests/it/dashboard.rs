@@ -126,7 +126,10 @@ fn every_panel_of_the_dashboard_finds_its_series_in_a_real_run_scraped_by_promet
     let run = sunset_test_support::unique_name("dashboard");
     let plan = db.plan(
         "plan.yaml",
-        &accounts_plan("batch: { size: 40, min_size: 10, max_size: 40, target_duration: 1s }\n")
+        // A probe limit no run reaches, so the probe's latency is served as well.
+        &accounts_plan(
+            "batch: { size: 40, min_size: 10, max_size: 40, target_duration: 1s }\nthrottle: { max_probe_latency: 30s }\n",
+        )
             .replace("backfill: accounts-sti", &format!("backfill: {run}")),
     );
     let plan = plan.to_str().unwrap();
@@ -137,6 +140,12 @@ fn every_panel_of_the_dashboard_finds_its_series_in_a_real_run_scraped_by_promet
     let _target = prometheus.scrape(&run, addr);
     let mut child = db.spawn(&["run", plan, "--metrics-addr", &addr.to_string()]);
     let selector = format!("{{run=\"{run}\"}}");
+    // First that Prometheus scrapes the run at all (a failure here is discovery or the
+    // endpoint, not the run's progress).
+    prometheus.wait_for(
+        &format!("up{{test=\"{run}\"}} == 1"),
+        Duration::from_secs(60),
+    );
     prometheus.wait_for(
         &format!("sunset_backfill_rows_processed_total{selector} > 0"),
         Duration::from_secs(60),

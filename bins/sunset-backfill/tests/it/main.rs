@@ -5,5 +5,5 @@
 mod cli;
 mod copy;
 mod dashboard;
-mod pace;
+mod load;
 mod support;

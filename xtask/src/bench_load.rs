@@ -12,9 +12,9 @@ use anyhow::{Context, Result, ensure};
 use crate::bench::{connect, fresh_database, reset};
 use crate::{build_binary, say, services, workspace_root};
 
-/// How the DBA would start: the plan as `preflight` suggests it, then with a pace and with the
-/// load signals set.
-const CONTENDERS: [(&str, &str, &str); 4] = [
+/// How the DBA would start: the plan as written without tuning (1 and 2 workers), then with a
+/// duty cycle, with a probe, and with small batches at a fixed pace.
+const CONTENDERS: [(&str, &str, &str); 5] = [
     ("sunset-backfill, 1 worker", "1", ""),
     ("sunset-backfill, 2 workers", "2", ""),
     (
@@ -26,6 +26,11 @@ const CONTENDERS: [(&str, &str, &str); 4] = [
         "1 worker, probe slowdown 1.5x",
         "1",
         "throttle: { max_probe_slowdown: 1.5 }\n",
+    ),
+    (
+        "500-row batches at 20k rows/s",
+        "1",
+        "batch: { size: 500, max_size: 500 }\nthrottle: { max_rows_per_second: 20000 }\n",
     ),
 ];
 

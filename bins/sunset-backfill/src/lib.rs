@@ -156,7 +156,7 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
             let display = show_progress(&stats, json);
             let outcome = runner::run(&url, &backfill, options, stats.clone(), shutdown).await;
             display.stop();
-            finish_progress(&stats, json, &outcome);
+            finish_progress(&stats, json, Work::Run, &outcome);
             outcome?;
             Ok(Exit::Done)
         }
@@ -222,7 +222,11 @@ async fn execute(args: &Args, shutdown: Shutdown) -> anyhow::Result<Exit> {
             let display = show_progress(&stats, json);
             let outcome = ops::rollback(&url, &backfill, stats.clone(), shutdown).await;
             display.stop();
-            finish_progress(&stats, json, &outcome);
+            let copy = matches!(
+                backfill.mode,
+                sunset_backfill_engine::catalog::Mode::Copy(_)
+            );
+            finish_progress(&stats, json, Work::Rollback { copy }, &outcome);
             outcome?;
             Ok(Exit::Done)
         }
@@ -294,7 +298,15 @@ fn progress_fields(stats: &Stats) -> serde_json::Value {
     })
 }
 
-fn finish_progress(stats: &Stats, json: bool, outcome: &Result<(), Error>) {
+/// What the last line says the command did: a run visits and changes rows; a rollback replays
+/// journal entries and restores the old values (in place) or removes the copies (copy mode).
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Run,
+    Rollback { copy: bool },
+}
+
+fn finish_progress(stats: &Stats, json: bool, work: Work, outcome: &Result<(), Error>) {
     let stopped = outcome.as_ref().is_err_and(Error::is_stopped);
     let word = match outcome {
         Ok(()) => "done",
@@ -303,15 +315,22 @@ fn finish_progress(stats: &Stats, json: bool, outcome: &Result<(), Error>) {
     };
     if json {
         emit(&sunset_cli::progress::event(word, progress_fields(stats)).to_string());
-    } else {
-        report_error(&format!(
-            "{word}: {} rows visited, {} changed, {} batches, {} retries",
-            Stats::get(&stats.rows_seen),
-            Stats::get(&stats.rows_changed),
-            Stats::get(&stats.batches),
-            Stats::get(&stats.retries)
-        ));
+        return;
     }
+    let (seen, changed) = (
+        Stats::get(&stats.rows_seen),
+        Stats::get(&stats.rows_changed),
+    );
+    let (batches, retries) = (Stats::get(&stats.batches), Stats::get(&stats.retries));
+    report_error(&match work {
+        Work::Run => format!(
+            "{word}: {seen} rows visited, {changed} changed, {batches} batches, {retries} retries"
+        ),
+        Work::Rollback { copy } => format!(
+            "{word}: {seen} journal entries replayed, {changed} rows {}, {batches} batches, {retries} retries",
+            if copy { "removed" } else { "restored" }
+        ),
+    });
 }
 
 fn print_preflight(

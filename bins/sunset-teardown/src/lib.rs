@@ -102,10 +102,25 @@ pub async fn run(args: Args, stop: Shutdown) -> Exit {
 struct Terminal {
     json: bool,
     yes: bool,
+    /// `-q`: only the step lines (a 1,000-instance plan is thousands of lines).
+    quiet: bool,
 }
+
+/// The events `-q` keeps: where the run is, step by step.
+const STEP_EVENTS: [&str; 6] = [
+    "step_started",
+    "step_validated",
+    "waiting",
+    "done",
+    "rolled_back",
+    "rollback_skipped",
+];
 
 impl Ui for Terminal {
     fn event(&mut self, event: &Event) {
+        if self.quiet && !STEP_EVENTS.contains(&event.event) {
+            return;
+        }
         if self.json {
             emit(&serde_json::to_string(event).unwrap_or_default());
         } else if event.event == "plan" {
@@ -194,6 +209,7 @@ async fn run_loaded(
     let mut ui = Terminal {
         json: args.global.json,
         yes: args.yes,
+        quiet: args.global.verbosity.quiet,
     };
     match &args.command {
         Command::Plan { .. } => {

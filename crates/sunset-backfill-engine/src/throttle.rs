@@ -171,6 +171,9 @@ impl Wait {
     }
 }
 
+/// The lowest limit `max_probe_slowdown` sets, however fast the probe was before the run.
+pub const PROBE_FLOOR: Duration = Duration::from_millis(1);
+
 /// Pauses when a signal exceeds its limit; resumes only once every signal is well below it
 /// (80% for durations, active sessions and the probe, half for waiters).
 #[derive(Debug, Clone)]
@@ -199,11 +202,13 @@ impl HealthGate {
     /// is lower.
     fn probe_limit(&self) -> Option<Duration> {
         let absolute = self.limits.max_probe_latency.map(|limit| limit.0);
+        // A sub-millisecond baseline times a factor is noise (0.04 ms x 1.5): the relative
+        // limit never goes below PROBE_FLOOR.
         let relative = self
             .limits
             .max_probe_slowdown
             .zip(self.baseline)
-            .map(|(factor, baseline)| baseline.mul_f64(factor.0));
+            .map(|(factor, baseline)| baseline.mul_f64(factor.0).max(PROBE_FLOOR));
         match (absolute, relative) {
             (Some(a), Some(r)) => Some(a.min(r)),
             (a, r) => a.or(r),

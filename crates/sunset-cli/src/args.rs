@@ -20,7 +20,8 @@ pub struct Verbosity {
     /// More logging on stderr (-v, -vv); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
-    /// Errors only on stderr (no warnings); RUST_LOG overrides.
+    /// Errors only on stderr (no warnings), and a sequence's apply shows only its step lines;
+    /// RUST_LOG overrides.
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }

@@ -364,7 +364,9 @@ from: kind
 map: { a: A }
 throttle: { probe: "SELECT 1" }
 "#,
-        expect!["plan.yaml:8:20: throttle.probe: a probe needs `max_probe_latency` or `max_probe_slowdown` to judge it by"],
+        expect![
+            "plan.yaml:8:20: throttle.probe: a probe needs `max_probe_latency` or `max_probe_slowdown` to judge it by"
+        ],
     );
     // A mode that does not exist.
     check(

@@ -21,11 +21,24 @@ pub struct Cloud {
     pub(crate) region: String,
 }
 
+/// Attempts per call in the adaptive retry mode (the SDK's standard mode makes 3).
+const ADAPTIVE_ATTEMPTS: u32 = 8;
+
 impl Cloud {
     /// Clients from the standard chain (`AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`, ...);
     /// `region` (the sequence's) wins over the chain's.
     pub async fn connect(region: Option<&str>, audit: Arc<AuditLog>) -> Result<Cloud, Error> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        // Throttling by AWS (a thousand per-instance reads) slows the run down instead of failing
+        // it: the SDK's adaptive mode paces requests from the throttling it sees. The user's
+        // AWS_RETRY_MODE or AWS_MAX_ATTEMPTS wins.
+        if std::env::var_os("AWS_RETRY_MODE").is_none()
+            && std::env::var_os("AWS_MAX_ATTEMPTS").is_none()
+        {
+            loader = loader.retry_config(
+                aws_config::retry::RetryConfig::adaptive().with_max_attempts(ADAPTIVE_ATTEMPTS),
+            );
+        }
         if let Some(region) = region {
             loader = loader.region(aws_config::Region::new(region.to_owned()));
         }

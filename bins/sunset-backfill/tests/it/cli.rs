@@ -137,9 +137,16 @@ fn sigkilled_twenty_times_the_run_ends_exactly_once_and_rolls_back_exactly() {
         "every existing row that needed a type got it"
     );
 
+    let journalled =
+        db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'accounts-sti'");
     let rollback = db.backfill(&["rollback", plan]);
     assert_eq!(code(&rollback), 0, "rollback: {}", stderr(&rollback));
     assert_eq!(db.int("SELECT count(*) FROM snapshot s JOIN accounts a USING (id) WHERE s.type IS DISTINCT FROM a.type"), 0, "rollback restores the snapshot exactly");
+    assert!(
+        stderr(&rollback).contains(&format!("{journalled} rows restored")),
+        "rollback says what it restored: {}",
+        stderr(&rollback)
+    );
     assert_eq!(
         db.int("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sunset_backfill_%'"),
         0,

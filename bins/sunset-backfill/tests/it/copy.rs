@@ -179,8 +179,14 @@ fn copy_sigkilled_twenty_times_with_concurrent_writes_copies_each_row_once_and_r
         "every inserted row is journalled"
     );
 
+    let journalled = db.int("SELECT count(*) FROM sunset.backfill_journal");
     let rollback = db.backfill(&["rollback", plan]);
     assert_eq!(code(&rollback), 0, "rollback: {}", stderr(&rollback));
+    assert!(
+        stderr(&rollback).contains(&format!("{journalled} rows removed")),
+        "rollback says what it removed: {}",
+        stderr(&rollback)
+    );
     assert_eq!(
         db.digest("accounts"),
         before,

@@ -254,3 +254,44 @@ decommission_sequence:
     }
     support::assert_emulator_saw_each_audited_mutation_once(&world);
 }
+
+#[test]
+fn quiet_apply_shows_only_step_lines() {
+    let world = World::new("td-quiet");
+    let host = world.instance(&format!("{}-host", world.prefix), &[], false);
+    let sequence = world.sequence(
+        "quiet",
+        &format!(
+            r#"allowed_accounts: ["{{account}}"]
+region: {{region}}
+decommission_sequence:
+  stop:
+    - action: stop_instances
+      targets: [{host}]
+      wait_time: 1h
+  note:
+    - action: command
+      command: "true"
+"#
+        ),
+    );
+    let seq = sequence.to_str().unwrap();
+    // Quiet: the step lines and the wait, no plan and no per-action lines.
+    let first = world.run(&["apply", seq, "--yes", "-q"]);
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].ends_with("step `stop`"), "{stdout}");
+    assert!(lines[1].ends_with("step `stop` validated"), "{stdout}");
+    assert!(
+        lines[2].contains("step `note` becomes eligible at"),
+        "{stdout}"
+    );
+    // Without -q the same command shows the plan, which names the instance.
+    let second = world.run(&["apply", seq, "--yes"]);
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(stdout.contains(&host), "{stdout}");
+    assert!(stdout.lines().count() > 3, "{stdout}");
+}

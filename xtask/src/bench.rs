@@ -59,17 +59,10 @@ pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
                     }
                     _ => {
                         let workers = if contender.contains('2') { "2" } else { "1" };
-                        let status = Command::new(&binary)
-                            .args([
-                                "run",
-                                plan.to_str().unwrap_or_default(),
-                                "--workers",
-                                workers,
-                            ])
-                            .env("DATABASE_URL", &url)
-                            .stderr(std::process::Stdio::null())
-                            .status()?;
-                        ensure!(status.success(), "{contender} failed");
+                        ensure!(
+                            run_backfill(&binary, &plan, workers, &url)?.success(),
+                            "{contender} failed"
+                        );
                     }
                 }
                 let elapsed = started.elapsed();
@@ -92,6 +85,23 @@ pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
         report(rows, &results);
         Ok(())
     })
+}
+
+/// `sunset-backfill run PLAN --workers N` against `url`, its progress display discarded.
+pub(crate) fn run_backfill(
+    binary: &std::path::Path,
+    plan: &std::path::Path,
+    workers: &str,
+    url: &str,
+) -> Result<std::process::ExitStatus> {
+    Command::new(binary)
+        .arg("run")
+        .arg(plan)
+        .args(["--workers", workers])
+        .env("DATABASE_URL", url)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("running sunset-backfill")
 }
 
 pub(crate) async fn connect(url: &str) -> Result<Client> {

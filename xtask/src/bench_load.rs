@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::bench::{connect, fresh_database, reset};
+use crate::bench::{connect, fresh_database, reset, run_backfill};
 use crate::{build_binary, say, services, workspace_root};
 
 /// How the DBA would start: the plan as written without tuning (1 and 2 workers), then with a
@@ -75,16 +75,7 @@ pub(crate) fn under_load(rows: u64, tps: u32) -> Result<()> {
         std::thread::sleep(Duration::from_secs(3));
         let from = unix_now();
         let started = Instant::now();
-        let status = Command::new(&binary)
-            .args([
-                "run",
-                plan.to_str().unwrap_or_default(),
-                "--workers",
-                workers,
-            ])
-            .env("DATABASE_URL", &url)
-            .stderr(Stdio::null())
-            .status()?;
+        let status = run_backfill(&binary, &plan, workers, &url)?;
         let took = started.elapsed();
         let to = unix_now();
         ensure!(status.success(), "{name} failed");
@@ -110,7 +101,7 @@ pub(crate) fn under_load(rows: u64, tps: u32) -> Result<()> {
         ));
     }
     let mut out = format!(
-        "p50/p99 latency of pgbench (TPC-B-like, 2 clients, {tps} tps) while a backfill of {rows} rows runs\n{:<32} {:>9} {:>9} {:>9} {:>12}\n",
+        "p50/p99 latency of pgbench (TPC-B-like, 2 clients, {tps} tps) while a backfill of {rows} rows runs\n{:<32} {:>9} {:>9} {:>13} {:>16}\n",
         "", "p50 ms", "p99 ms", "p99 vs alone", "backfill rows/s"
     );
     out.push_str(&lines.concat());
@@ -213,7 +204,7 @@ fn row(name: &str, sorted: &[u64], alone: Option<&[u64]>, rows_per_second: Optio
     });
     let rate = rows_per_second.map_or("-".to_owned(), |r| format!("{r:.0}"));
     format!(
-        "{name:<32} {:>9.2} {p99:>9.2} {ratio:>9} {rate:>12}\n",
+        "{name:<32} {:>9.2} {p99:>9.2} {ratio:>13} {rate:>16}\n",
         percentile(sorted, 0.5)
     )
 }

@@ -33,7 +33,7 @@ fn create_serves_bytes_and_parts_to_prometheus_while_it_works() {
         tree.to_str().unwrap(),
         // Written after the files, one row each half second: the run stays up to be scraped.
         "--query",
-        "slow=SELECT g, pg_sleep(0.5)::text AS s FROM generate_series(1, 16) g",
+        "slow=SELECT g, pg_sleep(0.5)::text AS s FROM generate_series(1, 30) g",
         "--part-size",
         "5MiB",
         "--json",

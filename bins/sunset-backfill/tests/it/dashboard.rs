@@ -140,20 +140,29 @@ fn every_panel_of_the_dashboard_finds_its_series_in_a_real_run_scraped_by_promet
     let _target = prometheus.scrape(&run, addr);
     let mut child = db.spawn(&["run", plan, "--metrics-addr", &addr.to_string()]);
     let selector = format!("{{run=\"{run}\"}}");
+    // Paused as soon as it has committed batches: a paused run stays alive to be scraped for as
+    // long as the test needs (Prometheus takes up to five seconds to act on a new target), and
+    // the throttle panels show the operator's reason.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.int("SELECT count(*) FROM pg_tables WHERE schemaname = 'sunset' AND tablename = 'backfill_runs'") == 0
+        || db.int(&format!("SELECT count(*) FROM sunset.backfill_runs WHERE run = '{run}'")) == 0
+        || db.status(plan)["rows_seen"].as_i64().unwrap_or_default() == 0
+    {
+        assert!(Instant::now() < deadline, "the run never made progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pause = db.backfill(&["pause", plan]);
+    assert_eq!(code(&pause), 0, "{}", stderr(&pause));
     // First that Prometheus scrapes the run at all (a failure here is discovery or the
-    // endpoint, not the run's progress).
+    // endpoint, not the run).
     prometheus.wait_for(
         &format!("up{{test=\"{run}\"}} == 1"),
         Duration::from_secs(60),
     );
     prometheus.wait_for(
         &format!("sunset_backfill_rows_processed_total{selector} > 0"),
-        Duration::from_secs(60),
+        Duration::from_secs(30),
     );
-
-    // Paused: the throttle panels show the operator's reason; the run stays alive to be scraped.
-    let pause = db.backfill(&["pause", plan]);
-    assert_eq!(code(&pause), 0, "{}", stderr(&pause));
     prometheus.wait_for(
         &format!("sunset_backfill_throttle_reason{{run=\"{run}\",reason=\"paused\"}} == 1"),
         Duration::from_secs(30),

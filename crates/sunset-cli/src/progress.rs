@@ -66,13 +66,14 @@ enum Mode {
     Bars {
         _multi: MultiProgress,
         bars: Vec<ProgressBar>,
-        /// Whether a sample was shown: the first one may start far from zero (a resumed run),
-        /// which is not a rate.
+        /// Whether a sample with any progress was shown: the first one may start far from zero
+        /// (a resumed run reads its progress once it has connected), which is not a rate.
         started: bool,
     },
     Lines {
         last: Instant,
-        /// The values of the last line, or of the first sample (the baseline of the first rate).
+        /// The values of the last line, or of the first sample with progress (the baseline of
+        /// the first rate).
         previous: Option<Vec<u64>>,
     },
     Events {
@@ -125,10 +126,16 @@ impl Progress {
                     }
                     bar.set_message(note.clone());
                 }
-                *started = true;
+                *started = *started || sample.values.iter().any(|value| *value > 0);
             }
             Mode::Lines { last, previous } => {
-                let Some(before) = previous else {
+                // The baseline of the first rate is the first sample with any progress (lines
+                // of zeros keep coming every few seconds until then).
+                let progressed = sample.values.iter().any(|value| *value > 0);
+                let Some(before) = previous
+                    .as_mut()
+                    .filter(|before| !progressed || before.iter().any(|value| *value > 0))
+                else {
                     *previous = Some(sample.values);
                     *last = Instant::now();
                     return;

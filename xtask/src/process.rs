@@ -98,21 +98,22 @@ pub(crate) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> 
 
 /// Whether `program` is an executable on PATH.
 pub(crate) fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    find_on_path(program).is_some()
+}
+
+/// Where `program` is on PATH, if it is.
+pub(crate) fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
 }
 
 /// `program` from Debian package `package`, installed with apt-get on first use (as root; the
 /// package lists are refreshed once if the package is not known yet). `why` says what needs it.
 pub(crate) fn apt_program(package: &str, program: &str, why: &str) -> Result<std::path::PathBuf> {
-    let find = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(program))
-                .find(|path| path.is_file())
-        })
-    };
-    if let Some(path) = find() {
+    if let Some(path) = find_on_path(program) {
         return Ok(path);
     }
     crate::say!("installing {package} with apt-get (first use only)");
@@ -133,7 +134,7 @@ pub(crate) fn apt_program(package: &str, program: &str, why: &str) -> Result<std
             .status();
         install();
     }
-    find().with_context(|| {
+    find_on_path(program).with_context(|| {
         format!("{why} needs `{program}`, which could not be installed: `apt-get update && apt-get install {package}`")
     })
 }

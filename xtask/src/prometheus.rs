@@ -2,8 +2,8 @@
 //! with apt-get on first use, run from a configuration of ours under `target/` on a free port.
 //!
 //! It scrapes whatever a test or the demo starts: each writes a file-based service discovery
-//! file (`targets/<name>.json`) naming its `--metrics-addr`, which Prometheus picks up within a
-//! second, and removes it when done. It loads the alert rules under `dashboards/`, so a test can
+//! file (`targets/<name>.json`) naming its `--metrics-addr`, which Prometheus acts on within
+//! five seconds (its discovery manager batches updates), and removes it when done. It loads the alert rules under `dashboards/`, so a test can
 //! read `ALERTS` as well as the series.
 
 use std::fs::File;
@@ -40,29 +40,13 @@ impl Prometheus {
     }
 
     /// Scrapes `addr` every second from now until the guard drops.
-    pub(crate) fn scrape(&self, name: &str, addr: &str) -> Result<ScrapeTarget> {
-        let file = self.targets.join(format!("{name}.json"));
-        let partial = self.targets.join(format!(".{name}.partial"));
-        let body = serde_json::json!([{ "targets": [addr], "labels": { "demo": name } }]);
-        std::fs::write(&partial, body.to_string())
-            .and_then(|()| std::fs::rename(&partial, &file))
-            .with_context(|| format!("writing {}", file.display()))?;
-        Ok(ScrapeTarget { file })
+    pub(crate) fn scrape(&self, name: &str, addr: &str) -> Result<sunset_promql::FileTarget> {
+        sunset_promql::FileTarget::publish(&self.targets, name, addr, ("demo", name))
+            .with_context(|| format!("publishing a scrape target in {}", self.targets.display()))
     }
 
     pub(crate) fn client(&self) -> sunset_promql::Client {
         sunset_promql::Client::new(&self.url()).expect("our own URL is a Prometheus URL")
-    }
-}
-
-/// A scrape target file; removed (so Prometheus stops scraping) when dropped.
-pub(crate) struct ScrapeTarget {
-    file: PathBuf,
-}
-
-impl Drop for ScrapeTarget {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
     }
 }
 

@@ -86,9 +86,9 @@ pub fn render(
         "sunset_teardown_gate_checks_total",
         "Validation gate polls: `held` ends the gate, `not_yet` polls again after the interval.",
         Kind::Counter,
-        &[
-            (&[("result", "held")], count("validated")),
-            (&[("result", "not_yet")], count("validating")),
+        [
+            ([("result", "held")], count("validated")),
+            ([("result", "not_yet")], count("validating")),
         ],
     );
     let current: Vec<(&str, bool)> = progress
@@ -103,27 +103,20 @@ pub fn render(
         &current,
     );
     let tally = calls.snapshot();
-    let labels: Vec<[(&str, &str); 4]> = tally
-        .keys()
-        .map(|kind| {
-            [
-                ("service", kind.service.as_str()),
-                ("operation", kind.operation.as_str()),
-                ("mutating", if kind.mutating { "true" } else { "false" }),
-                ("result", kind.result.as_str()),
-            ]
-        })
-        .collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = labels
-        .iter()
-        .zip(tally.values())
-        .map(|(labels, count)| (labels.as_slice(), *count as f64))
-        .collect();
+    let samples = tally.iter().map(|(kind, count)| {
+        let labels = [
+            ("service", kind.service.as_str()),
+            ("operation", kind.operation.as_str()),
+            ("mutating", if kind.mutating { "true" } else { "false" }),
+            ("result", kind.result.as_str()),
+        ];
+        (labels, *count as f64)
+    });
     out.family(
         "sunset_teardown_api_calls_total",
         "Calls by service and operation, as the audit log records them.",
         Kind::Counter,
-        &samples,
+        samples,
     );
     out.finish()
 }

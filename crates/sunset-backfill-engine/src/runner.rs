@@ -432,9 +432,9 @@ async fn install_coverage(client: &mut Client, backfill: &Backfill) -> Result<()
 }
 
 /// Polls the control row and the health signals, publishes them to the workers, and writes a
-/// heartbeat (throttle reason, batch size) that `status` shows in another terminal. Every few
-/// seconds it also reads what the metrics show of the run beyond this process: the journal's
-/// size against the changes made, and the verdict `validate` last recorded.
+/// heartbeat (throttle reason, batch size) that `status` shows in another terminal. With the
+/// control row it reads the verdict `validate` last recorded; every few seconds, the journal's
+/// size against the changes made, for the metrics.
 async fn monitor(
     client: Client,
     backfill: Arc<Backfill>,
@@ -444,15 +444,23 @@ async fn monitor(
 ) {
     let mut ledger_due: Option<std::time::Instant> = None;
     loop {
-        let state: Option<String> = client
+        // The control row, and the verdict `validate` last recorded on it.
+        let row = client
             .query_opt(
-                "SELECT state FROM sunset.backfill_runs WHERE run = $1",
+                "SELECT state, validated_at, validation_failures FROM sunset.backfill_runs WHERE run = $1",
                 &[&backfill.run],
             )
             .await
             .ok()
-            .flatten()
-            .map(|row| row.get(0));
+            .flatten();
+        let state: Option<String> = row.as_ref().map(|row| row.get(0));
+        if let Some(row) = &row {
+            let recorded = row
+                .get::<_, Option<chrono::DateTime<chrono::Utc>>>(1)
+                .zip(row.get::<_, Option<i64>>(2))
+                .map(|(at, failures)| RecordedValidation { at, failures });
+            *stats.validation.lock().expect("stats lock") = recorded;
+        }
         let health = reader.read(&client).await;
         stats.set_health(health);
         let health_wait = gate.update(health).cloned();
@@ -490,18 +498,16 @@ async fn monitor(
     }
 }
 
-/// How often (at most) the monitor reads the journal's size and the recorded validation.
+/// How often (at most) the monitor counts the journal.
 const LEDGER_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The run's journalled changes, the changes its ranges say were made, and the last recorded
-/// validation, into `stats` (left as they were when the read fails).
+/// The run's journalled changes and the changes its ranges say were made, into `stats` (left as
+/// they were when the read fails).
 async fn read_ledger(client: &Client, run: &str, stats: &Stats) {
     let row = client
         .query_one(
             "SELECT (SELECT COALESCE(sum(cardinality(old_values)), 0)::bigint FROM sunset.backfill_undo WHERE run = $1),
-                    (SELECT COALESCE(sum(rows_changed), 0)::bigint FROM sunset.backfill_ranges WHERE run = $1),
-                    (SELECT validated_at FROM sunset.backfill_runs WHERE run = $1),
-                    (SELECT validation_failures FROM sunset.backfill_runs WHERE run = $1)",
+                    (SELECT COALESCE(sum(rows_changed), 0)::bigint FROM sunset.backfill_ranges WHERE run = $1)",
             &[&run],
         )
         .await;
@@ -514,11 +520,6 @@ async fn read_ledger(client: &Client, run: &str, stats: &Stats) {
             stats
                 .rows_changed_in_run
                 .store(as_u64(1), std::sync::atomic::Ordering::Relaxed);
-            let recorded = row
-                .get::<_, Option<chrono::DateTime<chrono::Utc>>>(2)
-                .zip(row.get::<_, Option<i64>>(3))
-                .map(|(at, failures)| RecordedValidation { at, failures });
-            *stats.validation.lock().expect("stats lock") = recorded;
         }
         Err(error) => tracing::warn!(%error, "could not read the journal's size"),
     }

@@ -62,21 +62,24 @@ impl Pacer {
     pub fn new(limits: &ThrottleFile) -> Pacer {
         Pacer {
             max_rows_per_second: limits.max_rows_per_second,
-            duty_cycle: limits.duty_cycle.map(|duty| duty.0),
+            // A duty cycle of 1 is no pace at all.
+            duty_cycle: limits
+                .duty_cycle
+                .map(|duty| duty.0)
+                .filter(|duty| *duty < 1.0),
             booked_until: std::sync::Mutex::new(None),
         }
     }
 
     /// Whether the plan asks for any pace at all.
     pub fn is_active(&self) -> bool {
-        self.max_rows_per_second.is_some() || self.duty_cycle.is_some_and(|duty| duty < 1.0)
+        self.max_rows_per_second.is_some() || self.duty_cycle.is_some()
     }
 
     /// The rest owed after a batch of `rows` that took `took`, at `now`.
     pub fn rest_after(&self, rows: u64, took: Duration, now: std::time::Instant) -> Duration {
         let duty = self
             .duty_cycle
-            .filter(|duty| *duty < 1.0)
             .map_or(Duration::ZERO, |duty| took.mul_f64(1.0 / duty - 1.0));
         let rate = self.max_rows_per_second.map_or(Duration::ZERO, |cap| {
             let mut booked = self

@@ -108,13 +108,13 @@ impl Exposition {
         }
     }
 
-    /// One family with one sample per label set (an empty slice for an unlabelled sample).
-    pub fn family(
+    /// One family with one sample per label set (an empty one for an unlabelled sample).
+    pub fn family<'a, L: AsRef<[(&'a str, &'a str)]>>(
         &mut self,
         name: &str,
         help: &str,
         kind: Kind,
-        samples: &[(&[(&str, &str)], f64)],
+        samples: impl IntoIterator<Item = (L, f64)>,
     ) {
         let kind = match kind {
             Kind::Counter => "counter",
@@ -122,26 +122,22 @@ impl Exposition {
         };
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (own, value) in samples {
-            self.sample(name, own, *value);
+            self.sample(name, own.as_ref(), value);
         }
     }
 
     /// One family with a single sample of the common labels.
     pub fn single(&mut self, name: &str, help: &str, kind: Kind, value: f64) {
-        self.family(name, help, kind, &[(&[], value)]);
+        self.family(name, help, kind, [([], value)]);
     }
 
     /// A state as one gauge per possible value: 1 for the current one, 0 for the others, so a
     /// dashboard sees every value (and a value that never occurs still has a series).
     pub fn one_of(&mut self, name: &str, help: &str, label: &str, values: &[(&str, bool)]) {
-        let labels: Vec<[(&str, &str); 1]> =
-            values.iter().map(|(value, _)| [(label, *value)]).collect();
-        let samples: Vec<(&[(&str, &str)], f64)> = labels
+        let samples = values
             .iter()
-            .zip(values)
-            .map(|(labels, (_, on))| (labels.as_slice(), f64::from(u8::from(*on))))
-            .collect();
-        self.family(name, help, Kind::Gauge, &samples);
+            .map(|(value, on)| ([(label, *value)], f64::from(u8::from(*on))));
+        self.family(name, help, Kind::Gauge, samples);
     }
 
     /// A histogram from per-bucket counts (not cumulative; one more than `bounds`, for +Inf).

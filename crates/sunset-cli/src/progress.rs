@@ -73,8 +73,8 @@ enum Mode {
     Lines {
         last: Instant,
         /// The values of the last line, or of the first sample with progress (the baseline of
-        /// the first rate).
-        previous: Option<Vec<u64>>,
+        /// the first rate); zeros before that.
+        previous: Vec<u64>,
     },
     Events {
         last: Option<Instant>,
@@ -105,7 +105,7 @@ impl Progress {
         } else {
             Mode::Lines {
                 last: Instant::now(),
-                previous: None,
+                previous: vec![0; meters.len()],
             }
         };
         Progress { meters, mode }
@@ -132,21 +132,18 @@ impl Progress {
                 // The baseline of the first rate is the first sample with any progress (lines
                 // of zeros keep coming every few seconds until then).
                 let progressed = sample.values.iter().any(|value| *value > 0);
-                let Some(before) = previous
-                    .as_mut()
-                    .filter(|before| !progressed || before.iter().any(|value| *value > 0))
-                else {
-                    *previous = Some(sample.values);
+                if progressed && previous.iter().all(|value| *value == 0) {
+                    previous.clone_from(&sample.values);
                     *last = Instant::now();
                     return;
-                };
+                }
                 if last.elapsed() < LINE_EVERY {
                     return;
                 }
                 let seconds = last.elapsed().as_secs_f64();
                 *last = Instant::now();
-                report_error(&line(&self.meters, &sample, before, seconds));
-                before.clone_from(&sample.values);
+                report_error(&line(&self.meters, &sample, previous, seconds));
+                previous.clone_from(&sample.values);
             }
             Mode::Events { last } => {
                 if last.is_some_and(|at| at.elapsed() < EVENT_EVERY) {

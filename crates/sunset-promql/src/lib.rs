@@ -1,5 +1,6 @@
 //! A small blocking client of Prometheus's HTTP API over plain HTTP: instant queries and the
-//! readiness probe, which is what the tests, the demo and a gate that reads one number need.
+//! readiness probe, which is what the tests, the demo and a gate that reads one number need;
+//! and [`FileTarget`], a scrape target handed to Prometheus through file-based discovery.
 //! Hand-written (HTTP/1.0, so answers are never chunked) because one GET does not justify an
 //! HTTP client stack.
 
@@ -24,6 +25,37 @@ pub enum Error {
     Query { kind: String, message: String },
     #[error("Prometheus's answer is not the JSON its API documents")]
     Json(#[source] serde_json::Error),
+}
+
+/// A scrape target published as `DIR/NAME.json` for a Prometheus whose `file_sd_configs` read
+/// `DIR/*.json`; removed (so scraping stops) when dropped.
+#[derive(Debug)]
+pub struct FileTarget {
+    file: std::path::PathBuf,
+}
+
+impl FileTarget {
+    /// Publishes `addr` with one extra `label` on its series, written aside and renamed so
+    /// Prometheus never reads half a file.
+    pub fn publish(
+        dir: &std::path::Path,
+        name: &str,
+        addr: &str,
+        label: (&str, &str),
+    ) -> std::io::Result<FileTarget> {
+        let file = dir.join(format!("{name}.json"));
+        let partial = dir.join(format!(".{name}.partial"));
+        let body = serde_json::json!([{ "targets": [addr], "labels": { label.0: label.1 } }]);
+        std::fs::write(&partial, body.to_string())?;
+        std::fs::rename(&partial, &file)?;
+        Ok(FileTarget { file })
+    }
+}
+
+impl Drop for FileTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
 }
 
 /// One series of an instant query's answer.

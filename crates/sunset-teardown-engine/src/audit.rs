@@ -42,9 +42,6 @@ struct Scope {
     action: Option<String>,
 }
 
-/// Calls counted per action and operation, for `bench` and the end-of-run summary.
-pub type CallCounts = BTreeMap<(String, String), u64>;
-
 /// One kind of call, as the metrics count it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CallKind {
@@ -91,7 +88,6 @@ pub struct AuditLog {
 struct Inner {
     file: File,
     scope: Scope,
-    counts: CallCounts,
 }
 
 impl AuditLog {
@@ -123,7 +119,6 @@ impl AuditLog {
                     command: command.to_owned(),
                     ..Scope::default()
                 },
-                counts: CallCounts::new(),
             }),
         })
     }
@@ -161,11 +156,6 @@ impl AuditLog {
             result: if outcome.is_ok() { "ok" } else { "error" }.to_owned(),
             error: outcome.err().map(|e| self.redactor.redact(e)),
         };
-        let key = (
-            record.action.clone().unwrap_or_else(|| "-".to_owned()),
-            record.operation.clone(),
-        );
-        *inner.counts.entry(key).or_default() += 1;
         self.tally.add(CallKind {
             service: record.service.clone(),
             operation: record.operation.clone(),
@@ -186,10 +176,6 @@ impl AuditLog {
                 .map_err(Error::io("fsync audit log", &path))?;
         }
         Ok(())
-    }
-
-    pub fn counts(&self) -> CallCounts {
-        self.lock().counts.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

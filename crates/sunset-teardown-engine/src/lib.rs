@@ -25,7 +25,7 @@ mod runner;
 mod safety;
 mod states;
 
-pub use audit::{AuditLog, AuditRecord, CallCounts, CallKind, CallTally, read_audit_log};
+pub use audit::{AuditLog, AuditRecord, CallKind, CallTally, read_audit_log};
 pub use checks::{Check, Condition, Polled, poll};
 pub use cloud::Cloud;
 pub use error::Error;

@@ -7,24 +7,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use sunset_promql::Sample;
-use sunset_promql::{Client, Error};
+use sunset_promql::{Client, Error, FileTarget};
 
 use crate::{HOW_TO_START, service_var};
 
 pub struct Prometheus {
     client: Client,
     targets: PathBuf,
-}
-
-/// A scrape target; Prometheus stops scraping it when this drops.
-pub struct ScrapeTarget {
-    file: PathBuf,
-}
-
-impl Drop for ScrapeTarget {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
 }
 
 impl Prometheus {
@@ -42,16 +31,11 @@ impl Prometheus {
         }
     }
 
-    /// Starts scraping `addr` (every second), with `test="<name>"` on its series.
-    pub fn scrape(&self, name: &str, addr: SocketAddr) -> ScrapeTarget {
-        let file = self.targets.join(format!("{name}.json"));
-        let body =
-            serde_json::json!([{ "targets": [addr.to_string()], "labels": { "test": name } }]);
-        // Written aside and renamed, so Prometheus never reads half a file.
-        let partial = self.targets.join(format!(".{name}.partial"));
-        std::fs::write(&partial, body.to_string()).expect("write the scrape target");
-        std::fs::rename(&partial, &file).expect("publish the scrape target");
-        ScrapeTarget { file }
+    /// Starts scraping `addr` (every second, within five seconds of this call), with
+    /// `test="<name>"` on its series.
+    pub fn scrape(&self, name: &str, addr: SocketAddr) -> FileTarget {
+        FileTarget::publish(&self.targets, name, &addr.to_string(), ("test", name))
+            .expect("publish the scrape target")
     }
 
     /// An instant query: its series, or Prometheus's reason for refusing it.

@@ -71,6 +71,7 @@ pub(super) async fn backfill_stage(url: &str) -> Result<()> {
     .spawn()
     .context("starting sunset-backfill")?;
     let client = connect(url).await?;
+    let questions = DashboardQuestions::load(&prometheus)?;
     let mut answered = false;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -78,7 +79,7 @@ pub(super) async fn backfill_stage(url: &str) -> Result<()> {
             anyhow::bail!("the run ended before it could be interrupted ({exit})");
         }
         if !answered {
-            answered = ask_prometheus(&prometheus)?;
+            answered = questions.ask()?;
         }
         let progress = client
             .query_opt(
@@ -132,46 +133,57 @@ pub(super) async fn backfill_stage(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// Asks the live Prometheus the dashboard's rows/s and ETA questions about the demo run; prints
-/// the answers once both have one (false until then: too few scrapes for a rate yet).
-fn ask_prometheus(prometheus: &crate::prometheus::Prometheus) -> Result<bool> {
-    let dashboard = "sunset-backfill.json";
-    let as_sent = |expr: &str| {
-        expr.replace("$run", "accounts-sti")
-            .replace("$__rate_interval", "5s")
-    };
-    let rate = as_sent(&crate::prometheus::panel_queries(dashboard, "Rows per second")?[0]);
-    let eta = as_sent(&crate::prometheus::panel_queries(dashboard, "ETA")?[0]);
-    let client = prometheus.client();
-    let first = |expr: &str| {
-        client
-            .query(expr)
-            .map(|series| series.first().map(|sample| sample.value))
-            .with_context(|| format!("asking Prometheus `{expr}`"))
-    };
-    let (Some(rows_per_second), Some(eta_seconds)) = (first(&rate)?, first(&eta)?) else {
-        return Ok(false);
-    };
-    if !(rows_per_second > 0.0 && eta_seconds.is_finite()) {
-        return Ok(false);
+/// The dashboard's rows/s and ETA questions about the demo run, read from its file once, and
+/// the live Prometheus to ask them.
+struct DashboardQuestions {
+    client: sunset_promql::Client,
+    url: String,
+    dashboard: std::path::PathBuf,
+    rate: String,
+    eta: String,
+}
+
+impl DashboardQuestions {
+    fn load(prometheus: &crate::prometheus::Prometheus) -> Result<DashboardQuestions> {
+        let dashboard = "sunset-backfill.json";
+        let as_sent = |expr: &str| {
+            expr.replace("$run", "accounts-sti")
+                .replace("$__rate_interval", "5s")
+        };
+        Ok(DashboardQuestions {
+            client: prometheus.client(),
+            url: prometheus.url(),
+            dashboard: workspace_root().join("dashboards").join(dashboard),
+            rate: as_sent(&crate::prometheus::panel_queries(dashboard, "Rows per second")?[0]),
+            eta: as_sent(&crate::prometheus::panel_queries(dashboard, "ETA")?[0]),
+        })
     }
-    say!(
-        "dashboard for Grafana: {} (import it; alert rules beside it)",
-        workspace_root()
-            .join("dashboards")
-            .join(dashboard)
-            .display()
-    );
-    say!(
-        "Prometheus at {} answers the dashboard's queries:
-  {rate}
-    = {:.0} rows/s
-  {eta}
-    = {eta_seconds:.1} s left",
-        prometheus.url(),
-        rows_per_second
-    );
-    Ok(true)
+
+    /// Prints the answers once both have one (false until then: too few scrapes for a rate).
+    fn ask(&self) -> Result<bool> {
+        let first = |expr: &str| {
+            self.client
+                .query(expr)
+                .map(|series| series.first().map(|sample| sample.value))
+                .with_context(|| format!("asking Prometheus `{expr}`"))
+        };
+        let (rate, eta) = (&self.rate, &self.eta);
+        let (Some(rows_per_second), Some(eta_seconds)) = (first(rate)?, first(eta)?) else {
+            return Ok(false);
+        };
+        if !(rows_per_second > 0.0 && eta_seconds.is_finite()) {
+            return Ok(false);
+        }
+        say!(
+            "dashboard for Grafana: {} (import it; alert rules beside it)",
+            self.dashboard.display()
+        );
+        say!(
+            "Prometheus at {} answers the dashboard's queries:\n  {rate}\n    = {rows_per_second:.0} rows/s\n  {eta}\n    = {eta_seconds:.1} s left",
+            self.url
+        );
+        Ok(true)
+    }
 }
 
 pub(super) async fn second_runner_refused(url: &str) -> Result<()> {

@@ -39,6 +39,10 @@ pub enum Command {
     Check {
         #[command(flatten)]
         subject: Subject,
+        /// Also exercise the table (INSERT, UPDATE, DELETE, reads of its views and functions)
+        /// before and after the up migration on a scratch database (needs CREATEDB, pg_dump, psql).
+        #[arg(long)]
+        probe: bool,
     },
     /// Check, build the migration, verify it up/down/up on a scratch database, then write it.
     Generate {
@@ -140,6 +144,7 @@ fn check_request(subject: &Subject) -> Result<CheckRequest, Error> {
         repo: subject.repo.clone(),
         acknowledgements: acknowledgements(subject)?,
         skip_paths: Vec::new(),
+        probe_url: None,
     })
 }
 
@@ -154,8 +159,9 @@ async fn execute(args: Args, stop: &Shutdown) -> anyhow::Result<Exit> {
     let url = args.database.require()?;
     match args.command {
         Command::Codes => Ok(Exit::Done),
-        Command::Check { subject } => {
-            let request = check_request(&subject)?;
+        Command::Check { subject, probe } => {
+            let mut request = check_request(&subject)?;
+            request.probe_url = probe.then(|| url.clone());
             let client = scratch::connect(&url).await?;
             let report = sunset_drop_column_engine::check(&client, &request).await?;
             if json {

@@ -8,8 +8,9 @@ use tokio_postgres::Client;
 use crate::dependents::{self, Dependent};
 use crate::error::Error;
 use crate::findings::{self, Acknowledgements, Finding};
+use crate::formats::{self, Format};
 use crate::target::{self, Target};
-use crate::{parity, references};
+use crate::{descendants, migration, parity, references, scratch, untracked};
 
 /// What `check` looks at.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct CheckRequest {
     pub acknowledgements: Acknowledgements,
     /// Paths under `repo` that are not evidence (the migrations being generated).
     pub skip_paths: Vec<PathBuf>,
+    /// `check --probe`: the connection URL the scratch database for the behavioural probe is
+    /// made from (`generate` probes as part of its own verification instead).
+    pub probe_url: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -80,15 +84,21 @@ pub async fn check(client: &Client, request: &CheckRequest) -> Result<CheckRepor
         .map_err(Error::db("qualifying names"))?;
     let target = target::resolve(client, &target.table_sql, &target.column.name_sql).await?;
     let mut dependents = dependents::find(client, &target).await?;
-    for body in references::function_bodies(client, &target).await? {
-        // A trigger already dropped for its UPDATE OF or WHEN clause is dropped once.
+    dependents.extend(descendants::find(client, &target).await?);
+    let textual = references::function_bodies(client, &target)
+        .await?
+        .into_iter()
+        .chain(untracked::find(client, &target).await?);
+    for dependent in textual {
+        // A trigger already dropped for its UPDATE OF or WHEN clause (or its function body) is
+        // dropped once.
         let same_drop = |d: &Dependent| {
-            d.change.as_ref().map(|c| &c.down) == body.change.as_ref().map(|c| &c.down)
+            d.change.as_ref().map(|c| &c.down) == dependent.change.as_ref().map(|c| &c.down)
         };
-        if body.change.is_some() && dependents.iter().any(same_drop) {
-            dependents.push(Dependent::finding(body.finding));
+        if dependent.change.is_some() && dependents.iter().any(same_drop) {
+            dependents.push(Dependent::finding(dependent.finding));
         } else {
-            dependents.push(body);
+            dependents.push(dependent);
         }
     }
     findings.extend(dependents.iter().map(|d| d.finding.clone()));
@@ -100,6 +110,9 @@ pub async fn check(client: &Client, request: &CheckRequest) -> Result<CheckRepor
         )?);
     }
     findings.extend(references::live_use(client, &target).await?);
+    if let Some(url) = &request.probe_url {
+        findings.extend(probe(client, url, &target, &dependents).await?);
+    }
     request.acknowledgements.apply(&mut findings);
     let unused = request
         .acknowledgements
@@ -113,4 +126,37 @@ pub async fn check(client: &Client, request: &CheckRequest) -> Result<CheckRepor
         unused_acknowledgements: unused,
         dependents,
     })
+}
+
+/// The behavioural probe around the up migration `generate` would write (its plain SQL form),
+/// on a scratch database.
+async fn probe(
+    client: &Client,
+    url: &str,
+    target: &Target,
+    dependents: &[Dependent],
+) -> Result<Vec<Finding>, Error> {
+    let options = migration::Options {
+        restore_data: false,
+        lock_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(60),
+    };
+    let migration = migration::build(target, dependents, &options)?;
+    let rendered = formats::render(
+        Format::Sql,
+        &migration,
+        chrono::Utc::now().naive_utc(),
+        &formats::Context::default(),
+    );
+    let column_gone = |_: &[String]| true;
+    scratch::probe(
+        client,
+        url,
+        &scratch::Trial {
+            up: &rendered.up,
+            table: &target.table_sql,
+            column_gone: &column_gone,
+        },
+    )
+    .await
 }

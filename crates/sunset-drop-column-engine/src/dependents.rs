@@ -840,32 +840,68 @@ async fn publications(
                           WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs::int2[]) ORDER BY a.attnum),
                     pg_get_expr(r.prqual, r.prrelid)
              FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
-             WHERE r.prrelid = $1 AND $2::int4 = ANY (r.prattrs::int2[])
+             WHERE r.prrelid = $1
+               AND (coalesce($2::int4 = ANY (r.prattrs::int2[]), false)
+                    OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_publication_rel'::regclass
+                               AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+                               AND d.refobjid = $1 AND d.refobjsubid = $2::int4))
              ORDER BY p.pubname",
-        "finding publications that list the column",
+        "finding publications that list the column or filter on it",
     )
     .await?;
     for row in rows {
         let publication: String = row.get(0);
         let columns: Vec<String> = row.get(1);
         let filter: Option<String> = row.get(2);
+        // The filter's text, as PostgreSQL deparses it, names the column as an identifier.
+        let filtered_on = filter
+            .as_deref()
+            .is_some_and(|f| crate::references::contains_word(f, &target.column.name_sql));
         let table = &target.table_sql;
-        let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+        let filter_sql = filter
+            .as_ref()
+            .map(|f| format!(" WHERE ({f})"))
+            .unwrap_or_default();
         let rest: Vec<&String> = columns
             .iter()
             .filter(|c| **c != target.column.name_sql)
             .collect();
         let with_columns = |columns: &[&String]| {
-            format!(
-                "ALTER PUBLICATION {publication} ADD TABLE {table} ({}){filter}",
-                columns
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            let list = if columns.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({})",
+                    columns
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            format!("ALTER PUBLICATION {publication} ADD TABLE {table}{list}{filter_sql}")
         };
         let drop_table = format!("ALTER PUBLICATION {publication} DROP TABLE {table}");
+        if filtered_on {
+            // Publishing the table again without the filter would send rows the subscribers never
+            // received: the up takes the table out of the publication, and the down puts it back.
+            let all: Vec<&String> = columns.iter().collect();
+            found.push(Dependent {
+                finding: catalog(
+                    "publication_row_filter",
+                    Severity::Danger,
+                    true,
+                    publication.clone(),
+                    format!(
+                        "publishes {table} with a row filter on the column (WHERE {}); the drop fails without CASCADE, and with it the table leaves the publication",
+                        filter.as_deref().unwrap_or_default()
+                    ),
+                    "change the publication's row filter (ALTER PUBLICATION ... SET TABLE ... WHERE ...) to one without the column first",
+                ),
+                change: main_change(Rank::Publication, vec![drop_table], vec![with_columns(&all)]),
+            });
+            continue;
+        }
         let mut up = vec![drop_table.clone()];
         if !rest.is_empty() {
             up.push(with_columns(&rest));

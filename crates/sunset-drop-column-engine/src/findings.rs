@@ -10,6 +10,8 @@ pub enum Evidence {
     Catalog,
     Reference,
     LiveUse,
+    /// The behavioural probe on the scratch database.
+    Behaviour,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -218,6 +220,46 @@ pub const CODES: &[(&str, &str)] = &[
     (
         "trigger_function_body",
         "a trigger on the table runs a function that mentions the column",
+    ),
+    (
+        "trigger_argument",
+        "a trigger's arguments name the column (not tracked by PostgreSQL)",
+    ),
+    (
+        "opaque_trigger",
+        "a trigger runs a C function: the catalog cannot show whether it uses the column",
+    ),
+    (
+        "publication_row_filter",
+        "a publication's row filter uses the column",
+    ),
+    (
+        "child_index",
+        "a partition's or child's own index on the column: PostgreSQL drops it silently",
+    ),
+    (
+        "partman_control",
+        "pg_partman partitions the table by the column (part_config)",
+    ),
+    (
+        "scheduled_job",
+        "a pg_cron job's SQL names the table and the column",
+    ),
+    (
+        "breaks_writes",
+        "the behavioural probe: an INSERT, UPDATE or DELETE that worked fails after the up",
+    ),
+    (
+        "breaks_reads",
+        "the behavioural probe: a read of a view or function that worked fails after the up",
+    ),
+    (
+        "up_fails",
+        "the up migration fails on a scratch copy of the schema",
+    ),
+    (
+        "probe_unbuildable",
+        "the behavioural probe could not write a row before the up, so writes were not exercised",
     ),
     (
         "code_reference",

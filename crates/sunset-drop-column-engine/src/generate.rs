@@ -115,7 +115,8 @@ pub async fn generate(
     if !report.passed() {
         return Ok(GenerateOutcome::Blocked(Box::new(report)));
     }
-    let target = &report.target;
+    let target = report.target.clone();
+    let target = &target;
     let migration = migration::build(target, &report.dependents, &request.options)?;
     let branch = pr::branch_name(&target.table, &target.column.name);
     let context = format_context(&request.migrations_dir, request.format);
@@ -133,11 +134,26 @@ pub async fn generate(
     let column_gone =
         move |catalog: &[String]| !catalog.iter().any(|line| line.starts_with(&column_line));
     stopped(stop)?;
-    let verification = tokio::select! {
-        verified = scratch::verify(client, url, &rendered.up, &rendered.down, &column_gone) => verified?,
+    let trial = scratch::Trial {
+        up: &rendered.up,
+        table: &target.table_sql,
+        column_gone: &column_gone,
+    };
+    let mut verification = tokio::select! {
+        verified = scratch::verify(client, url, &trial, &rendered.down) => verified?,
         () = stop.requested() => return Err(stopped(stop).unwrap_err()),
     };
     stopped(stop)?;
+    // The behavioural probe's findings join the check's, acknowledged the same way.
+    let mut report = report;
+    request
+        .check
+        .acknowledgements
+        .apply(&mut verification.probe);
+    report.findings.extend(verification.probe.iter().cloned());
+    if !report.passed() {
+        return Ok(GenerateOutcome::Blocked(Box::new(report)));
+    }
     let file_names: Vec<String> = rendered
         .files
         .iter()

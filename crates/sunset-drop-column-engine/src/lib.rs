@@ -3,13 +3,15 @@
 //! database, and prepare the Do Not Merge pull request.
 //!
 //! Flow: [`check`] gathers every finding in one pass ([`target`] resolves the column,
-//! [`dependents`] walks the catalog, [`references`] searches function bodies, the repository and
-//! `pg_stat_statements`, [`parity`] runs the backfill's validation). [`generate`] then builds the
+//! [`dependents`] walks the catalog, [`descendants`] the children's own indexes, [`untracked`]
+//! the places the catalog keeps the column's name as text, [`references`] searches function
+//! bodies, the repository and `pg_stat_statements`, [`parity`] runs the backfill's validation). [`generate`] then builds the
 //! [`migration`], renders it with [`formats`], verifies it with [`scratch`] and writes files or
 //! the branch ([`pr`]).
 
 mod check;
 pub mod dependents;
+pub mod descendants;
 mod error;
 pub mod findings;
 pub mod formats;
@@ -17,12 +19,14 @@ mod generate;
 pub mod migration;
 pub mod parity;
 pub mod pr;
+pub mod probe;
 pub mod references;
 pub mod report;
 pub mod scratch;
 pub mod snapshot;
 pub mod target;
 mod tool;
+pub mod untracked;
 
 pub use check::{CheckReport, CheckRequest, check, load_config};
 pub use error::Error;

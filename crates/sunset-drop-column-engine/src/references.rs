@@ -16,7 +16,7 @@ const MAX_CODE_FINDINGS: usize = 50;
 const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// The column name as a PostgreSQL regular expression matching it as a whole word.
-fn word_regex(name: &str) -> String {
+pub(crate) fn word_regex(name: &str) -> String {
     let escaped: String = name
         .chars()
         .flat_map(|c| {
@@ -159,7 +159,7 @@ fn shorten(line: &str) -> String {
 }
 
 /// Whether `word` occurs in `line` with no identifier character on either side.
-fn contains_word(line: &str, word: &str) -> bool {
+pub(crate) fn contains_word(line: &str, word: &str) -> bool {
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     line.match_indices(word).any(|(at, _)| {
         let before = line[..at].chars().next_back();
@@ -168,24 +168,56 @@ fn contains_word(line: &str, word: &str) -> bool {
     })
 }
 
-/// `legacy_kind` as `legacyKind`, the other spelling application code uses.
-fn camel_case(name: &str) -> Option<String> {
+/// The spellings application code uses for a column: as written (`legacy_kind`, also inside
+/// quotes or as a Ruby symbol), camelCase (`legacyKind`) and PascalCase (`LegacyKind`).
+fn spellings(name: &str) -> Vec<(&'static str, String)> {
+    let mut out = vec![("as written", name.to_owned())];
     if !name.contains('_') {
-        return None;
+        return out;
     }
-    let mut out = String::new();
+    let mut camel = String::new();
     let mut upper = false;
     for c in name.chars() {
         if c == '_' {
-            upper = !out.is_empty();
+            upper = !camel.is_empty();
         } else if upper {
-            out.extend(c.to_uppercase());
+            camel.extend(c.to_uppercase());
             upper = false;
         } else {
-            out.push(c);
+            camel.push(c);
         }
     }
-    Some(out)
+    let mut pascal: String = camel.chars().take(1).flat_map(char::to_uppercase).collect();
+    pascal.extend(camel.chars().skip(1));
+    if camel != name {
+        out.push(("camelCase", camel.clone()));
+    }
+    if pascal != camel && pascal != name {
+        out.push(("PascalCase", pascal));
+    }
+    out
+}
+
+/// How `line` spells the column, if it does: the spelling and, for the name as written, whether
+/// it stands quoted (`"legacy_kind"`) or as a symbol (`:legacy_kind`).
+fn spelling_in(line: &str, spellings: &[(&'static str, String)]) -> Option<String> {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    for (style, needle) in spellings {
+        for (at, _) in line.match_indices(needle.as_str()) {
+            let before = line[..at].chars().next_back();
+            let after = line[at + needle.len()..].chars().next();
+            if before.is_some_and(is_ident) || after.is_some_and(is_ident) {
+                continue;
+            }
+            let form = match (before, after) {
+                (Some(q @ ('"' | '\'' | '`')), Some(r)) if q == r => format!("{q}{needle}{q}"),
+                (Some(':'), _) if !line[..at].ends_with("::") => format!(":{needle}"),
+                _ => needle.clone(),
+            };
+            return Some(format!("`{form}` ({style})"));
+        }
+    }
+    None
 }
 
 /// Whether a path is a migration or a schema dump: history, not live code.
@@ -216,8 +248,7 @@ pub fn code_references(
             repo.display()
         )));
     }
-    let mut needles = vec![target.column.name.clone()];
-    needles.extend(camel_case(&target.column.name));
+    let needles = spellings(&target.column.name);
     let mut hits: Vec<(PathBuf, usize, String)> = Vec::new();
     let walker = ignore::WalkBuilder::new(repo)
         .hidden(true)
@@ -246,8 +277,12 @@ pub fn code_references(
         let text = String::from_utf8_lossy(&bytes);
         let relative = path.strip_prefix(repo).unwrap_or(path).to_path_buf();
         for (n, line) in text.lines().enumerate() {
-            if needles.iter().any(|needle| contains_word(line, needle)) {
-                hits.push((relative.clone(), n + 1, shorten(line.trim())));
+            if let Some(spelling) = spelling_in(line, &needles) {
+                hits.push((
+                    relative.clone(),
+                    n + 1,
+                    format!("{spelling}: {}", shorten(line.trim())),
+                ));
             }
         }
     }
@@ -405,9 +440,33 @@ mod tests {
     }
 
     #[test]
-    fn camel_case_spelling() {
-        assert_eq!(camel_case("legacy_kind").as_deref(), Some("legacyKind"));
-        assert_eq!(camel_case("kind"), None);
+    fn spellings_of_a_column() {
+        let all = spellings("legacy_kind");
+        let words: Vec<&str> = all.iter().map(|(_, w)| w.as_str()).collect();
+        assert_eq!(words, ["legacy_kind", "legacyKind", "LegacyKind"]);
+        assert_eq!(spellings("kind").len(), 1);
+        let find = |line: &str| spelling_in(line, &all);
+        assert_eq!(
+            find("t.legacy_kind = 1").as_deref(),
+            Some("`legacy_kind` (as written)")
+        );
+        assert_eq!(
+            find(r#"row["legacy_kind"]"#).as_deref(),
+            Some(r#"`"legacy_kind"` (as written)"#)
+        );
+        assert_eq!(
+            find("validates :legacy_kind").as_deref(),
+            Some("`:legacy_kind` (as written)")
+        );
+        assert_eq!(
+            find("account.legacyKind").as_deref(),
+            Some("`legacyKind` (camelCase)")
+        );
+        assert_eq!(
+            find("enum LegacyKind {").as_deref(),
+            Some("`LegacyKind` (PascalCase)")
+        );
+        assert_eq!(find("my_legacy_kind_v2"), None);
     }
 
     #[test]

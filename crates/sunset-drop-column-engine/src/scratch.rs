@@ -10,8 +10,9 @@ use sunset_pg::Database;
 use tokio_postgres::Client;
 
 use crate::error::Error;
+use crate::findings::{Evidence, Finding, Severity};
 use crate::formats::Unit;
-use crate::{snapshot, tool};
+use crate::{probe, snapshot, tool};
 
 /// The application_name of every drop-column session.
 pub const APPLICATION_NAME: &str = "sunset-drop-column";
@@ -39,6 +40,8 @@ pub struct Verification {
     pub units_up: usize,
     pub units_down: usize,
     pub seconds: f64,
+    /// What the behavioural probe found (blocking ones stop `generate` unless acknowledged).
+    pub probe: Vec<Finding>,
 }
 
 /// libpq keyword/value connection string for `pg_dump` and `psql`: the scratch or source
@@ -94,15 +97,73 @@ fn pg_tool(tool: &str, server_major: u32) -> Result<PathBuf, Error> {
     )))
 }
 
-/// Builds the scratch database, runs `up`, `down`, `up`, compares the catalog, and drops it.
+/// Builds the scratch database, probes the table, runs `up`, probes again, runs `down`, `up`,
+/// compares the catalog, and drops it.
 pub async fn verify(
     admin: &Client,
     url: &str,
-    up: &[Unit],
+    migration: &Trial<'_>,
     down: &[Unit],
-    column_gone: &(dyn Fn(&[String]) -> bool + Sync),
 ) -> Result<Verification, Error> {
     let started = Instant::now();
+    let (scratch, (facts_compared, facts_changed_by_up, probe)) =
+        in_scratch(admin, url, async |client: &Client| {
+            run_in_scratch(client, migration, down).await
+        })
+        .await?;
+    Ok(Verification {
+        scratch_database: scratch,
+        facts_compared,
+        facts_changed_by_up,
+        units_up: migration.up.len(),
+        units_down: down.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        probe,
+    })
+}
+
+/// The up migration to try on the scratch database, and how to see that it did its job.
+pub struct Trial<'a> {
+    pub up: &'a [Unit],
+    /// The table, qualified and quoted, that the behavioural probe exercises.
+    pub table: &'a str,
+    pub column_gone: &'a (dyn Fn(&[String]) -> bool + Sync),
+}
+
+/// `check --probe`: the behavioural probe before and after `up` on a scratch database, without
+/// the down. An up that fails is a blocking finding too.
+pub async fn probe(
+    admin: &Client,
+    url: &str,
+    migration: &Trial<'_>,
+) -> Result<Vec<Finding>, Error> {
+    let (_, findings) = in_scratch(admin, url, async |client: &Client| {
+        let before = probe::exercise(client, migration.table, None).await?;
+        if let Err(Error::Verification(message)) = apply(client, migration.up, "up").await {
+            return Ok(vec![Finding::new(
+                "up_fails",
+                Severity::Danger,
+                true,
+                Evidence::Behaviour,
+                migration.table,
+                message,
+                "find what the drop trips over (the message names it) and deal with it first",
+            )]);
+        }
+        let after = probe::exercise(client, migration.table, Some(before.fill)).await?;
+        Ok(probe::compare(migration.table, &before, &after))
+    })
+    .await?;
+    Ok(findings)
+}
+
+/// Creates a scratch database loaded with the schema of `url`'s database, runs `work` on it,
+/// and drops it whatever happened: the scratch database's name and what `work` returned.
+async fn in_scratch<T>(
+    admin: &Client,
+    url: &str,
+    work: impl AsyncFnOnce(&Client) -> Result<T, Error>,
+) -> Result<(String, T), Error> {
     let database = parse(url)?;
     let row = admin
         .query_one(
@@ -131,34 +192,24 @@ pub async fn verify(
         .map_err(Error::db(
             "creating the scratch database (the role needs CREATEDB)",
         ))?;
-    let outcome = run_in_scratch(
-        &database,
-        &source,
-        &scratch,
-        &pg_dump,
-        &psql,
-        up,
-        down,
-        column_gone,
-    )
+    let outcome = async {
+        load_schema(&database, &source, &scratch, &pg_dump, &psql)?;
+        let mut scratch_database = database.clone();
+        scratch_database.config.dbname(&scratch);
+        let client = scratch_database.connect().await?;
+        work(&client).await
+    }
     .await;
     let dropped = admin
         .batch_execute(&format!(
             "DROP DATABASE IF EXISTS \"{scratch}\" WITH (FORCE)"
         ))
         .await;
-    let (facts_compared, facts_changed_by_up) = outcome?;
+    let outcome = outcome?;
     dropped.map_err(Error::db(format!(
         "dropping the scratch database {scratch}"
     )))?;
-    Ok(Verification {
-        scratch_database: scratch,
-        facts_compared,
-        facts_changed_by_up,
-        units_up: up.len(),
-        units_down: down.len(),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((scratch, outcome))
 }
 
 /// This host, in scratch database names, so a run only cleans up after runs of its own host.
@@ -204,34 +255,26 @@ async fn drop_orphans(admin: &Client) -> Result<(), Error> {
     Ok(())
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; a struct would only rename them"
-)]
+/// Probe, up, probe, down, up: the catalog facts compared, those the up changed, and the
+/// probe's findings.
 async fn run_in_scratch(
-    database: &Database,
-    source: &str,
-    scratch: &str,
-    pg_dump: &Path,
-    psql: &Path,
-    up: &[Unit],
+    client: &Client,
+    migration: &Trial<'_>,
     down: &[Unit],
-    column_gone: &(dyn Fn(&[String]) -> bool + Sync),
-) -> Result<(usize, usize), Error> {
-    load_schema(database, source, scratch, pg_dump, psql)?;
-    let mut scratch_database = database.clone();
-    scratch_database.config.dbname(scratch);
-    let client = scratch_database.connect().await?;
-    let before = snapshot::catalog(&client).await?;
-    apply(&client, up, "up").await?;
-    let after_up = snapshot::catalog(&client).await?;
-    if !column_gone(&after_up) {
+) -> Result<(usize, usize, Vec<Finding>), Error> {
+    let before = snapshot::catalog(client).await?;
+    let probe_before = probe::exercise(client, migration.table, None).await?;
+    apply(client, migration.up, "up").await?;
+    let after_up = snapshot::catalog(client).await?;
+    if !(migration.column_gone)(&after_up) {
         return Err(Error::Verification(
             "the up migration ran but the column is still there".to_owned(),
         ));
     }
-    apply(&client, down, "down").await?;
-    let after_down = snapshot::catalog(&client).await?;
+    let probe_after = probe::exercise(client, migration.table, Some(probe_before.fill)).await?;
+    let findings = probe::compare(migration.table, &probe_before, &probe_after);
+    apply(client, down, "down").await?;
+    let after_down = snapshot::catalog(client).await?;
     let difference = snapshot::difference(&before, &after_down);
     if !difference.is_empty() {
         let shown: Vec<&String> = difference.iter().take(40).collect();
@@ -245,8 +288,12 @@ async fn run_in_scratch(
                 .join("\n")
         )));
     }
-    apply(&client, up, "second up").await?;
-    Ok((before.len(), snapshot::difference(&before, &after_up).len()))
+    apply(client, migration.up, "second up").await?;
+    Ok((
+        before.len(),
+        snapshot::difference(&before, &after_up).len(),
+        findings,
+    ))
 }
 
 fn load_schema(

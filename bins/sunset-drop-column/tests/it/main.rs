@@ -6,3 +6,4 @@ mod catalog;
 mod formats;
 mod pr;
 mod support;
+mod untracked;

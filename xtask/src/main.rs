@@ -15,6 +15,7 @@ mod moto;
 mod postgres;
 mod process;
 mod prometheus;
+mod runners;
 mod services;
 mod test;
 mod tidy;
@@ -52,6 +53,9 @@ enum Task {
     },
     /// Services up, then the end-to-end story on demo data.
     Demo,
+    /// Installs the migration runners the drop-column tests apply migrations with (dbmate,
+    /// Alembic, Django, ActiveRecord) under `target/`; `test` does it too.
+    Runners,
     /// Benchmarks, side by side with the alternative a user would otherwise use.
     Bench {
         #[command(subcommand)]
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
             cargo_test_args,
         } => test::run(no_lint, &cargo_test_args),
         Task::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Task::Runners => runners::install().map(|_| ExitCode::SUCCESS),
         Task::Bench {
             what:
                 BenchTarget::Backfill {

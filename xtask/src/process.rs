@@ -116,27 +116,37 @@ pub(crate) fn apt_program(package: &str, program: &str, why: &str) -> Result<std
     if let Some(path) = find_on_path(program) {
         return Ok(path);
     }
-    crate::say!("installing {package} with apt-get (first use only)");
+    apt_install(&[package]);
+    find_on_path(program).with_context(|| {
+        format!("{why} needs `{program}`, which could not be installed: `apt-get update && apt-get install {package}`")
+    })
+}
+
+/// `apt-get install`s `packages` (after an `apt-get update` if the first try fails); whether
+/// it succeeded. The caller checks for what it needed and says how to get it.
+pub(crate) fn apt_install(packages: &[&str]) -> bool {
+    crate::say!(
+        "installing {} with apt-get (first use only)",
+        packages.join(" ")
+    );
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !install() {
+    install() || {
         let _ = Command::new("apt-get")
             .args(["update", "-q"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status();
-        install();
+        install()
     }
-    find_on_path(program).with_context(|| {
-        format!("{why} needs `{program}`, which could not be installed: `apt-get update && apt-get install {package}`")
-    })
 }
 
 /// Whether a server on loopback `port` answers `GET path` with 200 (not just whether the port is

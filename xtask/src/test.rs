@@ -18,7 +18,8 @@ pub(crate) fn run(no_lint: bool, cargo_test_args: &[String]) -> Result<ExitCode>
 }
 
 fn checks_and_tests(no_lint: bool, cargo_test_args: &[String]) -> Result<ExitCode> {
-    let env = services::current_env()?;
+    let mut env = services::current_env()?;
+    env.extend(crate::runners::install()?);
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
     let locked: &[&str] = if in_ci { &["--locked"] } else { &[] };
     if !no_lint || in_ci {

@@ -109,6 +109,31 @@ pub struct Context {
     pub app_label: Option<String>,
     /// Alembic: the text of each existing revision file, to find the head.
     pub revision_files: Vec<String>,
+    /// Rails: the `major.minor` of ActiveRecord the repository locks (from `Gemfile.lock`), which
+    /// `ActiveRecord::Migration[...]` must name: a runner refuses a version newer than itself.
+    pub rails_version: Option<String>,
+}
+
+/// Rails assumed when no `Gemfile.lock` names ActiveRecord: said in the file's header.
+const RAILS_FALLBACK: &str = "7.1";
+
+/// The `major.minor` of `activerecord` (or else `rails`) in a `Gemfile.lock`'s resolved specs,
+/// the lines indented by four spaces: `    activerecord (6.1.7.10)`.
+pub fn rails_version_in(lockfile: &str) -> Option<String> {
+    let locked = |gem: &str| {
+        lockfile.lines().find_map(|line| {
+            let rest = line
+                .strip_prefix("    ")?
+                .strip_prefix(gem)?
+                .strip_prefix(" (")?;
+            let version = rest.strip_suffix(')')?;
+            let mut numbers = version.split('.');
+            let major = numbers.next().filter(|n| n.parse::<u32>().is_ok())?;
+            let minor = numbers.next().filter(|n| n.parse::<u32>().is_ok())?;
+            Some(format!("{major}.{minor}"))
+        })
+    };
+    locked("activerecord").or_else(|| locked("rails"))
 }
 
 /// One runner migration: a group of statements that run together.
@@ -410,7 +435,7 @@ pub fn render(
             for (n, part) in parts.iter().enumerate() {
                 files.push(file(
                     format!("{}_{}.rb", stamp(n, "%Y%m%d%H%M%S"), part.name),
-                    rails(migration, part),
+                    rails(migration, part, context.rails_version.as_deref()),
                 ));
             }
             apply = "bin/rails db:migrate".to_owned();
@@ -487,15 +512,22 @@ fn ruby_heredoc(statement: &str, indent: &str) -> String {
     text
 }
 
-fn rails(migration: &Migration, part: &Part) -> String {
+fn rails(migration: &Migration, part: &Part, locked: Option<&str>) -> String {
     let mut text = String::new();
     for line in header(migration, "up and down", part).lines() {
         let _ = writeln!(text, "#{}", line.trim_start_matches("--"));
     }
+    if locked.is_none() {
+        let _ = writeln!(
+            text,
+            "# No Gemfile.lock above the migrations directory names activerecord: Rails {RAILS_FALLBACK} assumed."
+        );
+    }
     let _ = writeln!(
         text,
-        "class {} < ActiveRecord::Migration[7.1]",
-        camel(&part.name)
+        "class {} < ActiveRecord::Migration[{}]",
+        camel(&part.name),
+        locked.unwrap_or(RAILS_FALLBACK)
     );
     if !part.transactional {
         text.push_str(
@@ -746,7 +778,7 @@ mod tests {
                 "__init__.py".into(),
             ],
             app_label: Some("billing".into()),
-            revision_files: vec![],
+            ..Context::default()
         };
         let rendered = render(Format::Django, &migration(), version(), &context);
         assert_eq!(
@@ -786,6 +818,30 @@ mod tests {
                 .contains("down_revision = \"bbb\"")
         );
         assert!(rendered.files[0].contents.contains("autocommit_block"));
+    }
+
+    #[test]
+    fn rails_names_the_locked_activerecord() {
+        let lockfile = "GEM\n  remote: https://rubygems.org/\n  specs:\n    actionpack (6.1.7.10)\n      rack (~> 2.0)\n    activerecord (6.1.7.10)\n      activemodel (= 6.1.7.10)\n    rails (6.1.7.10)\n";
+        assert_eq!(rails_version_in(lockfile).as_deref(), Some("6.1"));
+        assert_eq!(
+            rails_version_in("    rails (7.2.1)\n").as_deref(),
+            Some("7.2")
+        );
+        // A dependency line (six spaces, a requirement) is not the resolved version.
+        assert_eq!(rails_version_in("      activerecord (= 6.1.7)\n"), None);
+        let context = Context {
+            rails_version: Some("6.1".into()),
+            ..Context::default()
+        };
+        let rendered = render(Format::Rails, &migration(), version(), &context);
+        assert!(
+            rendered.files[0]
+                .contents
+                .contains("ActiveRecord::Migration[6.1]")
+        );
+        let unlocked = render(Format::Rails, &migration(), version(), &Context::default());
+        assert!(unlocked.files[0].contents.contains("Rails 7.1 assumed"));
     }
 
     #[test]

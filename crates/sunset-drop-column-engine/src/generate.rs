@@ -289,7 +289,8 @@ fn version_in(existing: &[String], name: &str) -> Option<NaiveDateTime> {
         .min()
 }
 
-/// What the formats need from the migrations directory; revision files are read for Alembic only.
+/// What the formats need from the migrations directory; revision files are read for Alembic only,
+/// the nearest `Gemfile.lock` above it for Rails only.
 fn format_context(dir: &Path, format: Format) -> formats::Context {
     let existing: Vec<String> = std::fs::read_dir(dir)
         .map(|entries| {
@@ -308,9 +309,18 @@ fn format_context(dir: &Path, format: Format) -> formats::Context {
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .map(str::to_owned);
+    let rails_version = (format == Format::Rails)
+        .then(|| {
+            absolute(dir).ancestors().find_map(|above| {
+                let lockfile = std::fs::read_to_string(above.join("Gemfile.lock")).ok()?;
+                formats::rails_version_in(&lockfile)
+            })
+        })
+        .flatten();
     formats::Context {
         existing,
         app_label,
         revision_files,
+        rails_version,
     }
 }

@@ -28,34 +28,48 @@ const SERVICE_VARS: [&str; 5] = [
 
 /// Looks up `name` in the process environment, then in the services env file.
 pub fn service_var(name: &str) -> Result<String, String> {
-    let env_file = std::fs::read_to_string(env_file_path()).ok();
+    let env_file = std::fs::read_to_string(env_file_path("env")).ok();
+    lookup(name, |n| std::env::var(n).ok(), env_file.as_deref()).ok_or_else(|| not_up(name))
+}
+
+fn not_up(name: &str) -> String {
+    format!("{name} is not set and no services are up: {HOW_TO_START}")
+}
+
+/// A migration runner's program (`SUNSET_DBMATE`, `SUNSET_RUNNERS_PYTHON`, `SUNSET_RUBY`): from
+/// the environment, or the file `cargo xtask runners` writes; panics saying how to install it.
+pub fn runner(name: &str) -> std::path::PathBuf {
+    let env_file = std::fs::read_to_string(env_file_path("runners.env")).ok();
     lookup(name, |n| std::env::var(n).ok(), env_file.as_deref())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not set: install the migration runners with `cargo xtask runners` \
+                 (`cargo xtask test` does it), or point {name} at the program"
+            )
+        })
 }
 
 fn lookup(
     name: &str,
     env: impl Fn(&str) -> Option<String>,
     env_file: Option<&str>,
-) -> Result<String, String> {
+) -> Option<String> {
     if let Some(value) = env(name).filter(|v| !v.is_empty()) {
-        return Ok(value);
+        return Some(value);
     }
-    env_file
-        .into_iter()
-        .flat_map(str::lines)
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix('=')
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| format!("{name} is not set and no services are up: {HOW_TO_START}"))
+    env_file.into_iter().flat_map(str::lines).find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix('=')
+            .map(str::to_owned)
+    })
 }
 
 /// Found at run time beside the running test binary (`target/<profile>/deps/<test>`, so a
 /// checkout that was moved or copied after the build still finds its own services); the
 /// workspace's `target/` as the build saw it when the binary lives elsewhere.
-fn env_file_path() -> std::path::PathBuf {
-    let relative = std::path::Path::new("sunset-services").join("env");
+fn env_file_path(file: &str) -> std::path::PathBuf {
+    let relative = std::path::Path::new("sunset-services").join(file);
     let beside_the_binary = std::env::current_exe().ok().and_then(|exe| {
         exe.ancestors()
             .skip(1)
@@ -363,9 +377,9 @@ mod tests {
 
     #[test]
     fn a_missing_service_says_how_to_start_it() {
-        let message = lookup("DATABASE_URL", |_| None, None).unwrap_err();
+        assert_eq!(lookup("DATABASE_URL", |_| None, None), None);
         assert_eq!(
-            message,
+            not_up("DATABASE_URL"),
             "DATABASE_URL is not set and no services are up: start the services with `cargo xtask services up` \
              (then `eval \"$(cargo xtask services env)\"` in your shell), or run every test with `cargo xtask test`"
         );

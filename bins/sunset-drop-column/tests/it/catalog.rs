@@ -173,7 +173,7 @@ dependent!(
 );
 dependent!(
     column_grant,
-    "DO $$ BEGIN CREATE ROLE sunset_test_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+    "DO $$ BEGIN CREATE ROLE sunset_test_reader; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
      GRANT SELECT (legacy_kind) ON accounts TO sunset_test_reader",
     "column_grant",
     "public.accounts.legacy_kind"
@@ -466,7 +466,7 @@ fn statements_hidden_from_the_checking_role_are_reported_as_unknown() {
     db.exec(BASE);
     db.exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
     db.exec(
-        "DO $$ BEGIN CREATE ROLE sunset_test_auditor LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+        "DO $$ BEGIN CREATE ROLE sunset_test_auditor LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
     );
     db.exec("SELECT legacy_kind FROM accounts WHERE id = 7");
     // The same server as another role (the throwaway cluster trusts local connections).

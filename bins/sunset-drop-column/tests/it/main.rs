@@ -5,5 +5,6 @@ mod bad_input;
 mod catalog;
 mod formats;
 mod pr;
+mod runners;
 mod support;
 mod untracked;

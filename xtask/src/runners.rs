@@ -1,10 +1,8 @@
 //! `cargo xtask runners`: the migration runners whose formats `sunset-drop-column` writes, so
 //! its tests apply the files with the runner itself. Installed on first use under
-//! `target/sunset-services/runners/` (npm, a Python virtualenv) or from Debian (ActiveRecord),
-//! then cached; their paths go to `target/sunset-services/runners.env` for the tests.
-//!
-//! sqlx-cli and diesel_cli (crates.io) are not installed yet; their formats keep the tests'
-//! imitation (README). sqlx-cli 0.8.6 with `postgres` only builds in about 70 s here.
+//! `target/sunset-services/runners/` (npm, a Python virtualenv, `cargo install` from crates.io)
+//! or from Debian (ActiveRecord), then cached; their paths go to
+//! `target/sunset-services/runners.env` for the tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +20,30 @@ const PYTHON_REQUIREMENTS: [&str; 3] = [
     "psycopg2-binary==2.9.10",
 ];
 
+/// A runner from crates.io, built with its PostgreSQL driver only (no SQLite or MySQL to compile).
+struct CratesIoRunner {
+    krate: &'static str,
+    version: &'static str,
+    /// The features besides `--no-default-features`.
+    features: &'static str,
+    program: &'static str,
+}
+
+const SQLX: CratesIoRunner = CratesIoRunner {
+    krate: "sqlx-cli",
+    version: "0.8.6",
+    features: "postgres",
+    program: "sqlx",
+};
+
+/// Its `postgres` feature links the system's libpq (Debian's `libpq-dev`).
+const DIESEL: CratesIoRunner = CratesIoRunner {
+    krate: "diesel_cli",
+    version: "2.3.14",
+    features: "postgres",
+    program: "diesel",
+};
+
 /// Installs what is missing and writes the env file; returns its variables.
 pub(crate) fn install() -> Result<Vec<(&'static str, String)>> {
     let root = services_dir().join("runners");
@@ -33,6 +55,11 @@ pub(crate) fn install() -> Result<Vec<(&'static str, String)>> {
             python(&root)?.display().to_string(),
         ),
         ("SUNSET_RUBY", ruby()?.display().to_string()),
+        ("SUNSET_SQLX", from_crates_io(&root, &SQLX)?.display().to_string()),
+        (
+            "SUNSET_DIESEL",
+            from_crates_io(&root, &DIESEL)?.display().to_string(),
+        ),
     ];
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     let env_file = services_dir().join("runners.env");
@@ -113,4 +140,46 @@ fn ruby() -> Result<PathBuf> {
     process::find_on_path("ruby").filter(|r| loads(r)).context(
         "the Rails migration test needs ruby with ActiveRecord and pg: `apt-get update && apt-get install ruby-activerecord ruby-pg`",
     )
+}
+
+/// `cargo install --locked` into `runners/cargo`, with its own target directory so the
+/// workspace's `target/debug` is left alone. About 70 s for sqlx-cli and 60 s for diesel_cli here.
+fn from_crates_io(root: &Path, runner: &CratesIoRunner) -> Result<PathBuf> {
+    let install_root = root.join("cargo");
+    let program = install_root.join("bin").join(runner.program);
+    let wanted = format!(
+        "{}@{} --features {}",
+        runner.krate, runner.version, runner.features
+    );
+    let marker = install_root.join(format!(".sunset-requirement-{}", runner.program));
+    if installed(&marker, &wanted) && program.exists() {
+        return Ok(program);
+    }
+    if runner.krate == DIESEL.krate && process::find_on_path("pg_config").is_none() {
+        process::apt_install(&["libpq-dev"]);
+    }
+    say!(
+        "building {wanted} into {} (first use only)",
+        install_root.display()
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    process::run(
+        Command::new(cargo)
+            .args(["install", "--locked", "--quiet", "--no-default-features"])
+            .args(["--features", runner.features, "--version", runner.version])
+            .arg("--root")
+            .arg(&install_root)
+            .arg("--target-dir")
+            .arg(root.join("cargo-build"))
+            .arg(runner.krate),
+    )
+    .with_context(|| {
+        format!(
+            "could not build {wanted} from crates.io (diesel_cli needs libpq: `apt-get install libpq-dev`)"
+        )
+    })?;
+    // The build tree is only needed to build; the binary is what is cached.
+    let _ = std::fs::remove_dir_all(root.join("cargo-build"));
+    std::fs::write(&marker, wanted)?;
+    Ok(program)
 }

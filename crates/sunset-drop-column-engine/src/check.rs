@@ -78,10 +78,12 @@ pub async fn check(client: &Client, request: &CheckRequest) -> Result<CheckRepor
     }
     // From here on, definitions read from the catalog name every object with its schema, so the
     // migration does not depend on the runner's search_path (the column's type included).
+    // JIT off: the planner overestimates the recursive catalog queries and compiled the probe's
+    // subset query for 0.3 s on 2,000 tables, to run it in 3 ms.
     client
-        .batch_execute("SET search_path = ''")
+        .batch_execute("SET search_path = ''; SET jit = off")
         .await
-        .map_err(Error::db("qualifying names"))?;
+        .map_err(Error::db("qualifying names and turning JIT off"))?;
     let target = target::resolve(client, &target.table_sql, &target.column.name_sql).await?;
     let mut dependents = dependents::find(client, &target).await?;
     dependents.extend(descendants::find(client, &target).await?);

@@ -24,6 +24,7 @@ pub mod references;
 pub mod report;
 pub mod scratch;
 pub mod snapshot;
+mod subset;
 pub mod target;
 mod tool;
 pub mod untracked;

@@ -51,6 +51,13 @@ pub struct Exercise {
 }
 
 impl Exercise {
+    /// The first step that failed, with PostgreSQL's message.
+    pub fn first_failure(&self) -> Option<String> {
+        self.steps
+            .iter()
+            .find_map(|s| Some(format!("{}: {}", s.name, s.error.as_ref()?)))
+    }
+
     fn step(&self, name: &str) -> Option<&Step> {
         self.steps.iter().find(|s| s.name == name)
     }

@@ -12,7 +12,9 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::findings::{Evidence, Finding, Severity};
 use crate::formats::Unit;
-use crate::{probe, snapshot, tool};
+use crate::subset::Subset;
+use crate::{probe, snapshot, subset, tool};
+use sunset_outcome::Classify;
 
 /// The application_name of every drop-column session.
 pub const APPLICATION_NAME: &str = "sunset-drop-column";
@@ -107,7 +109,7 @@ pub async fn verify(
 ) -> Result<Verification, Error> {
     let started = Instant::now();
     let (scratch, (facts_compared, facts_changed_by_up, probe)) =
-        in_scratch(admin, url, async |client: &Client| {
+        in_scratch(admin, url, Schema::Whole, async |client: &Client| {
             run_in_scratch(client, migration, down).await
         })
         .await?;
@@ -131,16 +133,48 @@ pub struct Trial<'a> {
 }
 
 /// `check --probe`: the behavioural probe before and after `up` on a scratch database, without
-/// the down. An up that fails is a blocking finding too.
+/// the down. An up that fails is a blocking finding too. Tried first on a scratch database with
+/// only the relations the probe can touch ([`subset`]), which is kept when every step succeeded;
+/// otherwise (or when the subset cannot be loaded) decided on the whole schema.
 pub async fn probe(
     admin: &Client,
     url: &str,
     migration: &Trial<'_>,
 ) -> Result<Vec<Finding>, Error> {
-    let (_, findings) = in_scratch(admin, url, async |client: &Client| {
-        let before = probe::exercise(client, migration.table, None).await?;
-        if let Err(Error::Verification(message)) = apply(client, migration.up, "up").await {
-            return Ok(vec![Finding::new(
+    let subset = subset::read(admin, migration.table).await?;
+    let around_up = async |client: &Client| probe_around_up(client, migration).await;
+    let relations = subset.relations.len();
+    match in_scratch(admin, url, Schema::Subset(&subset), around_up).await {
+        Ok((_, (findings, None))) => {
+            tracing::info!(
+                "behavioural probe: every step passed on a scratch database with the {relations} relation(s) it touches"
+            );
+            return Ok(findings);
+        }
+        Ok((_, (_, Some(failed)))) => tracing::info!(
+            "behavioural probe: a step failed on the scratch database with the {relations} relation(s) it touches ({failed}); deciding on the whole schema"
+        ),
+        Err(error) if error.is_stopped() => return Err(error),
+        Err(error) => tracing::info!(
+            "behavioural probe: the {relations} relation(s) it touches did not load on their own ({error}); deciding on the whole schema"
+        ),
+    }
+    let (_, (findings, _)) = in_scratch(admin, url, Schema::Whole, around_up).await?;
+    tracing::info!("behavioural probe: decided on the whole schema");
+    Ok(findings)
+}
+
+/// The probe before and after the up: its findings, and the first step that failed, if any (a
+/// subset of the schema is trusted only when none did).
+async fn probe_around_up(
+    client: &Client,
+    migration: &Trial<'_>,
+) -> Result<(Vec<Finding>, Option<String>), Error> {
+    let before = probe::exercise(client, migration.table, None).await?;
+    match apply(client, migration.up, "up").await {
+        Ok(()) => {}
+        Err(Error::Verification(message)) => {
+            let finding = Finding::new(
                 "up_fails",
                 Severity::Danger,
                 true,
@@ -148,13 +182,23 @@ pub async fn probe(
                 migration.table,
                 message,
                 "find what the drop trips over (the message names it) and deal with it first",
-            )]);
+            );
+            return Ok((vec![finding], Some("the up".to_owned())));
         }
-        let after = probe::exercise(client, migration.table, Some(before.fill)).await?;
-        Ok(probe::compare(migration.table, &before, &after))
-    })
-    .await?;
-    Ok(findings)
+        Err(other) => return Err(other),
+    }
+    let after = probe::exercise(client, migration.table, Some(before.fill)).await?;
+    let failed = before.first_failure().or_else(|| after.first_failure());
+    Ok((probe::compare(migration.table, &before, &after), failed))
+}
+
+/// What a scratch database is loaded with.
+#[derive(Clone, Copy)]
+enum Schema<'a> {
+    /// `pg_dump --schema-only` of the whole database.
+    Whole,
+    /// Every object that is not a relation, and these relations.
+    Subset(&'a Subset),
 }
 
 /// Creates a scratch database loaded with the schema of `url`'s database, runs `work` on it,
@@ -162,6 +206,7 @@ pub async fn probe(
 async fn in_scratch<T>(
     admin: &Client,
     url: &str,
+    schema: Schema<'_>,
     work: impl AsyncFnOnce(&Client) -> Result<T, Error>,
 ) -> Result<(String, T), Error> {
     let database = parse(url)?;
@@ -175,8 +220,7 @@ async fn in_scratch<T>(
     let source: String = row.get(0);
     let major = u32::try_from(row.get::<_, i32>(1) / 10000).unwrap_or(0);
     drop_orphans(admin).await?;
-    let pg_dump = pg_tool("pg_dump", major)?;
-    let psql = pg_tool("psql", major)?;
+    let tools = Tools::find(major)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -193,7 +237,7 @@ async fn in_scratch<T>(
             "creating the scratch database (the role needs CREATEDB)",
         ))?;
     let outcome = async {
-        load_schema(&database, &source, &scratch, &pg_dump, &psql)?;
+        load_schema(&database, &source, &scratch, &tools, schema)?;
         let mut scratch_database = database.clone();
         scratch_database.config.dbname(&scratch);
         let client = scratch_database.connect().await?;
@@ -296,47 +340,158 @@ async fn run_in_scratch(
     ))
 }
 
+/// The client programs of the server's major that copy the schema.
+struct Tools {
+    pg_dump: PathBuf,
+    pg_restore: PathBuf,
+    psql: PathBuf,
+}
+
+impl Tools {
+    fn find(major: u32) -> Result<Tools, Error> {
+        Ok(Tools {
+            pg_dump: pg_tool("pg_dump", major)?,
+            pg_restore: pg_tool("pg_restore", major)?,
+            psql: pg_tool("psql", major)?,
+        })
+    }
+}
+
+/// Connection details for the client programs: the password through `PGPASSWORD`.
+struct Programs<'a> {
+    database: &'a Database,
+    tools: &'a Tools,
+    password: Option<String>,
+}
+
+impl Programs<'_> {
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        command
+    }
+
+    /// `pg_dump --schema-only` of `dbname` with `selection` into `file`.
+    fn dump(&self, dbname: &str, selection: &[String], file: &Path) -> Result<(), Error> {
+        let mut dump = self.command(&self.tools.pg_dump);
+        dump.args(["--schema-only", "--no-subscriptions"])
+            .args(selection)
+            .arg("--file")
+            .arg(file)
+            .arg(conninfo(self.database, dbname));
+        tool::run(&mut dump, "pg_dump --schema-only").map(drop)
+    }
+
+    /// psql, stopping at the first error, everything in one transaction.
+    fn psql(&self, dbname: &str) -> Command {
+        let mut load = self.command(&self.tools.psql);
+        load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"])
+            .arg("-d")
+            .arg(conninfo(self.database, dbname));
+        load
+    }
+}
+
 fn load_schema(
     database: &Database,
     source: &str,
     scratch: &str,
-    pg_dump: &Path,
-    psql: &Path,
+    tools: &Tools,
+    schema: Schema<'_>,
 ) -> Result<(), Error> {
-    let dir = tempfile_dir()?;
-    let dump = dir.join("schema.sql");
-    let password = database
-        .config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned());
-    let with_password = |command: &mut Command| {
-        if let Some(password) = &password {
-            command.env("PGPASSWORD", password);
-        }
+    let programs = Programs {
+        database,
+        tools,
+        password: database
+            .config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
     };
-    let mut dump_command = Command::new(pg_dump);
-    dump_command
-        .args(["--schema-only", "--no-subscriptions", "--file"])
-        .arg(&dump)
-        .arg(conninfo(database, source));
-    with_password(&mut dump_command);
-    tool::run(&mut dump_command, "pg_dump --schema-only")?;
-    let mut load = Command::new(psql);
-    load.args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--single-transaction",
-        "-f",
-    ])
-    .arg(&dump)
-    .arg("-d")
-    .arg(conninfo(database, scratch));
-    with_password(&mut load);
-    let loaded = tool::run(&mut load, "loading the schema into the scratch database").map(drop);
+    let dir = tempfile_dir()?;
+    let loaded = match schema {
+        Schema::Whole => {
+            let file = dir.join("schema.sql");
+            programs.dump(source, &[], &file).and_then(|()| {
+                let mut load = programs.psql(scratch);
+                tool::run(
+                    load.arg("-f").arg(&file),
+                    "loading the schema into the scratch database",
+                )
+                .map(drop)
+            })
+        }
+        Schema::Subset(subset) => load_subset(&programs, source, scratch, subset, &dir),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     loaded
+}
+
+/// Everything but relations (through pg_restore's table of contents, without the publication
+/// memberships of tables left out: PostgreSQL 18's pg_dump keeps them), then the subset's
+/// relations and their memberships. The two dumps run side by side.
+fn load_subset(
+    programs: &Programs<'_>,
+    source: &str,
+    scratch: &str,
+    subset: &Subset,
+    dir: &Path,
+) -> Result<(), Error> {
+    let not_relations = dir.join("not-relations.dump");
+    let contents = dir.join("not-relations.list");
+    let relations = dir.join("relations.sql");
+    let selection: Vec<String> = subset
+        .relations
+        .iter()
+        .map(|r| format!("--table={r}"))
+        .collect();
+    let (first, second) = std::thread::scope(|scope| {
+        let others = scope.spawn(|| {
+            programs.dump(
+                source,
+                &["--format=custom".to_owned(), "--exclude-table=*.*".to_owned()],
+                &not_relations,
+            )?;
+            let mut list = programs.command(&programs.tools.pg_restore);
+            let listed = tool::run(list.arg("--list").arg(&not_relations), "pg_restore --list")?;
+            let kept: String = listed
+                .lines()
+                .filter(|line| !subset::is_publication_membership(line))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            std::fs::write(&contents, kept)
+                .map_err(Error::io(format!("writing {}", contents.display())))
+        });
+        let tables = programs.dump(source, &selection, &relations);
+        let others = others
+            .join()
+            .unwrap_or_else(|_| Err(Error::Tool("pg_dump's thread panicked".to_owned())));
+        (others, tables)
+    });
+    first?;
+    second?;
+    let mut restore = programs.command(&programs.tools.pg_restore);
+    restore
+        .args(["--exit-on-error", "--single-transaction", "--use-list"])
+        .arg(&contents)
+        .arg("--dbname")
+        .arg(conninfo(programs.database, scratch))
+        .arg(&not_relations);
+    tool::run(
+        &mut restore,
+        "restoring everything but relations into the scratch database",
+    )?;
+    let mut load = programs.psql(scratch);
+    load.arg("-f").arg(&relations);
+    for statement in &subset.publications {
+        load.arg("-c").arg(statement);
+    }
+    tool::run(
+        &mut load,
+        "loading the probe's relations into the scratch database",
+    )
+    .map(drop)
 }
 
 fn tempfile_dir() -> Result<PathBuf, Error> {

@@ -1,8 +1,8 @@
 //! Every format's files up, down, up against PostgreSQL, with the catalog compared after the
-//! down. Formats whose runner cannot be installed here (goose, golang-migrate, Flyway) and, for
-//! now, sqlx and diesel are applied the way their runner applies them (a file as one string, a
-//! section per transaction, statements split, ...); `runners.rs` runs the real dbmate, Alembic,
-//! Django and ActiveRecord. Ruby and Python files are also checked for the runner's structure.
+//! down. Formats whose runner cannot be installed here (goose, golang-migrate, Flyway) are
+//! applied the way their runner applies them (a file as one string, a section per transaction,
+//! statements split, ...); `runners.rs` runs the real sqlx, diesel, dbmate, Alembic, Django and
+//! ActiveRecord. Ruby and Python files are also checked for the runner's structure.
 
 use crate::support;
 
@@ -183,30 +183,9 @@ fn apply(db: &Db, format: &str, dir: &Path, up: bool) {
                 alone(db, &statement);
             }
         }
-        "sqlx" => {
-            for file in pick(&format!(".{direction}.sql")) {
-                let sql = read(&file);
-                if sql.starts_with("-- no-transaction") {
-                    alone(db, &sql)
-                } else {
-                    in_transaction(db, &sql)
-                }
-            }
-        }
         "golang-migrate" => {
             for file in pick(&format!(".{direction}.sql")) {
                 alone(db, &read(&file));
-            }
-        }
-        "diesel" => {
-            for file in pick(&format!("/{direction}.sql")) {
-                let metadata = file.with_file_name("metadata.toml");
-                let sql = read(&file);
-                if metadata.exists() && read(&metadata).contains("run_in_transaction = false") {
-                    alone(db, &sql)
-                } else {
-                    in_transaction(db, &sql)
-                }
             }
         }
         "goose" => {
@@ -266,8 +245,9 @@ fn up_down_up(format: &str, restore_data: bool) {
 }
 
 /// Tables a runner keeps its own bookkeeping in: not part of what the down must restore.
-const BOOKKEEPING: [&str; 4] = [
+const BOOKKEEPING: [&str; 5] = [
     "schema_migrations",
+    "_sqlx_migrations",
     "ar_internal_metadata",
     "alembic_version",
     "django_migrations",
@@ -404,21 +384,6 @@ fn plain_sql_up_down_up() {
 #[test]
 fn plain_sql_restores_data() {
     up_down_up("sql", true);
-}
-
-#[test]
-fn sqlx_up_down_up() {
-    up_down_up("sqlx", false);
-}
-
-#[test]
-fn sqlx_restores_data() {
-    up_down_up("sqlx", true);
-}
-
-#[test]
-fn diesel_up_down_up() {
-    up_down_up("diesel", true);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The generated files applied by the runners themselves (installed by `cargo xtask runners`):
-//! dbmate, Alembic, Django's `migrate` and ActiveRecord 6.1 (Debian's), each up, down, up, with
+//! sqlx-cli, diesel_cli, dbmate, Alembic, Django's `migrate` and ActiveRecord 6.1 (Debian's),
+//! each up, down, up, with
 //! `pg_dump --schema-only` and the catalog equal before the up and after the down.
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,53 @@ fn with_sslmode(url: &str) -> String {
     } else {
         format!("{url}?sslmode=disable")
     }
+}
+
+/// `sqlx migrate run`, and `sqlx migrate revert` once per migration (it reverts the latest).
+fn sqlx(db: &Db, dir: &Path, up: bool) {
+    let steps = if up { 1 } else { generated(dir, ".up.sql") };
+    for _ in 0..steps {
+        succeed(
+            &format!("sqlx migrate {}", if up { "run" } else { "revert" }),
+            Command::new(runner("SUNSET_SQLX"))
+                .args(["migrate", if up { "run" } else { "revert" }, "--source"])
+                .arg(dir)
+                .arg("--database-url")
+                .arg(&db.url),
+        );
+    }
+}
+
+#[test]
+fn sqlx_runs_run_revert_run() {
+    round_trip("sqlx", false, &|root| root.join("migrations"), &sqlx);
+}
+
+#[test]
+fn sqlx_restores_data() {
+    round_trip("sqlx", true, &|root| root.join("migrations"), &sqlx);
+}
+
+/// `diesel migration run`, and `diesel migration revert` once per migration directory.
+fn diesel(db: &Db, dir: &Path, up: bool) {
+    let steps = if up { 1 } else { generated(dir, "/up.sql") };
+    for _ in 0..steps {
+        succeed(
+            &format!("diesel migration {}", if up { "run" } else { "revert" }),
+            Command::new(runner("SUNSET_DIESEL"))
+                .args(["migration", if up { "run" } else { "revert" }])
+                .arg("--migration-dir")
+                .arg(dir)
+                .arg("--database-url")
+                .arg(&db.url)
+                .current_dir(dir.parent().unwrap()),
+        );
+    }
+}
+
+#[test]
+fn diesel_runs_run_revert_run() {
+    round_trip("diesel", true, &|root| root.join("migrations"), &diesel);
 }
 
 fn dbmate(db: &Db, dir: &Path, up: bool) {

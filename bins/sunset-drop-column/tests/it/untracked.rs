@@ -298,6 +298,86 @@ fn generate_refuses_what_the_probe_finds() {
     assert!(!migrations.exists(), "nothing was written");
 }
 
+/// `check --probe -v` on `accounts.legacy_kind`: the exit code, the findings (but the one about
+/// pg_stat_statements this server lacks), and what the run said on stderr about where the probe ran.
+fn probe_with_log(db: &Db) -> (i32, Vec<(String, String)>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = db.run(
+        &[
+            "check", "--json", "-v", "--probe", "--table", "accounts", "--column", "legacy_kind",
+        ],
+        dir.path(),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", support::text(&output)));
+    let from_probe = codes(&json)
+        .into_iter()
+        .filter(|(code, _)| code != "live_use_unknown")
+        .collect();
+    (
+        sunset_test_support::harness::code(&output),
+        from_probe,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_probe_runs_on_the_relations_it_needs_and_falls_back_to_the_whole_schema() {
+    let db = Db::new("probe_subset");
+    db.exec(BASE);
+    // What the probe touches: an FK parent, a view joining another table, a publication with a
+    // row filter; and 30 tables it never touches.
+    db.exec(
+        "CREATE TABLE tenants (id int PRIMARY KEY, name text);
+         INSERT INTO tenants SELECT g, 't' || g FROM generate_series(0, 6) g;
+         ALTER TABLE accounts ADD CONSTRAINT accounts_tenant FOREIGN KEY (tenant_id) REFERENCES tenants;
+         CREATE TABLE regions (tenant_id int, region text);
+         CREATE VIEW account_regions AS
+             SELECT a.id, a.type, r.region FROM accounts a LEFT JOIN regions r USING (tenant_id);
+         CREATE PUBLICATION account_changes FOR TABLE accounts WHERE (id > 0);
+         DO $$ BEGIN FOR i IN 1..30 LOOP
+             EXECUTE format('CREATE TABLE unrelated_%s (id int PRIMARY KEY, note text)', i);
+         END LOOP; END $$;",
+    );
+    let (exit, found, log) = probe_with_log(&db);
+    assert_eq!(exit, 0, "{found:?}\n{log}");
+    assert!(found.is_empty(), "nothing to report: {found:?}\n{log}");
+    assert!(
+        log.contains("every step passed on a scratch database with the 4 relation(s) it touches"),
+        "accounts, tenants, regions and the view, nothing else: {log}"
+    );
+    // A trigger writes to a table no catalog link names: on the subset its INSERT fails, so
+    // the answer comes from the whole schema, where it passes. Never a false finding.
+    db.exec(
+        "CREATE TABLE account_audit (account_id bigint, at timestamptz DEFAULT now());
+         CREATE FUNCTION audit_account() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO public.account_audit (account_id) VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER accounts_audited AFTER INSERT ON accounts
+             FOR EACH ROW EXECUTE FUNCTION audit_account();",
+    );
+    let (exit, found, log) = probe_with_log(&db);
+    assert_eq!(exit, 0, "{found:?}\n{log}");
+    assert!(found.is_empty(), "nothing to report: {found:?}\n{log}");
+    assert!(
+        log.contains("a step failed on the scratch database with the 4 relation(s)")
+            && log.contains("decided on the whole schema"),
+        "{log}"
+    );
+    // And when that trigger reads the column in a way no catalog link shows, the fallback
+    // still finds the broken write.
+    db.exec(
+        "CREATE OR REPLACE FUNCTION audit_account() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN EXECUTE 'INSERT INTO public.account_audit (account_id) SELECT ($1).id WHERE ($1).' || 'legacy' || '_kind IS NOT NULL' USING NEW;
+         RETURN NEW; END $$;",
+    );
+    let (exit, found, log) = probe_with_log(&db);
+    assert_eq!(exit, 1, "{found:?}\n{log}");
+    assert!(
+        found.iter().any(|(code, _)| code == "breaks_writes"),
+        "{found:?}"
+    );
+}
+
 #[test]
 fn a_probe_that_cannot_build_a_row_says_so() {
     let db = Db::new("probe_unbuildable");

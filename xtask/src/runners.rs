@@ -55,7 +55,10 @@ pub(crate) fn install() -> Result<Vec<(&'static str, String)>> {
             python(&root)?.display().to_string(),
         ),
         ("SUNSET_RUBY", ruby()?.display().to_string()),
-        ("SUNSET_SQLX", from_crates_io(&root, &SQLX)?.display().to_string()),
+        (
+            "SUNSET_SQLX",
+            from_crates_io(&root, &SQLX)?.display().to_string(),
+        ),
         (
             "SUNSET_DIESEL",
             from_crates_io(&root, &DIESEL)?.display().to_string(),

@@ -441,16 +441,18 @@ fn load_subset(
     let not_relations = dir.join("not-relations.dump");
     let contents = dir.join("not-relations.list");
     let relations = dir.join("relations.sql");
-    let selection: Vec<String> = subset
-        .relations
-        .iter()
-        .map(|r| format!("--table={r}"))
+    // Strict: a relation whose pattern matched nothing would be missing without a failure.
+    let selection: Vec<String> = std::iter::once("--strict-names".to_owned())
+        .chain(subset.relations.iter().map(|r| format!("--table={r}")))
         .collect();
     let (first, second) = std::thread::scope(|scope| {
         let others = scope.spawn(|| {
             programs.dump(
                 source,
-                &["--format=custom".to_owned(), "--exclude-table=*.*".to_owned()],
+                &[
+                    "--format=custom".to_owned(),
+                    "--exclude-table=*.*".to_owned(),
+                ],
                 &not_relations,
             )?;
             let mut list = programs.command(&programs.tools.pg_restore);

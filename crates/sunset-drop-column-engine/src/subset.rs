@@ -116,7 +116,9 @@ pub(crate) async fn read(client: &Client, table: &str) -> Result<Subset, Error> 
             &[&oids],
         )
         .await
-        .map_err(Error::db("reading the publication memberships the probe needs"))?
+        .map_err(Error::db(
+            "reading the publication memberships the probe needs",
+        ))?
         .iter()
         .map(|row| row.get(0))
         .collect();

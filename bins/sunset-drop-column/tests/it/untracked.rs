@@ -304,7 +304,14 @@ fn probe_with_log(db: &Db) -> (i32, Vec<(String, String)>, String) {
     let dir = tempfile::tempdir().unwrap();
     let output = db.run(
         &[
-            "check", "--json", "-v", "--probe", "--table", "accounts", "--column", "legacy_kind",
+            "check",
+            "--json",
+            "-v",
+            "--probe",
+            "--table",
+            "accounts",
+            "--column",
+            "legacy_kind",
         ],
         dir.path(),
     );
@@ -325,8 +332,9 @@ fn probe_with_log(db: &Db) -> (i32, Vec<(String, String)>, String) {
 fn the_probe_runs_on_the_relations_it_needs_and_falls_back_to_the_whole_schema() {
     let db = Db::new("probe_subset");
     db.exec(BASE);
-    // What the probe touches: an FK parent, a view joining another table, a publication with a
-    // row filter; and 30 tables it never touches.
+    // What the probe touches: an FK parent, a view joining another table, a view whose names
+    // are pg_dump pattern characters, a publication with a row filter; and 30 tables it never
+    // touches.
     db.exec(
         "CREATE TABLE tenants (id int PRIMARY KEY, name text);
          INSERT INTO tenants SELECT g, 't' || g FROM generate_series(0, 6) g;
@@ -334,6 +342,8 @@ fn the_probe_runs_on_the_relations_it_needs_and_falls_back_to_the_whole_schema()
          CREATE TABLE regions (tenant_id int, region text);
          CREATE VIEW account_regions AS
              SELECT a.id, a.type, r.region FROM accounts a LEFT JOIN regions r USING (tenant_id);
+         CREATE SCHEMA \"odd.schema\";
+         CREATE VIEW \"odd.schema\".\"a \"\"view\"\" *.?$\" AS SELECT id FROM public.accounts;
          CREATE PUBLICATION account_changes FOR TABLE accounts WHERE (id > 0);
          DO $$ BEGIN FOR i IN 1..30 LOOP
              EXECUTE format('CREATE TABLE unrelated_%s (id int PRIMARY KEY, note text)', i);
@@ -343,8 +353,8 @@ fn the_probe_runs_on_the_relations_it_needs_and_falls_back_to_the_whole_schema()
     assert_eq!(exit, 0, "{found:?}\n{log}");
     assert!(found.is_empty(), "nothing to report: {found:?}\n{log}");
     assert!(
-        log.contains("every step passed on a scratch database with the 4 relation(s) it touches"),
-        "accounts, tenants, regions and the view, nothing else: {log}"
+        log.contains("every step passed on a scratch database with the 5 relation(s) it touches"),
+        "accounts, tenants, regions and the two views, nothing else: {log}"
     );
     // A trigger writes to a table no catalog link names: on the subset its INSERT fails, so
     // the answer comes from the whole schema, where it passes. Never a false finding.
@@ -359,7 +369,7 @@ fn the_probe_runs_on_the_relations_it_needs_and_falls_back_to_the_whole_schema()
     assert_eq!(exit, 0, "{found:?}\n{log}");
     assert!(found.is_empty(), "nothing to report: {found:?}\n{log}");
     assert!(
-        log.contains("a step failed on the scratch database with the 4 relation(s)")
+        log.contains("a step failed on the scratch database with the 5 relation(s)")
             && log.contains("decided on the whole schema"),
         "{log}"
     );

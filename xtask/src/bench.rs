@@ -45,6 +45,7 @@ pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
         // Interleaved rounds: a slow spell of the machine hits every contender alike, and the
         // median of each is reported (one run alone varied by 20% here).
         let mut timings: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+        let mut waits: Vec<Waits> = vec![Waits::default(); contenders.len()];
         for round in 1..=rounds.max(1) {
             for (n, contender) in contenders.iter().enumerate() {
                 reset(&client, rows).await?;
@@ -59,10 +60,10 @@ pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
                     }
                     _ => {
                         let workers = if contender.contains('2') { "2" } else { "1" };
-                        ensure!(
-                            run_backfill(&binary, &plan, workers, &url)?.success(),
-                            "{contender} failed"
-                        );
+                        let (status, sampled) =
+                            run_sampled(&binary, &plan, workers, &url, &client).await?;
+                        ensure!(status.success(), "{contender} failed");
+                        waits[n].merge(sampled);
                     }
                 }
                 let elapsed = started.elapsed();
@@ -83,8 +84,90 @@ pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
             })
             .collect();
         report(rows, &results);
+        for (name, sampled) in contenders.iter().zip(&waits) {
+            if sampled.total > 0 {
+                #[allow(clippy::print_stdout, reason = "the benchmark's report is its output")]
+                {
+                    println!("{name}: {}", sampled.render());
+                }
+            }
+        }
         Ok(())
     })
+}
+
+/// What the backfill's sessions were doing, sampled from `pg_stat_activity` every few
+/// milliseconds: where a second worker's time goes (running, waiting for sunset's own process,
+/// a lock, WAL, I/O).
+#[derive(Debug, Clone, Default)]
+struct Waits {
+    total: u64,
+    by_kind: std::collections::BTreeMap<String, u64>,
+}
+
+impl Waits {
+    fn merge(&mut self, other: Waits) {
+        self.total += other.total;
+        for (kind, count) in other.by_kind {
+            *self.by_kind.entry(kind).or_default() += count;
+        }
+    }
+
+    /// The kinds by share of samples, largest first.
+    fn render(&self) -> String {
+        let mut kinds: Vec<(&String, &u64)> = self.by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        let shares: Vec<String> = kinds
+            .iter()
+            .take(6)
+            .map(|(kind, count)| {
+                format!("{kind} {:.0}%", **count as f64 * 100.0 / self.total as f64)
+            })
+            .collect();
+        format!("{} session samples: {}", self.total, shares.join(", "))
+    }
+}
+
+/// [`run_backfill`] while sampling its sessions' wait events on `client`'s connection.
+async fn run_sampled(
+    binary: &std::path::Path,
+    plan: &std::path::Path,
+    workers: &str,
+    url: &str,
+    client: &Client,
+) -> Result<(std::process::ExitStatus, Waits)> {
+    let mut child = Command::new(binary)
+        .arg("run")
+        .arg(plan)
+        .args(["--workers", workers])
+        .env("DATABASE_URL", url)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("running sunset-backfill")?;
+    let mut waits = Waits::default();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, waits));
+        }
+        // Sessions in a transaction or running a statement: idle in transaction is the worker's
+        // own process between its statements.
+        let rows = client
+            .query(
+                "SELECT CASE WHEN state = 'idle in transaction' THEN 'sunset process (idle in transaction)'
+                             WHEN wait_event IS NULL THEN 'running (CPU)'
+                             ELSE wait_event_type || ':' || wait_event END
+                 FROM pg_stat_activity
+                 WHERE application_name = 'sunset-backfill' AND pid <> pg_backend_pid()
+                   AND state IN ('active', 'idle in transaction')",
+                &[],
+            )
+            .await?;
+        for row in rows {
+            waits.total += 1;
+            *waits.by_kind.entry(row.get(0)).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// `sunset-backfill run PLAN --workers N` against `url`, its progress display discarded.

@@ -10,6 +10,7 @@ mod bench_archive;
 mod bench_drop_column;
 mod bench_load;
 mod bench_teardown;
+mod bench_validate;
 mod demo;
 mod moto;
 mod postgres;
@@ -79,6 +80,9 @@ enum BenchTarget {
         /// The fixed rate of pgbench with --under-load (transactions per second).
         #[arg(long, default_value_t = 300)]
         tps: u32,
+        /// Instead: `validate` of a copy-mode run vs one EXCEPT query over the same columns.
+        #[arg(long, conflicts_with = "under_load")]
+        validate: bool,
     },
     /// sunset-archive vs `tar | pigz` and `tar -czf` (local) and `tar -czf - | aws s3 cp -` (S3) on 1 GiB.
     Archive,
@@ -123,8 +127,11 @@ fn main() -> ExitCode {
                     rounds,
                     under_load,
                     tps,
+                    validate,
                 },
-        } => if under_load {
+        } => if validate {
+            bench_validate::validate(rows)
+        } else if under_load {
             bench_load::under_load(rows, tps)
         } else {
             bench::backfill(rows, rounds)

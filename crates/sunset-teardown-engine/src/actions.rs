@@ -19,10 +19,11 @@ use sunset_plan::format::{ActionFile, ActionKind, SequenceFile};
 use crate::Error;
 use crate::cloud::{Cloud, IDS_PER_CALL, already_gone_is_done};
 use crate::inventory::Inventory;
-use crate::model::{ActionRecord, ResourceKind};
+use crate::model::ActionRecord;
 use crate::probes;
 use crate::resolve::action_name;
-use crate::resources::{RecordInfo, SecurityGroupInfo, filter};
+use crate::resources::{InstanceInfo, RecordInfo, SecurityGroupInfo, filter};
+use crate::states::Described;
 
 /// Everything an action needs besides its own record.
 pub(crate) struct Context<'a> {
@@ -45,65 +46,46 @@ pub(crate) type Outputs = BTreeMap<String, String>;
 const LOCAL_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Saves every target's description before the action changes it.
-pub(crate) async fn save_inventory(ctx: &Context<'_>, record: &ActionRecord) -> Result<(), Error> {
-    let ids = record.target_ids();
-    let action = action_name(record.kind);
-    let inventory = ctx.inventory;
+pub(crate) fn save_inventory(
+    ctx: &Context<'_>,
+    record: &ActionRecord,
+    described: &Described,
+) -> Result<(), Error> {
     let Some(kind) = record.targets.first().map(|t| t.kind) else {
         return Ok(());
     };
-    match kind {
-        ResourceKind::Instance => {
-            for instance in ctx.cloud.instances_by_id(&ids).await? {
-                inventory.save(kind, &instance.id, ctx.step, &action, &instance)?;
-            }
-        }
-        ResourceKind::Volume => {
-            for volume in ctx.cloud.volumes_by_id(&ids).await? {
-                inventory.save(kind, &volume.id, ctx.step, &action, &volume)?;
-            }
-        }
-        ResourceKind::Address => {
-            for address in ctx.cloud.addresses().await? {
-                if ids.contains(&address.allocation_id) {
-                    inventory.save(kind, &address.allocation_id, ctx.step, &action, &address)?;
-                }
-            }
-        }
-        ResourceKind::SecurityGroup => {
-            for group in ctx.cloud.security_groups().await? {
-                if ids.contains(&group.id) {
-                    inventory.save(kind, &group.id, ctx.step, &action, &group)?;
-                }
-            }
-        }
-        ResourceKind::LoadBalancer => {
-            for lb in ctx.cloud.load_balancers().await? {
-                if ids.contains(&lb.arn) {
-                    inventory.save(kind, &lb.arn, ctx.step, &action, &lb)?;
-                }
-            }
-        }
-        ResourceKind::Record => {
-            for record in current_records(ctx.cloud, &ids).await? {
-                inventory.save(
-                    kind,
-                    &crate::resolve::record_id(&record),
-                    ctx.step,
-                    &action,
-                    &record,
-                )?;
-            }
-        }
+    let action = action_name(record.kind);
+    let inventory = ctx.inventory;
+    let (step, action) = (ctx.step, action.as_str());
+    for i in &described.instances {
+        inventory.save(kind, &i.id, step, action, i)?;
+    }
+    for v in &described.volumes {
+        inventory.save(kind, &v.id, step, action, v)?;
+    }
+    for a in &described.addresses {
+        inventory.save(kind, &a.allocation_id, step, action, a)?;
+    }
+    for g in &described.groups {
+        inventory.save(kind, &g.id, step, action, g)?;
+    }
+    for lb in &described.load_balancers {
+        inventory.save(kind, &lb.arn, step, action, lb)?;
+    }
+    for r in &described.records {
+        inventory.save(kind, &crate::resolve::record_id(r), step, action, r)?;
     }
     Ok(())
 }
 
 /// Runs one action to completion (its calls, not its validation).
+/// `described`: the targets as read just before (the instance actions decide from it which
+/// instances still need the call).
 pub(crate) async fn execute(
     ctx: &Context<'_>,
     action: &ActionFile,
     record: &ActionRecord,
+    described: &Described,
 ) -> Result<Outputs, Error> {
     let ids = record.target_ids();
     match action.action {
@@ -111,11 +93,13 @@ pub(crate) async fn execute(
             run_command_on_targets(ctx, action, &ids).await
         }
         ActionKind::StopServices | ActionKind::StopInstances => {
-            change_instances(ctx, &ids, InstanceChange::Stop).await
+            change_instances(ctx, &ids, &described.instances, InstanceChange::Stop).await
         }
-        ActionKind::StartInstances => change_instances(ctx, &ids, InstanceChange::Start).await,
+        ActionKind::StartInstances => {
+            change_instances(ctx, &ids, &described.instances, InstanceChange::Start).await
+        }
         ActionKind::TerminateInstances => {
-            change_instances(ctx, &ids, InstanceChange::Terminate).await
+            change_instances(ctx, &ids, &described.instances, InstanceChange::Terminate).await
         }
         ActionKind::SnapshotVolumes => snapshot_volumes(ctx, &ids).await,
         ActionKind::DetachVolumes => detach_volumes(ctx, &ids).await,
@@ -229,12 +213,13 @@ pub(crate) enum InstanceChange {
 }
 
 /// Stops, starts or terminates the instances not already where `change` takes them.
+/// `instances`: the current descriptions of `ids` (one missing is gone).
 pub(crate) async fn change_instances(
     ctx: &Context<'_>,
     ids: &[String],
+    instances: &[InstanceInfo],
     change: InstanceChange,
 ) -> Result<Outputs, Error> {
-    let instances = ctx.cloud.instances_by_id(ids).await?;
     let mut outputs = Outputs::new();
     let mut to_call = Vec::new();
     for id in ids {

@@ -137,6 +137,10 @@ pub struct RunState {
     pub account: String,
     pub region: String,
     pub planned_at: DateTime<Utc>,
+    /// When `apply` first showed this attempt's plan: a resumed apply does not print (or read
+    /// the states for) thousands of plan lines again.
+    #[serde(default)]
+    pub plan_shown_at: Option<DateTime<Utc>>,
     pub steps: Vec<StepRecord>,
 }
 
@@ -154,6 +158,7 @@ impl RunState {
             account,
             region,
             planned_at: Utc::now(),
+            plan_shown_at: None,
             steps,
         }
     }

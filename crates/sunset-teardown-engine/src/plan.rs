@@ -148,6 +148,8 @@ impl Teardown {
                     }
                 }
                 state.planned_at = Utc::now();
+                // Targets may be pinned anew: the next apply shows the plan again.
+                state.plan_shown_at = None;
                 state
             }
             None => RunState::new(

@@ -195,7 +195,7 @@ async fn undo(
             }
         }
         if !movable.is_empty() {
-            done.extend(actions::change_instances(ctx, &movable, change).await?);
+            done.extend(actions::change_instances(ctx, &movable, &live, change).await?);
         }
         return Ok(done);
     }

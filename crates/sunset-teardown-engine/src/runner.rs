@@ -22,6 +22,7 @@ use crate::cloud::Cloud;
 use crate::inventory::Inventory;
 use crate::model::{ActionPhase, ActionRecord, RunState, Target};
 use crate::resolve::{Resolver, action_name, difference, resolve_sequence};
+use crate::states::Described;
 
 /// Tag keys that protect a resource from every action, besides the sequence's `protect_tag`.
 pub const PROTECT_TAG: &str = "sunset:protect";
@@ -369,10 +370,26 @@ impl Teardown {
         {
             return Err(Error::BadInput("this run was rolled back; start it over with `apply --restart` (targets are resolved again)".to_owned()));
         }
-        let plan = self
-            .report(&cloud, &state, options, BTreeMap::new())
-            .await?;
-        ui.event(&event("plan", None, None, plan.render()));
+        match state.plan_shown_at {
+            None => {
+                let plan = self
+                    .report(&cloud, &state, options, BTreeMap::new())
+                    .await?;
+                ui.event(&event("plan", None, None, plan.render()));
+                state.plan_shown_at = Some(Utc::now());
+                self.store.save(&fingerprint, &state)?;
+            }
+            Some(shown) => ui.event(&event(
+                "resumed",
+                None,
+                None,
+                format!(
+                    "resuming the run planned at {}; its plan was shown at {} (`sunset-teardown plan` shows it with today's states)",
+                    state.planned_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    shown.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )),
+        }
         let inventory = self.inventory(&state);
         let mut steps_run = 0;
         let step_count = state.steps.len();
@@ -402,18 +419,12 @@ impl Teardown {
                 return Ok(self.wait_gate(ui, &name, until));
             }
             let actions = self.actions_of(&name);
-            let step_summary = plan
-                .steps
+            let step_summary = actions
                 .iter()
-                .find(|s| s.name == name)
-                .map(|s| {
-                    s.actions
-                        .iter()
-                        .map(|a| a.summary.clone())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_default();
+                .zip(&state.steps[index].actions)
+                .map(|(action, record)| self.redactor.redact(&summary(action, record)))
+                .collect::<Vec<_>>()
+                .join("; ");
             if !ui.confirm(
                 &name,
                 &step_summary,
@@ -644,12 +655,18 @@ impl Teardown {
             });
         }
         if matches!(phase, ActionPhase::Pending | ActionPhase::Started) {
-            actions::save_inventory(ctx, &state.steps[index].actions[position]).await?;
+            let described = {
+                let record = &state.steps[index].actions[position];
+                let kind = record.targets.first().map(|t| t.kind);
+                match kind {
+                    Some(kind) => Described::read(ctx.cloud, kind, &record.target_ids()).await?,
+                    None => Described::default(),
+                }
+            };
+            actions::save_inventory(ctx, &state.steps[index].actions[position], &described)?;
             if phase == ActionPhase::Pending {
-                let before =
-                    crate::states::states_before(ctx.cloud, &state.steps[index].actions[position])
-                        .await?;
-                state.steps[index].actions[position].before = before;
+                let record = &mut state.steps[index].actions[position];
+                record.before = crate::states::states_before(&described, record);
             }
             let record = &mut state.steps[index].actions[position];
             record.phase = ActionPhase::Started;
@@ -664,8 +681,13 @@ impl Teardown {
                     summary(action, &state.steps[index].actions[position])
                 ),
             ));
-            let outputs =
-                actions::execute(ctx, action, &state.steps[index].actions[position]).await?;
+            let outputs = actions::execute(
+                ctx,
+                action,
+                &state.steps[index].actions[position],
+                &described,
+            )
+            .await?;
             let record = &mut state.steps[index].actions[position];
             record.outputs.extend(
                 outputs

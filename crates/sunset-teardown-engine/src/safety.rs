@@ -194,9 +194,6 @@ impl Teardown {
                     problems.push(format!("{id} carries the protection tag `{key}`; remove the tag (or the target) to proceed"));
                 }
             }
-            // Stop protection is enforced by EC2 itself on the whole StopInstances call, so only
-            // termination protection (which sunset reports before the step starts) is read: it
-            // costs one call per instance, as the API has no batch form.
             // Stop protection is enforced by EC2 itself on the whole StopInstances call; only
             // termination protection is read here (one call per instance: no batch form).
             if action.action == ActionKind::TerminateInstances {

@@ -8,19 +8,114 @@ use crate::Error;
 use crate::actions;
 use crate::cloud::Cloud;
 use crate::model::{ActionRecord, ResourceKind, Target};
+use crate::resources::{
+    AddressInfo, InstanceInfo, LoadBalancerInfo, RecordInfo, SecurityGroupInfo, VolumeInfo,
+};
 
-/// Each target's state just before the action starts: rollback returns it to exactly this.
-pub(crate) async fn states_before(
-    cloud: &Cloud,
+/// One action's targets as read once before it runs: saved to the inventory, turned into the
+/// states recorded for rollback, and handed to the action's own state check, so the same
+/// resources are not described three times in a row (validation still reads fresh state).
+#[derive(Debug, Default)]
+pub(crate) struct Described {
+    pub instances: Vec<InstanceInfo>,
+    pub volumes: Vec<VolumeInfo>,
+    pub addresses: Vec<AddressInfo>,
+    pub groups: Vec<SecurityGroupInfo>,
+    pub load_balancers: Vec<LoadBalancerInfo>,
+    pub records: Vec<RecordInfo>,
+}
+
+impl Described {
+    /// Reads the targets `ids` of one kind, in one batch (pages of ids, or one listing).
+    pub(crate) async fn read(
+        cloud: &Cloud,
+        kind: ResourceKind,
+        ids: &[String],
+    ) -> Result<Described, Error> {
+        let mut described = Described::default();
+        match kind {
+            ResourceKind::Instance => described.instances = cloud.instances_by_id(ids).await?,
+            ResourceKind::Volume => described.volumes = cloud.volumes_by_id(ids).await?,
+            ResourceKind::Address => {
+                described.addresses = cloud.addresses().await?;
+                described
+                    .addresses
+                    .retain(|a| ids.contains(&a.allocation_id));
+            }
+            ResourceKind::SecurityGroup => {
+                described.groups = cloud.security_groups().await?;
+                described.groups.retain(|g| ids.contains(&g.id));
+            }
+            ResourceKind::LoadBalancer => {
+                described.load_balancers = cloud.load_balancers().await?;
+                described.load_balancers.retain(|lb| ids.contains(&lb.arn));
+            }
+            ResourceKind::Record => {
+                described.records = actions::current_records(cloud, ids).await?
+            }
+        }
+        Ok(described)
+    }
+
+    /// Each described target's state as one line.
+    pub(crate) fn states(&self) -> BTreeMap<String, String> {
+        let instances = self
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.state.clone()));
+        let volumes = self.volumes.iter().map(|v| {
+            let attached = v
+                .attachments
+                .iter()
+                .map(|a| format!(", attached to {} as {}", a.instance_id, a.device))
+                .collect::<String>();
+            (v.id.clone(), format!("{}{attached}", v.state))
+        });
+        let addresses = self.addresses.iter().map(|a| {
+            let state = a.instance_id.as_ref().map_or_else(
+                || "unassociated".to_owned(),
+                |i| format!("associated with {i}"),
+            );
+            (a.allocation_id.clone(), state)
+        });
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| (g.id.clone(), format!("exists ({})", g.group_name)));
+        let load_balancers = self
+            .load_balancers
+            .iter()
+            .map(|lb| (lb.arn.clone(), lb.state.clone()));
+        let records = self.records.iter().map(|r| {
+            let values = match &r.alias {
+                Some(alias) => format!("alias {}", alias.dns_name),
+                None => r.values.join(" "),
+            };
+            (crate::resolve::record_id(r), format!("present: {values}"))
+        });
+        instances
+            .chain(volumes)
+            .chain(addresses)
+            .chain(groups)
+            .chain(load_balancers)
+            .chain(records)
+            .collect()
+    }
+}
+
+/// Each target's state just before the action starts, from what was just read: rollback
+/// returns it to exactly this.
+pub(crate) fn states_before(
+    described: &Described,
     record: &ActionRecord,
-) -> Result<BTreeMap<String, String>, Error> {
-    let mut states = target_states(cloud, &record.targets, BTreeMap::new()).await?;
+) -> BTreeMap<String, String> {
+    let mut states = described.states();
     for target in &record.targets {
         states
             .entry(target.id.clone())
             .or_insert_with(|| "absent".to_owned());
     }
-    Ok(states)
+    states
 }
 
 /// The current state of each target, read in one batch per kind (`known` states, just read by
@@ -39,66 +134,7 @@ pub(crate) async fn target_states<'a>(
     }
     let mut states = known;
     for (kind, ids) in by_kind {
-        match kind {
-            ResourceKind::Instance => {
-                for i in cloud.instances_by_id(&ids).await? {
-                    states.insert(i.id, i.state);
-                }
-            }
-            ResourceKind::Volume => {
-                for v in cloud.volumes_by_id(&ids).await? {
-                    let attached = v
-                        .attachments
-                        .iter()
-                        .map(|a| format!(", attached to {} as {}", a.instance_id, a.device))
-                        .collect::<String>();
-                    states.insert(v.id, format!("{}{attached}", v.state));
-                }
-            }
-            ResourceKind::Address => {
-                for a in cloud
-                    .addresses()
-                    .await?
-                    .into_iter()
-                    .filter(|a| ids.contains(&a.allocation_id))
-                {
-                    let state = a.instance_id.map_or_else(
-                        || "unassociated".to_owned(),
-                        |i| format!("associated with {i}"),
-                    );
-                    states.insert(a.allocation_id, state);
-                }
-            }
-            ResourceKind::SecurityGroup => {
-                for g in cloud
-                    .security_groups()
-                    .await?
-                    .into_iter()
-                    .filter(|g| ids.contains(&g.id))
-                {
-                    states.insert(g.id, format!("exists ({})", g.group_name));
-                }
-            }
-            ResourceKind::LoadBalancer => {
-                for lb in cloud
-                    .load_balancers()
-                    .await?
-                    .into_iter()
-                    .filter(|lb| ids.contains(&lb.arn))
-                {
-                    states.insert(lb.arn, lb.state);
-                }
-            }
-            ResourceKind::Record => {
-                for r in actions::current_records(cloud, &ids).await? {
-                    let values = match &r.alias {
-                        Some(alias) => format!("alias {}", alias.dns_name),
-                        None => r.values.join(" "),
-                    };
-                    states.insert(crate::resolve::record_id(&r), format!("present: {values}"));
-                }
-            }
-        }
+        states.extend(Described::read(cloud, kind, &ids).await?.states());
     }
     Ok(states)
 }

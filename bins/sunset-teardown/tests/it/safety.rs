@@ -456,3 +456,55 @@ decommission_sequence:
         );
     }
 }
+
+/// Termination protection has no batch form, so it is read per instance, several at a time: one
+/// protected instance among 200 still stops the step before any change, and the emulator saw
+/// each of the 200 asked about exactly once.
+#[test]
+fn a_protected_instance_among_200_stops_the_step() {
+    let world = World::new("td-200");
+    let group = format!("{}-fleet", world.prefix);
+    let fleet = world.instances(&group, 199);
+    let guarded = world.instance(
+        &format!("{}-guarded", world.prefix),
+        &[("Group", &group)],
+        true,
+    );
+    let sequence = world.sequence(
+        "fleet",
+        &format!(
+            r#"allowed_accounts: ["{{account}}"]
+region: {{region}}
+decommission_sequence:
+  terminate_fleet:
+    - action: terminate_instances
+      targets: [{group}]
+      expect: 200
+"#
+        ),
+    );
+    let out = world.run(&["apply", sequence.to_str().unwrap(), "--yes", "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "step `terminate_fleet` stopped before any change: instance {guarded} has termination protection on"
+        )),
+        "{stderr}"
+    );
+    assert!(mutations(&world.audit()).is_empty(), "nothing was changed");
+    let asked = world
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.operation == "DescribeInstanceAttribute")
+        .count();
+    assert_eq!(asked, 200, "each instance asked about once");
+    assert!(
+        world.emulator.mutations().is_empty(),
+        "no mutating request reached the emulator"
+    );
+    for id in fleet.iter().step_by(40).chain([&guarded]) {
+        assert_eq!(world.instance_state(id), "running", "{id}");
+    }
+}

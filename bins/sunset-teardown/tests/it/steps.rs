@@ -256,7 +256,7 @@ decommission_sequence:
 }
 
 #[test]
-fn quiet_apply_shows_only_step_lines() {
+fn apply_shows_the_plan_once_per_run_and_quiet_only_step_lines() {
     let world = World::new("td-quiet");
     let host = world.instance(&format!("{}-host", world.prefix), &[], false);
     let sequence = world.sequence(
@@ -288,10 +288,22 @@ decommission_sequence:
         lines[2].contains("step `note` becomes eligible at"),
         "{stdout}"
     );
-    // Without -q the same command shows the plan, which names the instance.
+    // The plan is shown once per run (here it was, to -q): a resumed apply says so instead of
+    // printing thousands of plan lines again.
     let second = world.run(&["apply", seq, "--yes"]);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second));
     let stdout = String::from_utf8_lossy(&second.stdout);
-    assert!(stdout.contains(&host), "{stdout}");
-    assert!(stdout.lines().count() > 3, "{stdout}");
+    assert!(stdout.contains("resuming the run planned at"), "{stdout}");
+    assert!(!stdout.contains(&host), "no plan again: {stdout}");
+    // `plan` pins the steps not started anew, so the next apply shows the plan again.
+    let plan = world.run(&["plan", seq]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let third = world.run(&["apply", seq, "--yes"]);
+    assert_eq!(third.status.code(), Some(3), "{}", text(&third));
+    let stdout = String::from_utf8_lossy(&third.stdout);
+    assert!(
+        stdout.contains(&host),
+        "the plan names the instance: {stdout}"
+    );
+    assert!(!stdout.contains("resuming the run planned at"), "{stdout}");
 }

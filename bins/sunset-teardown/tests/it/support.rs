@@ -171,6 +171,31 @@ impl World {
         })
     }
 
+    /// `count` instances in one call, all tagged `Group=group`: their ids.
+    pub(crate) fn instances(&self, group: &str, count: i32) -> Vec<String> {
+        self.runtime.block_on(async {
+            let tags = TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(tag("Group", group))
+                .build();
+            let out = self
+                .ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .min_count(count)
+                .max_count(count)
+                .instance_type(InstanceType::T3Micro)
+                .tag_specifications(tags)
+                .send()
+                .await
+                .unwrap();
+            out.instances()
+                .iter()
+                .map(|i| i.instance_id().unwrap().to_owned())
+                .collect()
+        })
+    }
+
     /// Writes a sequence file; `{region}` and `{account}` are filled in.
     pub(crate) fn sequence(&self, name: &str, yaml: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.yaml"));

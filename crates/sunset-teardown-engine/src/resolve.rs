@@ -102,19 +102,12 @@ impl<'a> Resolver<'a> {
 
     /// The states of the instances and volumes read so far, by id.
     pub(crate) fn known_states(&self) -> BTreeMap<String, String> {
-        let instances = self
-            .instances
-            .values()
-            .map(|i| (i.id.clone(), i.state.clone()));
-        let volumes = self.volumes.values().map(|v| {
-            let attached: String = v
-                .attachments
-                .iter()
-                .map(|a| format!(", attached to {} as {}", a.instance_id, a.device))
-                .collect();
-            (v.id.clone(), format!("{}{attached}", v.state))
-        });
-        instances.chain(volumes).collect()
+        crate::states::Described {
+            instances: self.instances.values().cloned().collect(),
+            volumes: self.volumes.values().cloned().collect(),
+            ..Default::default()
+        }
+        .states()
     }
 
     /// Resolves explicit targets of `kind`; the error message names the target that failed.

@@ -339,6 +339,8 @@ impl Teardown {
         let (cloud, account) = self.connect("apply", options).await?;
         let _lock = self.store.lock()?;
         let fingerprint = self.fingerprint.to_string();
+        // States the resolution just read, so the plan does not describe them again.
+        let known;
         let mut state = match self
             .store
             .resume::<RunState>(&fingerprint, options.restart)?
@@ -346,12 +348,13 @@ impl Teardown {
             Some(checkpoint) => {
                 let state = checkpoint.state;
                 self.check_same_place(&state, &account, cloud.region())?;
-                self.check_pins(&cloud, &state).await?;
+                known = self.check_pins(&cloud, &state).await?;
                 state
             }
             None => {
                 let mut resolver = Resolver::new(&cloud);
                 let steps = resolve_sequence(&self.sequence, &mut resolver).await?;
+                known = resolver.known_states();
                 crate::safety::check_target_counts(&self.sequence, &steps)?;
                 let state = RunState::new(
                     self.path.display().to_string(),
@@ -372,9 +375,7 @@ impl Teardown {
         }
         match state.plan_shown_at {
             None => {
-                let plan = self
-                    .report(&cloud, &state, options, BTreeMap::new())
-                    .await?;
+                let plan = self.report(&cloud, &state, options, known).await?;
                 ui.event(&event("plan", None, None, plan.render()));
                 state.plan_shown_at = Some(Utc::now());
                 self.store.save(&fingerprint, &state)?;
@@ -487,8 +488,13 @@ impl Teardown {
             .unwrap_or_default()
     }
 
-    /// Explicit targets of steps not yet started must still resolve to what the plan pinned.
-    async fn check_pins(&self, cloud: &Cloud, state: &RunState) -> Result<(), Error> {
+    /// Explicit targets of steps not yet started must still resolve to what the plan pinned;
+    /// the states read on the way.
+    async fn check_pins(
+        &self,
+        cloud: &Cloud,
+        state: &RunState,
+    ) -> Result<BTreeMap<String, String>, Error> {
         let mut resolver = Resolver::new(cloud);
         for ((_, actions), step) in self.sequence.decommission_sequence.iter().zip(&state.steps) {
             if step.state != StepState::Pending {
@@ -520,7 +526,7 @@ impl Teardown {
                 }
             }
         }
-        Ok(())
+        Ok(resolver.known_states())
     }
 
     pub(crate) fn save(&self, state: &RunState) -> Result<(), Error> {
@@ -541,7 +547,8 @@ impl Teardown {
         let name = state.steps[index].name.clone();
         let actions = self.actions_of(&name).to_vec();
         cloud.audit.set_scope(Some(&name), None);
-        self.check_safety(cloud, &name, &actions, &state.steps[index])
+        let mut prefetched = self
+            .check_safety(cloud, &name, &actions, &state.steps[index])
             .await?;
         {
             let step = &mut state.steps[index];
@@ -573,8 +580,15 @@ impl Teardown {
             stop: &options.stop,
         };
         for (position, action) in actions.iter().enumerate() {
+            // Only the first action may use what the safety checks read: the others run after
+            // an action of the same step changed things.
+            let described = if position == 0 {
+                prefetched.take()
+            } else {
+                None
+            };
             if let Err(error) = self
-                .run_action(&ctx, state, index, position, action, options, ui)
+                .run_action(&ctx, state, index, position, action, described, options, ui)
                 .await
             {
                 if !matches!(error, Error::Stopped(_)) {
@@ -627,6 +641,7 @@ impl Teardown {
         index: usize,
         position: usize,
         action: &ActionFile,
+        prefetched: Option<Described>,
         options: &Options,
         ui: &mut dyn Ui,
     ) -> Result<(), Error> {
@@ -655,13 +670,13 @@ impl Teardown {
             });
         }
         if matches!(phase, ActionPhase::Pending | ActionPhase::Started) {
-            let described = {
-                let record = &state.steps[index].actions[position];
-                let kind = record.targets.first().map(|t| t.kind);
-                match kind {
-                    Some(kind) => Described::read(ctx.cloud, kind, &record.target_ids()).await?,
-                    None => Described::default(),
+            let record = &state.steps[index].actions[position];
+            let described = match (prefetched, record.targets.first().map(|t| t.kind)) {
+                (Some(described), _) => described,
+                (None, Some(kind)) => {
+                    Described::read(ctx.cloud, kind, &record.target_ids()).await?
                 }
+                (None, None) => Described::default(),
             };
             actions::save_inventory(ctx, &state.steps[index].actions[position], &described)?;
             if phase == ActionPhase::Pending {

@@ -10,6 +10,7 @@ use crate::cloud::Cloud;
 use crate::model::{ActionPhase, ActionRecord, ResourceKind, StepRecord};
 use crate::resolve::{Resolver, action_name};
 use crate::runner::{PROTECT_TAG, Teardown};
+use crate::states::Described;
 
 /// Refuses, when the sequence loads, a `database_url` that libpq's rules reject (an unknown
 /// `sslmode`, a root file that is not there, a malformed URL) for any `sql` action or probe,
@@ -119,18 +120,20 @@ pub(crate) fn needs_rerun_flag(action: &ActionFile) -> bool {
 
 impl Teardown {
     /// Protection tags, termination protection and deletion protection, for every action of
-    /// the step that has not yet run: checked before the step changes anything.
+    /// the step that has not yet run: checked before the step changes anything. Returns the
+    /// first action's targets as read here (instances or volumes), for it to start from.
     pub(crate) async fn check_safety(
         &self,
         cloud: &Cloud,
         step: &str,
         actions: &[ActionFile],
         record: &StepRecord,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Described>, Error> {
+        let mut first = None;
         let protect_keys = [PROTECT_TAG, self.sequence.protect_tag.as_str()];
         let mut problems = Vec::new();
         let mut resolver = Resolver::new(cloud);
-        for (action, pinned) in actions.iter().zip(&record.actions) {
+        for (position, (action, pinned)) in actions.iter().zip(&record.actions).enumerate() {
             cloud.audit.set_scope(
                 Some(step),
                 Some(&format!("{} safety checks", action_name(action.action))),
@@ -142,18 +145,30 @@ impl Teardown {
             }
             let ids = pinned.target_ids();
             let tagged: Vec<(String, crate::resources::Tags)> = match pinned.targets[0].kind {
-                ResourceKind::Instance => cloud
-                    .instances_by_id(&ids)
-                    .await?
-                    .into_iter()
-                    .map(|i| (i.id, i.tags))
-                    .collect(),
-                ResourceKind::Volume => cloud
-                    .volumes_by_id(&ids)
-                    .await?
-                    .into_iter()
-                    .map(|v| (v.id, v.tags))
-                    .collect(),
+                ResourceKind::Instance => {
+                    let instances = cloud.instances_by_id(&ids).await?;
+                    let tagged = instances.iter().map(|i| (i.id.clone(), i.tags.clone()));
+                    let tagged = tagged.collect();
+                    if position == 0 {
+                        first = Some(Described {
+                            instances,
+                            ..Described::default()
+                        });
+                    }
+                    tagged
+                }
+                ResourceKind::Volume => {
+                    let volumes = cloud.volumes_by_id(&ids).await?;
+                    let tagged = volumes.iter().map(|v| (v.id.clone(), v.tags.clone()));
+                    let tagged = tagged.collect();
+                    if position == 0 {
+                        first = Some(Described {
+                            volumes,
+                            ..Described::default()
+                        });
+                    }
+                    tagged
+                }
                 ResourceKind::Address => resolver
                     .all_addresses()
                     .await?
@@ -203,7 +218,7 @@ impl Teardown {
             }
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(first)
         } else {
             Err(Error::Refused {
                 step: step.to_owned(),

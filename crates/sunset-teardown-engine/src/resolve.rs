@@ -148,7 +148,18 @@ impl<'a> Resolver<'a> {
                 _ => None,
             })
             .collect();
-        let by_name = self.instances_tagged("Name", &names).await?;
+        // One listing of every instance carrying one of the names as any tag's value (each
+        // listing costs a scan of the region), then the Name tag first and the group tags in
+        // order, each only for the names the ones before did not match.
+        let carrying = self.instances_tagged("tag-value", &names).await?;
+        let tagged_with = |key: &str, values: &[String]| -> Vec<InstanceInfo> {
+            carrying
+                .iter()
+                .filter(|i| i.tags.get(key).is_some_and(|v| values.contains(v)))
+                .cloned()
+                .collect()
+        };
+        let by_name = tagged_with("Name", &names);
         let mut unmatched: Vec<String> = names
             .iter()
             .filter(|n| !by_name.iter().any(|i| i.tags.get("Name") == Some(*n)))
@@ -159,7 +170,7 @@ impl<'a> Resolver<'a> {
             if unmatched.is_empty() {
                 break;
             }
-            for instance in self.instances_tagged(key, &unmatched).await? {
+            for instance in tagged_with(key, &unmatched) {
                 by_group.push((key.to_owned(), instance));
             }
             unmatched.retain(|n| !by_group.iter().any(|(k, i)| i.tags.get(k) == Some(n)));
@@ -219,6 +230,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Live instances whose tag `key` has one of `values` (`key` "tag-value": any tag).
     async fn instances_tagged(
         &mut self,
         key: &str,
@@ -234,7 +246,11 @@ impl<'a> Resolver<'a> {
             .cloud
             .instances_where(
                 vec![
-                    filter(&format!("tag:{key}"), values),
+                    if key == "tag-value" {
+                        filter(key, values)
+                    } else {
+                        filter(&format!("tag:{key}"), values)
+                    },
                     filter("instance-state-name", &alive),
                 ],
                 values,

@@ -2,6 +2,7 @@
 //! in one run, on the same freshly built table, reported as rows/s and ratios. Speed is measured
 //! here, never asserted in tests.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,17 @@ const BATCH: u64 = 1_000;
 const CASE: &str = "CASE legacy_kind WHEN 'personal' THEN 'PersonalAccount' WHEN 'business' THEN 'BusinessAccount' \
                     WHEN 'partner' THEN 'PartnerAccount' END";
 
-pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
+/// What every backfill bench starts from: the services up, their admin URL, and the release
+/// build of sunset-backfill.
+pub(crate) fn prepare() -> Result<(String, PathBuf)> {
     services::up()?;
     let admin_url = services::database_url()?;
     say!("building sunset-backfill (release)");
-    let binary = build_binary("sunset-backfill", true)?;
+    Ok((admin_url, build_binary("sunset-backfill", true)?))
+}
+
+pub(crate) fn backfill(rows: u64, rounds: usize) -> Result<()> {
+    let (admin_url, binary) = prepare()?;
     let dir = workspace_root().join("target/sunset-bench");
     std::fs::create_dir_all(&dir)?;
     let plan = dir.join("bench.yaml");
@@ -130,18 +137,13 @@ impl Waits {
 
 /// [`run_backfill`] while sampling its sessions' wait events on `client`'s connection.
 async fn run_sampled(
-    binary: &std::path::Path,
-    plan: &std::path::Path,
+    binary: &Path,
+    plan: &Path,
     workers: &str,
     url: &str,
     client: &Client,
 ) -> Result<(std::process::ExitStatus, Waits)> {
-    let mut child = Command::new(binary)
-        .arg("run")
-        .arg(plan)
-        .args(["--workers", workers])
-        .env("DATABASE_URL", url)
-        .stderr(std::process::Stdio::null())
+    let mut child = backfill_command(binary, plan, workers, url)
         .spawn()
         .context("running sunset-backfill")?;
     let mut waits = Waits::default();
@@ -171,18 +173,25 @@ async fn run_sampled(
 }
 
 /// `sunset-backfill run PLAN --workers N` against `url`, its progress display discarded.
-pub(crate) fn run_backfill(
-    binary: &std::path::Path,
-    plan: &std::path::Path,
-    workers: &str,
-    url: &str,
-) -> Result<std::process::ExitStatus> {
-    Command::new(binary)
+fn backfill_command(binary: &Path, plan: &Path, workers: &str, url: &str) -> Command {
+    let mut command = Command::new(binary);
+    command
         .arg("run")
         .arg(plan)
         .args(["--workers", workers])
         .env("DATABASE_URL", url)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// [`backfill_command`] to completion.
+pub(crate) fn run_backfill(
+    binary: &Path,
+    plan: &Path,
+    workers: &str,
+    url: &str,
+) -> Result<std::process::ExitStatus> {
+    backfill_command(binary, plan, workers, url)
         .status()
         .context("running sunset-backfill")
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, ensure};
 
 use crate::bench::{connect, fresh_database, reset, run_backfill};
-use crate::{build_binary, say, services, workspace_root};
+use crate::{say, services, workspace_root};
 
 /// How the DBA would start: the plan as written without tuning (1 and 2 workers), then with a
 /// duty cycle, with a probe, and with small batches at a fixed pace.
@@ -38,11 +38,8 @@ const CONTENDERS: [(&str, &str, &str); 5] = [
 const LOADED_SECONDS: u32 = 45;
 
 pub(crate) fn under_load(rows: u64, tps: u32) -> Result<()> {
-    services::up()?;
-    let admin_url = services::database_url()?;
+    let (admin_url, binary) = crate::bench::prepare()?;
     let pgbench = pg_program("pgbench")?;
-    say!("building sunset-backfill (release)");
-    let binary = build_binary("sunset-backfill", true)?;
     let dir = workspace_root().join("target/sunset-bench/under-load");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 
 use crate::bench::{connect, fresh_database};
-use crate::{build_binary, say, services, workspace_root};
+use crate::{say, workspace_root};
 
 const RUNS: usize = 3;
 
@@ -19,10 +19,7 @@ const EXCEPT: &str = "SELECT count(*) FROM (
     SELECT id, name, email, created_at, type FROM accounts) differing";
 
 pub(crate) fn validate(rows: u64) -> Result<()> {
-    services::up()?;
-    let admin_url = services::database_url()?;
-    say!("building sunset-backfill (release)");
-    let binary = build_binary("sunset-backfill", true)?;
+    let (admin_url, binary) = crate::bench::prepare()?;
     let dir = workspace_root().join("target/sunset-bench");
     std::fs::create_dir_all(&dir)?;
     let plan = dir.join("copy.yaml");

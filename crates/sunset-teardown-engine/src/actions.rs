@@ -55,8 +55,7 @@ pub(crate) fn save_inventory(
         return Ok(());
     };
     let action = action_name(record.kind);
-    let inventory = ctx.inventory;
-    let (step, action) = (ctx.step, action.as_str());
+    let (inventory, step, action) = (ctx.inventory, ctx.step, action.as_str());
     for i in &described.instances {
         inventory.save(kind, &i.id, step, action, i)?;
     }

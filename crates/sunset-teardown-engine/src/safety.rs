@@ -145,27 +145,11 @@ impl Teardown {
             }
             let ids = pinned.target_ids();
             let tagged: Vec<(String, crate::resources::Tags)> = match pinned.targets[0].kind {
-                ResourceKind::Instance => {
-                    let instances = cloud.instances_by_id(&ids).await?;
-                    let tagged = instances.iter().map(|i| (i.id.clone(), i.tags.clone()));
-                    let tagged = tagged.collect();
+                kind @ (ResourceKind::Instance | ResourceKind::Volume) => {
+                    let described = Described::read(cloud, kind, &ids).await?;
+                    let tagged = described.tags();
                     if position == 0 {
-                        first = Some(Described {
-                            instances,
-                            ..Described::default()
-                        });
-                    }
-                    tagged
-                }
-                ResourceKind::Volume => {
-                    let volumes = cloud.volumes_by_id(&ids).await?;
-                    let tagged = volumes.iter().map(|v| (v.id.clone(), v.tags.clone()));
-                    let tagged = tagged.collect();
-                    if position == 0 {
-                        first = Some(Described {
-                            volumes,
-                            ..Described::default()
-                        });
+                        first = Some(described);
                     }
                     tagged
                 }

@@ -9,7 +9,7 @@ use crate::actions;
 use crate::cloud::Cloud;
 use crate::model::{ActionRecord, ResourceKind, Target};
 use crate::resources::{
-    AddressInfo, InstanceInfo, LoadBalancerInfo, RecordInfo, SecurityGroupInfo, VolumeInfo,
+    AddressInfo, InstanceInfo, LoadBalancerInfo, RecordInfo, SecurityGroupInfo, Tags, VolumeInfo,
 };
 
 /// One action's targets as read once before it runs: saved to the inventory, turned into the
@@ -55,6 +55,16 @@ impl Described {
             }
         }
         Ok(described)
+    }
+
+    /// Each described instance's and volume's id and tags (what the protection checks read).
+    pub(crate) fn tags(&self) -> Vec<(String, Tags)> {
+        let instances = self
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.tags.clone()));
+        let volumes = self.volumes.iter().map(|v| (v.id.clone(), v.tags.clone()));
+        instances.chain(volumes).collect()
     }
 
     /// Each described target's state as one line.

@@ -38,19 +38,37 @@ fn with_sslmode(url: &str) -> String {
     }
 }
 
-/// `sqlx migrate run`, and `sqlx migrate revert` once per migration (it reverts the latest).
-fn sqlx(db: &Db, dir: &Path, up: bool) {
-    let steps = if up { 1 } else { generated(dir, ".up.sql") };
-    for _ in 0..steps {
-        succeed(
-            &format!("sqlx migrate {}", if up { "run" } else { "revert" }),
-            Command::new(runner("SUNSET_SQLX"))
-                .args(["migrate", if up { "run" } else { "revert" }, "--source"])
-                .arg(dir)
-                .arg("--database-url")
-                .arg(&db.url),
-        );
+/// A runner whose up applies every pending migration and whose down reverts only the latest:
+/// `name up_verb` once going up, `name down_verb` once per migration (a file ending in `suffix`)
+/// going down. `command(verb)` builds the runner's command line.
+fn one_up_each_down(
+    dir: &Path,
+    up: bool,
+    suffix: &str,
+    (name, up_verb, down_verb): (&str, &str, &str),
+    command: impl Fn(&str) -> Command,
+) {
+    let (verb, times) = if up {
+        (up_verb, 1)
+    } else {
+        (down_verb, generated(dir, suffix))
+    };
+    for _ in 0..times {
+        succeed(&format!("{name} {verb}"), &mut command(verb));
     }
+}
+
+fn sqlx(db: &Db, dir: &Path, up: bool) {
+    let verbs = ("sqlx migrate", "run", "revert");
+    one_up_each_down(dir, up, ".up.sql", verbs, |verb| {
+        let mut command = Command::new(runner("SUNSET_SQLX"));
+        command
+            .args(["migrate", verb, "--source"])
+            .arg(dir)
+            .arg("--database-url")
+            .arg(&db.url);
+        command
+    });
 }
 
 #[test]
@@ -63,21 +81,18 @@ fn sqlx_restores_data() {
     round_trip("sqlx", true, &|root| root.join("migrations"), &sqlx);
 }
 
-/// `diesel migration run`, and `diesel migration revert` once per migration directory.
 fn diesel(db: &Db, dir: &Path, up: bool) {
-    let steps = if up { 1 } else { generated(dir, "/up.sql") };
-    for _ in 0..steps {
-        succeed(
-            &format!("diesel migration {}", if up { "run" } else { "revert" }),
-            Command::new(runner("SUNSET_DIESEL"))
-                .args(["migration", if up { "run" } else { "revert" }])
-                .arg("--migration-dir")
-                .arg(dir)
-                .arg("--database-url")
-                .arg(&db.url)
-                .current_dir(dir.parent().unwrap()),
-        );
-    }
+    let verbs = ("diesel migration", "run", "revert");
+    one_up_each_down(dir, up, "/up.sql", verbs, |verb| {
+        let mut command = Command::new(runner("SUNSET_DIESEL"));
+        command
+            .args(["migration", verb, "--migration-dir"])
+            .arg(dir)
+            .arg("--database-url")
+            .arg(&db.url)
+            .current_dir(dir.parent().unwrap());
+        command
+    });
 }
 
 #[test]
@@ -86,18 +101,16 @@ fn diesel_runs_run_revert_run() {
 }
 
 fn dbmate(db: &Db, dir: &Path, up: bool) {
-    let steps = if up { 1 } else { generated(dir, ".sql") };
-    for _ in 0..steps {
-        succeed(
-            &format!("dbmate {}", if up { "up" } else { "rollback" }),
-            Command::new(runner("SUNSET_DBMATE"))
-                .arg("--url")
-                .arg(with_sslmode(&db.url))
-                .arg("--migrations-dir")
-                .arg(dir)
-                .args(["--no-dump-schema", if up { "up" } else { "rollback" }]),
-        );
-    }
+    one_up_each_down(dir, up, ".sql", ("dbmate", "up", "rollback"), |verb| {
+        let mut command = Command::new(runner("SUNSET_DBMATE"));
+        command
+            .arg("--url")
+            .arg(with_sslmode(&db.url))
+            .arg("--migrations-dir")
+            .arg(dir)
+            .args(["--no-dump-schema", verb]);
+        command
+    });
 }
 
 #[test]

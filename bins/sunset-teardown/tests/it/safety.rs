@@ -10,7 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
 use support::{Names, World, legacy_service, mutations, text, wait_until};
 
 fn operations<'a>(done: &'a [(String, String)], operation: &str) -> Vec<&'a str> {
@@ -268,36 +267,12 @@ decommission_sequence:
     assert_eq!(status["state"]["steps"][0]["state"], "pending");
 }
 
-/// Thirty instances carrying `Role=<role>`, none named `<role>`.
-fn thirty_instances(world: &World, role: &str) -> Vec<String> {
-    world.runtime.block_on(async {
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Instance)
-            .tags(Tag::builder().key("Role").value(role).build())
-            .build();
-        let out = world
-            .ec2
-            .run_instances()
-            .image_id("ami-12c6146b")
-            .min_count(30)
-            .max_count(30)
-            .instance_type(InstanceType::T3Micro)
-            .tag_specifications(tags)
-            .send()
-            .await
-            .unwrap();
-        out.instances()
-            .iter()
-            .map(|i| i.instance_id().unwrap().to_owned())
-            .collect()
-    })
-}
-
 #[test]
 fn a_name_that_matches_thirty_instances_is_refused_unless_expected() {
     let world = World::new("td-fleet");
     let role = format!("{}-workers", world.prefix);
-    let ids = thirty_instances(&world, &role);
+    // Thirty instances carrying `Role=<role>`, none named `<role>`.
+    let ids = world.instances("Role", &role, 30);
     let yaml = |expect: &str| {
         format!(
             r#"allowed_accounts: ["{{account}}"]
@@ -464,7 +439,7 @@ decommission_sequence:
 fn a_protected_instance_among_200_stops_the_step() {
     let world = World::new("td-200");
     let group = format!("{}-fleet", world.prefix);
-    let fleet = world.instances(&group, 199);
+    let fleet = world.instances("Group", &group, 199);
     let guarded = world.instance(
         &format!("{}-guarded", world.prefix),
         &[("Group", &group)],

@@ -171,12 +171,12 @@ impl World {
         })
     }
 
-    /// `count` instances in one call, all tagged `Group=group`: their ids.
-    pub(crate) fn instances(&self, group: &str, count: i32) -> Vec<String> {
+    /// `count` instances in one call, all tagged `key=value`: their ids.
+    pub(crate) fn instances(&self, key: &str, value: &str, count: i32) -> Vec<String> {
         self.runtime.block_on(async {
             let tags = TagSpecification::builder()
                 .resource_type(ResourceType::Instance)
-                .tags(tag("Group", group))
+                .tags(tag(key, value))
                 .build();
             let out = self
                 .ec2

@@ -84,6 +84,14 @@ impl Walk {
             .join(", ")
     }
 
+    /// ` AND (filter)` or nothing.
+    pub(crate) fn and_filter(&self) -> String {
+        self.filter
+            .as_deref()
+            .map(|f| format!(" AND ({f})"))
+            .unwrap_or_default()
+    }
+
     /// ` WHERE (filter)` or nothing.
     pub(crate) fn where_clause(&self) -> String {
         self.filter
@@ -160,10 +168,7 @@ impl Backfill {
 
     /// ` AND (where)` for the plan's `where` on the STI table, or nothing.
     pub(crate) fn and_filter(&self) -> String {
-        self.filter
-            .as_deref()
-            .map(|f| format!(" AND ({f})"))
-            .unwrap_or_default()
+        self.target().and_filter()
     }
 
     /// The tables this run walks, numbered as the work table's `walk` column numbers them.

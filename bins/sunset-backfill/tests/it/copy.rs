@@ -249,6 +249,18 @@ fn copy_with_uuid_and_composite_keys_and_two_workers_covers_every_row() {
         db.int("SELECT count(*) FROM sunset.backfill_journal WHERE run = 'events-copy'"),
         6000
     );
+    // A composite key's copy corrupted: named by both key columns and the column.
+    db.exec("UPDATE events SET payload = '{}' WHERE (tenant_id, seq) = (4, 9)");
+    let validate = db.backfill(&["validate", events.to_str().unwrap(), "--json"]);
+    assert_eq!(code(&validate), 1, "{}", stderr(&validate));
+    let report: serde_json::Value = serde_json::from_slice(&validate.stdout).unwrap();
+    assert_eq!(report["differing"], 1, "{report}");
+    assert_eq!(
+        report["differing_rows"][0],
+        serde_json::json!([["4", "9"], ["payload"]]),
+        "{report}"
+    );
+    db.exec("UPDATE events SET payload = jsonb_build_object('body', 'body 4') WHERE (tenant_id, seq) = (4, 9)");
     // A copied row that disappears is reported by key.
     db.exec("DELETE FROM events WHERE (tenant_id, seq) = (3, 5)");
     let validate = db.backfill(&["validate", events.to_str().unwrap()]);
@@ -407,6 +419,38 @@ fn validate_finds_a_corrupted_copy_and_a_source_changed_behind_its_back() {
     assert_eq!(report["differing"], 1, "{report}");
     assert_eq!(report["differing_rows"][0][0][0], "42", "{report}");
     assert_eq!(report["differing_rows"][0][1][0], "name", "{report}");
+
+    // Differences in many of the ranges validate compares one by one: all counted, the first
+    // ten named in key order; the rows that were there before the run (7000, 14000, 21000) are
+    // not the run's and are not counted, whatever they hold.
+    db.exec("UPDATE accounts SET name = 'CORRUPTED' WHERE id % 700 = 0 AND id < 1000000000000");
+    let validate = db.backfill(&["validate", plan, "--json"]);
+    assert_eq!(code(&validate), 1, "{}", stderr(&validate));
+    let report: serde_json::Value = serde_json::from_slice(&validate.stdout).unwrap();
+    let run_rows = "a.id NOT IN (SELECT id FROM snapshot)";
+    let oracle = db.int(&format!(
+        "SELECT count(*) FROM accounts a JOIN personal_accounts p ON p.id = a.id
+         WHERE a.name IS DISTINCT FROM p.full_name AND {run_rows}"
+    ));
+    assert_eq!(oracle, 28, "27 corrupted by id and 42");
+    assert_eq!(report["differing"], oracle, "{report}");
+    let named: Vec<&str> = report["differing_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "42", "700", "1400", "2100", "2800", "3500", "4200", "4900", "5600", "6300"
+        ]
+    );
+    db.exec(&format!(
+        "UPDATE accounts a SET name = p.full_name FROM personal_accounts p WHERE p.id = a.id AND {run_rows}"
+    ));
+    db.succeed(&["validate", plan], "validate once the copies are repaired");
+    db.exec("UPDATE accounts a SET name = s.name FROM snapshot s WHERE s.id = a.id");
 
     // The source changes with the coverage trigger gone: the copy no longer matches it.
     db.exec(

@@ -12,6 +12,7 @@ mod bench_load;
 mod bench_teardown;
 mod bench_validate;
 mod demo;
+mod exporters;
 mod moto;
 mod postgres;
 mod process;

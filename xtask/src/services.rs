@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::exporters::Exporters;
 use crate::moto::{self, Emulator};
 use crate::postgres::{self, Binaries, Cluster};
 use crate::prometheus::{self, Prometheus};
@@ -91,6 +92,8 @@ struct State {
     moto: Option<Emulator>,
     #[serde(default)]
     prometheus: Option<Prometheus>,
+    #[serde(default)]
+    exporters: Option<Exporters>,
 }
 
 impl State {
@@ -113,6 +116,7 @@ impl State {
             && self.postgres18.cluster.is_none()
             && self.moto.is_none()
             && self.prometheus.is_none()
+            && self.exporters.is_none()
     }
 }
 
@@ -122,6 +126,7 @@ pub(crate) struct Started {
     postgres: [bool; 2],
     moto: bool,
     prometheus: bool,
+    exporters: bool,
 }
 
 /// A server `up` starts once and reuses while it answers: the emulator and Prometheus.
@@ -261,8 +266,49 @@ pub(crate) fn up() -> Result<Started> {
         let _ = stop(started);
         return Err(error);
     }
+    // Only the metric parity tests need them: without them the rest still runs, and those
+    // tests say what is missing.
+    match exporters_up(&mut state, &root) {
+        Ok(new) => started.exporters = new,
+        Err(error) => say!(
+            "PostgreSQL collectors: not started ({error:#}); the metric parity tests will fail until `cargo xtask services up` can start them"
+        ),
+    }
     save_state(&state)?;
     Ok(started)
+}
+
+/// The three collectors of the system cluster, reused while they all answer.
+fn exporters_up(state: &mut State, root: &std::path::Path) -> Result<bool> {
+    if let Some(exporters) = state.exporters.take() {
+        if exporters.is_running() {
+            say!("PostgreSQL collectors: already running");
+            state.exporters = Some(exporters);
+            return Ok(false);
+        }
+        exporters.stop();
+    }
+    let url = state
+        .postgres
+        .url()
+        .context("the system PostgreSQL is not up")?;
+    let targets = state
+        .prometheus
+        .as_ref()
+        .map(|p| p.targets.clone())
+        .context("Prometheus is not up")?;
+    let exporters = crate::exporters::start(root, &url, &targets)?;
+    say!(
+        "PostgreSQL collectors: {} started",
+        exporters
+            .collectors
+            .iter()
+            .map(|c| format!("{} on port {}", c.name, c.port))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    state.exporters = Some(exporters);
+    Ok(true)
 }
 
 /// Brings one server up: the external one its URL variable names, the running cluster, or a
@@ -318,6 +364,7 @@ pub(crate) fn down() -> Result<()> {
         postgres: [true; 2],
         moto: true,
         prometheus: true,
+        exporters: true,
     })
 }
 
@@ -340,6 +387,12 @@ pub(crate) fn stop(which: Started) -> Result<()> {
     {
         emulator.stop();
         say!("AWS emulator: stopped");
+    }
+    if which.exporters
+        && let Some(exporters) = state.exporters.take()
+    {
+        exporters.stop();
+        say!("PostgreSQL collectors: stopped");
     }
     if which.prometheus
         && let Some(prometheus) = state.prometheus.take()
@@ -558,6 +611,22 @@ pub(crate) fn print_status() -> Result<()> {
             ));
         }
         None => lines.push(format!("{:<14} not started", "Prometheus")),
+    }
+    match &state.exporters {
+        Some(exporters) => {
+            for collector in &exporters.collectors {
+                let running = if crate::process::is_alive(collector.pid) {
+                    "running"
+                } else {
+                    "NOT running"
+                };
+                lines.push(format!(
+                    "{:<14} {running}  http://127.0.0.1:{}/metrics  pid {}  collector {}",
+                    "pg collector", collector.port, collector.pid, collector.name
+                ));
+            }
+        }
+        None => lines.push(format!("{:<14} not started", "pg collectors")),
     }
     #[allow(
         clippy::print_stdout,

@@ -235,9 +235,10 @@ async fn run_loaded(
         }
         Command::Status { .. } => {
             let state = teardown.status()?;
+            let gates = sunset_teardown_engine::saved_reports(&teardown.paths().gates);
             if args.global.json {
                 emit(&serde_json::to_string_pretty(
-                    &serde_json::json!({"run": teardown.run, "paths": teardown.paths(), "state": state}),
+                    &serde_json::json!({"run": teardown.run, "paths": teardown.paths(), "state": state, "gates": gates}),
                 )?);
                 return Ok(Exit::Done);
             }
@@ -292,6 +293,19 @@ async fn run_loaded(
                         target_list(&action.targets)
                     ));
                 }
+            }
+            for gate in &gates {
+                let mut line = format!(
+                    "gate {}: {} ({} metrics)",
+                    gate.name, gate.verdict, gate.metrics
+                );
+                if !gate.failing.is_empty() {
+                    line.push_str(&format!("; differ: {}", gate.failing.join(", ")));
+                }
+                if !gate.inconclusive.is_empty() {
+                    line.push_str(&format!("; inconclusive: {}", gate.inconclusive.join(", ")));
+                }
+                emit(&format!("{line}; report: {}", gate.markdown.display()));
             }
             emit(&format!(
                 "audit log: {}",

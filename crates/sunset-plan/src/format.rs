@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::yaml::{DurationValue, OrderedMap, Text};
+use crate::yaml::{DurationValue, Number, OrderedMap, Text};
 
 /// The only format version so far; files without `version` are version 1.
 pub const FORMAT_VERSION: u32 = 1;
@@ -475,6 +475,9 @@ pub enum ActionKind {
     Command,
     Sql,
     Http,
+    /// Changes nothing: its `validation` (a metric parity or zero-traffic gate, say) must hold
+    /// before the sequence goes on.
+    Gate,
 }
 
 /// A validation by name (`validation: snapshot_completed`) or with its probe
@@ -501,10 +504,13 @@ pub enum ValidationKind {
     HttpStatus,
     CommandSucceeds,
     SqlReturnsZero,
+    /// The new system's collectors report what the legacy ones do (`metrics_match: {...}`).
+    MetricsMatch,
+    /// A Prometheus query stays below a threshold for a while (`no_traffic: {...}`).
+    NoTraffic,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeFile {
     pub check: ValidationKind,
     pub sql: Option<Text>,
@@ -514,6 +520,139 @@ pub struct ProbeFile {
     pub expect_status: Option<u16>,
     pub timeout: Option<DurationValue>,
     pub interval: Option<DurationValue>,
+    pub metrics_match: Option<MetricsMatchFile>,
+    pub no_traffic: Option<NoTrafficFile>,
+}
+
+/// A validation written as a mapping: `check` with its probe, or a gate named by its settings'
+/// key (`metrics_match: {...}`, `no_traffic: {...}`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeMap {
+    check: Option<ValidationKind>,
+    sql: Option<Text>,
+    database_url: Option<Text>,
+    command: Option<Text>,
+    url: Option<Text>,
+    expect_status: Option<u16>,
+    timeout: Option<DurationValue>,
+    interval: Option<DurationValue>,
+    metrics_match: Option<MetricsMatchFile>,
+    no_traffic: Option<NoTrafficFile>,
+}
+
+impl ProbeMap {
+    /// The check the mapping names, or why it names none or two.
+    fn check(&self) -> Result<ValidationKind, String> {
+        match (self.check, &self.metrics_match, &self.no_traffic) {
+            (_, Some(_), Some(_)) => {
+                Err("a validation is `metrics_match` or `no_traffic`, not both".to_owned())
+            }
+            (None | Some(ValidationKind::MetricsMatch), Some(_), None) => {
+                Ok(ValidationKind::MetricsMatch)
+            }
+            (None | Some(ValidationKind::NoTraffic), None, Some(_)) => {
+                Ok(ValidationKind::NoTraffic)
+            }
+            (Some(ValidationKind::NoActiveConnections), None, Some(_)) => {
+                Ok(ValidationKind::NoActiveConnections)
+            }
+            (Some(other), Some(_), None) => Err(format!(
+                "`metrics_match` is a validation of its own, not a probe of `{}`",
+                other.as_str()
+            )),
+            (Some(other), None, Some(_)) => Err(format!(
+                "`no_traffic` is a probe of `no_active_connections` or a validation of its own, not a probe of `{}`",
+                other.as_str()
+            )),
+            (Some(check), None, None) => Ok(check),
+            (None, None, None) => {
+                Err("missing field `check` (or `metrics_match`, or `no_traffic`)".to_owned())
+            }
+        }
+    }
+}
+
+/// `metrics_match`: series by series, the new system's collectors report what the legacy
+/// ones do, over a window ending now.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsMatchFile {
+    pub legacy: PrometheusSource,
+    pub new: PrometheusSource,
+    /// The `query_range` window, ending now.
+    #[serde(default = "default_parity_range")]
+    pub range: DurationValue,
+    /// The resolution both sides are evaluated at, so their samples align.
+    #[serde(default = "default_parity_step")]
+    pub step: DurationValue,
+    /// Metric name patterns (`*`, `?`), each optionally with label matchers
+    /// (`pg_stat_database_tup_*{datname="app"}`), compared exactly.
+    #[serde(default)]
+    pub exact: Vec<Text>,
+    /// Patterns compared within a relative difference (`0.01` is 1 %).
+    #[serde(default)]
+    pub tolerance: OrderedMap<Number>,
+    /// Named arithmetic over metric names, evaluated by each side's Prometheus and compared
+    /// like the others (exactly, unless `tolerance` names it).
+    #[serde(default)]
+    pub derived: OrderedMap<Text>,
+    /// Labels of the new side renamed to the legacy side's names (`service_name: instance`).
+    #[serde(default)]
+    pub label_map: OrderedMap<Text>,
+    /// Labels left out when series are matched: they name the collector, not the series.
+    #[serde(default = "default_ignored_labels")]
+    pub ignore_labels: Vec<Text>,
+    /// A series one side has and the other lacks: `fail` (inconclusive, never passes) or `warn`.
+    #[serde(default)]
+    pub missing_series: MissingSeries,
+}
+
+fn default_parity_range() -> DurationValue {
+    DurationValue(std::time::Duration::from_secs(3600))
+}
+
+fn default_parity_step() -> DurationValue {
+    DurationValue(std::time::Duration::from_secs(60))
+}
+
+fn default_ignored_labels() -> Vec<Text> {
+    ["instance", "job"]
+        .into_iter()
+        .map(|label| Text(label.to_owned()))
+        .collect()
+}
+
+/// One side of a comparison: a Prometheus server, and the selector that picks this side's
+/// series when both collectors report to the same server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSource {
+    /// `http://host:9090` or `https://host/prefix`.
+    pub prometheus: Text,
+    /// Label matchers added to every query of this side (`{collector="otel"}`).
+    #[serde(rename = "match", default)]
+    pub selector: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingSeries {
+    #[default]
+    Fail,
+    Warn,
+}
+
+/// `no_traffic`: `query` stays below `below` at every step of the last `for`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoTrafficFile {
+    pub prometheus: Text,
+    /// PromQL whose value is the traffic (`sum(rate(...[1m]))`); every series must be below.
+    pub query: Text,
+    pub below: Number,
+    #[serde(rename = "for")]
+    pub hold: DurationValue,
 }
 
 impl<'de> Deserialize<'de> for ValidationFile {
@@ -530,9 +669,22 @@ impl<'de> Deserialize<'de> for ValidationFile {
                 Ok(ValidationFile { check, probe: None })
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ValidationFile, A::Error> {
-                let probe = ProbeFile::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let map = ProbeMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let check = map.check().map_err(de::Error::custom)?;
+                let probe = ProbeFile {
+                    check,
+                    sql: map.sql,
+                    database_url: map.database_url,
+                    command: map.command,
+                    url: map.url,
+                    expect_status: map.expect_status,
+                    timeout: map.timeout,
+                    interval: map.interval,
+                    metrics_match: map.metrics_match,
+                    no_traffic: map.no_traffic,
+                };
                 Ok(ValidationFile {
-                    check: probe.check,
+                    check,
                     probe: Some(probe),
                 })
             }

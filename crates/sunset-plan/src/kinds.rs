@@ -15,7 +15,7 @@ pub enum Undo {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 16] = [
+    pub const ALL: [ActionKind; 17] = [
         ActionKind::StopServices,
         ActionKind::StopInstances,
         ActionKind::StartInstances,
@@ -32,6 +32,7 @@ impl ActionKind {
         ActionKind::Command,
         ActionKind::Sql,
         ActionKind::Http,
+        ActionKind::Gate,
     ];
 
     /// The name a sequence writes (`terminate_instances`).
@@ -53,12 +54,13 @@ impl ActionKind {
             ActionKind::Command => "command",
             ActionKind::Sql => "sql",
             ActionKind::Http => "http",
+            ActionKind::Gate => "gate",
         }
     }
 }
 
 impl ValidationKind {
-    pub const ALL: [ValidationKind; 13] = [
+    pub const ALL: [ValidationKind; 15] = [
         ValidationKind::InstanceStopped,
         ValidationKind::InstanceRunning,
         ValidationKind::InstanceTerminated,
@@ -72,6 +74,8 @@ impl ValidationKind {
         ValidationKind::HttpStatus,
         ValidationKind::CommandSucceeds,
         ValidationKind::SqlReturnsZero,
+        ValidationKind::MetricsMatch,
+        ValidationKind::NoTraffic,
     ];
 
     /// The name a sequence writes (`snapshot_completed`).
@@ -90,6 +94,8 @@ impl ValidationKind {
             ValidationKind::HttpStatus => "http_status",
             ValidationKind::CommandSucceeds => "command_succeeds",
             ValidationKind::SqlReturnsZero => "sql_returns_zero",
+            ValidationKind::MetricsMatch => "metrics_match",
+            ValidationKind::NoTraffic => "no_traffic",
         }
     }
 }
@@ -117,6 +123,7 @@ impl ActionFile {
             }
             SnapshotVolumes => Undo::Kept("snapshots are kept (they change nothing)"),
             Archive => Undo::Kept("the archive is kept"),
+            Gate => Undo::Kept("a gate changes nothing"),
             TerminateInstances | DeleteVolumes | ReleaseAddresses | DeleteSecurityGroups
             | CleanSecurityGroups | DeleteLoadBalancers | Command | Sql | Http => {
                 Undo::Irreversible

@@ -8,8 +8,10 @@ mod diagnostic;
 mod duration;
 mod fingerprint;
 pub mod format;
+mod gates;
 mod interpolate;
 mod kinds;
+pub mod metric_expr;
 mod redact;
 mod render;
 mod state;
@@ -28,7 +30,8 @@ pub use redact::Redactor;
 pub use render::{StepView, render_steps};
 pub use state::{StepState, TransitionError};
 pub use yaml::{
-    DurationValue, OrderedMap, PathSegment, Text, closest, diagnostic_at, display_path, locate,
+    DurationValue, Number, OrderedMap, PathSegment, Text, closest, diagnostic_at, display_path,
+    locate,
 };
 
 use format::{BackfillPlanFile, SequenceFile};

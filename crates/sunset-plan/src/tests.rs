@@ -126,9 +126,9 @@ decommission_sequence:
     - action: terminate_instance
       targets: [a]
 "#,
-        expect![[
-            r#"seq.yaml:4:15: decommission_sequence.step_1[0].action: unknown variant `terminate_instance`, expected one of `stop_services`, `stop_instances`, `start_instances`, `snapshot_volumes`, `detach_volumes`, `delete_volumes`, `terminate_instances`, `release_addresses`, `delete_security_groups`, `clean_security_groups`, `remove_dns`, `delete_load_balancers`, `archive`, `command`, `sql`, `http` (did you mean `terminate_instances`?)"#
-        ]],
+        expect![
+            "seq.yaml:4:15: decommission_sequence.step_1[0].action: unknown variant `terminate_instance`, expected one of `stop_services`, `stop_instances`, `start_instances`, `snapshot_volumes`, `detach_volumes`, `delete_volumes`, `terminate_instances`, `release_addresses`, `delete_security_groups`, `clean_security_groups`, `remove_dns`, `delete_load_balancers`, `archive`, `command`, `sql`, `http`, `gate` (did you mean `terminate_instances`?)"
+        ],
     );
     // A bare number is not a duration.
     check(
@@ -165,9 +165,9 @@ decommission_sequence:
       targets: [vol-1]
       validation: snapshot_complete
 "#,
-        expect![[
-            r#"seq.yaml:6:19: decommission_sequence.step_1[0].validation: unknown variant `snapshot_complete`, expected one of `instance_stopped`, `instance_running`, `instance_terminated`, `snapshot_completed`, `no_attachments`, `no_mount_points`, `no_active_connections`, `record_absent`, `load_balancer_gone`, `security_group_gone`, `http_status`, `command_succeeds`, `sql_returns_zero` (did you mean `snapshot_completed`?)"#
-        ]],
+        expect![
+            "seq.yaml:6:19: decommission_sequence.step_1[0].validation: unknown variant `snapshot_complete`, expected one of `instance_stopped`, `instance_running`, `instance_terminated`, `snapshot_completed`, `no_attachments`, `no_mount_points`, `no_active_connections`, `record_absent`, `load_balancer_gone`, `security_group_gone`, `http_status`, `command_succeeds`, `sql_returns_zero`, `metrics_match`, `no_traffic` (did you mean `snapshot_completed`?)"
+        ],
     );
     // Targets must be a list.
     check(
@@ -238,6 +238,146 @@ decommission_sequence:
             seq.yaml:6:7: decommission_sequence.step_1[1]: `remove_dns` needs `records`: the DNS names to remove
             seq.yaml:7:11: decommission_sequence.step_2: expected at least one action in the step
             seq.yaml:10:16: decommission_sequence.step_3[0].targets: expected a tag selector like `tag:Role=collector`, found `tag:Role`"#]],
+    );
+}
+
+const PARITY_GATE: &str = r#"
+decommission_sequence:
+  step_1_parity:
+    - action: gate
+      validation:
+        metrics_match:
+          legacy: { prometheus: "http://prom:9090", match: '{collector="legacy"}' }
+          new: { prometheus: "https://otel.example/prom" }
+          range: 30m
+          step: 30s
+          exact: ["pg_stat_database_tup_*{datname='app'}", pg_locks_count]
+          tolerance: { "pg_stat_database_blks_*": 0.01, cache_hit_ratio: 0.001 }
+          derived: { cache_hit_ratio: "blks_hit / (blks_hit + blks_read)" }
+          label_map: { service_name: instance }
+          missing_series: warn
+  step_2_quiet:
+    - action: gate
+      validation:
+        no_traffic:
+          prometheus: http://prom:9090
+          query: 'sum(rate(haproxy_backend_http_requests_total{backend="legacy"}[1m]))'
+          below: 0.01
+          for: 5m
+    - action: stop_instances
+      targets: [legacy-1]
+      validation: { check: no_active_connections, no_traffic: { prometheus: "http://prom:9090", query: "x", below: 1, for: 1m } }
+"#;
+
+#[test]
+fn cutover_gates_load_with_their_settings() {
+    let loaded = load_sequence("seq.yaml", PARITY_GATE, &env).unwrap();
+    let (_, actions) = &loaded.plan.decommission_sequence.0[0];
+    let probe = actions[0]
+        .validation
+        .as_ref()
+        .unwrap()
+        .probe
+        .as_ref()
+        .unwrap();
+    let parity = probe.metrics_match.as_ref().unwrap();
+    assert_eq!(parity.step.0, std::time::Duration::from_secs(30));
+    assert_eq!(parity.tolerance.0[0].1, Number(0.01));
+    assert_eq!(parity.missing_series, format::MissingSeries::Warn);
+    assert_eq!(
+        parity.ignore_labels,
+        [Text("instance".to_owned()), Text("job".to_owned())]
+    );
+    let (_, quiet) = &loaded.plan.decommission_sequence.0[1];
+    assert_eq!(
+        quiet[1].validation.as_ref().unwrap().check,
+        format::ValidationKind::NoActiveConnections
+    );
+}
+
+#[test]
+fn malformed_cutover_gates_point_at_the_problem() {
+    // Every setting checked at once, each at its own node.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: gate
+      targets: [i-1]
+      validation:
+        metrics_match:
+          legacy: { prometheus: "prom:9090", match: "{collector=legacy}" }
+          new: { prometheus: "http://prom:9090" }
+          range: 1h
+          step: 100ms
+          exact: ["pg_stat[db]", "pg{datname=\"x\""]
+          tolerance: { "pg_blks_*": 1.5, "pg_x": -0.1 }
+          derived: { ratio: "blks_hit / (blks_hit + ", "bad-name": "a" }
+          label_map: { service-name: instance }
+          ignore_labels: ["job", "1x"]
+    - action: gate
+      validation:
+        no_traffic: { prometheus: "http://p:9090", query: " ", below: -1, for: 0s }
+    - action: gate
+      validation: metrics_match
+    - action: gate
+    - action: gate
+      validation: { metrics_match: { legacy: { prometheus: "http://a:1" }, new: { prometheus: "http://b:1" } } }
+"#,
+        expect![[r#"
+            seq.yaml:5:16: decommission_sequence.step_1[0].targets: `gate` acts on nothing: its `validation` is all it does, so it takes no `targets`
+            seq.yaml:8:33: decommission_sequence.step_1[0].validation.metrics_match.legacy.prometheus: expected a Prometheus URL like `http://prometheus:9090`, found `prom:9090`
+            seq.yaml:8:53: decommission_sequence.step_1[0].validation.metrics_match.legacy.match: `{collector=legacy}` is not a list of label matchers: expected a quoted value for `collector`
+            seq.yaml:11:17: decommission_sequence.step_1[0].validation.metrics_match.step: `range` over `step` is 36000 points a series; Prometheus answers at most 11000: take a longer step
+            seq.yaml:12:19: decommission_sequence.step_1[0].validation.metrics_match.exact[0]: `pg_stat[db]` is not a metric name pattern: `[` is neither a metric name character (letters, digits, `_`, `:`) nor `*` or `?`
+            seq.yaml:12:34: decommission_sequence.step_1[0].validation.metrics_match.exact[1]: `{datname="x"` is not a list of label matchers: expected `{label="value", ...}`
+            seq.yaml:13:37: decommission_sequence.step_1[0].validation.metrics_match.tolerance.pg_blks_*: expected a relative difference from 0 up to (not including) 1, such as 0.01 for 1 %, found 1.5
+            seq.yaml:13:50: decommission_sequence.step_1[0].validation.metrics_match.tolerance.pg_x: expected a relative difference from 0 up to (not including) 1, such as 0.01 for 1 %, found -0.1
+            seq.yaml:14:29: decommission_sequence.step_1[0].validation.metrics_match.derived.ratio: `blks_hit / (blks_hit + ` is not arithmetic over metric names: it ends where a metric name or a number was expected
+            seq.yaml:14:68: decommission_sequence.step_1[0].validation.metrics_match.derived.bad-name: `bad-name` is not a name for a derived metric (letters, digits, `_`)
+            seq.yaml:15:38: decommission_sequence.step_1[0].validation.metrics_match.label_map.service-name: `service-name` is not a label name
+            seq.yaml:16:26: decommission_sequence.step_1[0].validation.metrics_match.ignore_labels: `1x` is not a label name
+            seq.yaml:19:59: decommission_sequence.step_1[1].validation.no_traffic.query: expected a PromQL query
+            seq.yaml:19:71: decommission_sequence.step_1[1].validation.no_traffic.below: expected a threshold of 0 or more, found -1
+            seq.yaml:19:80: decommission_sequence.step_1[1].validation.no_traffic.for: expected a duration above zero
+            seq.yaml:21:19: decommission_sequence.step_1[2].validation: `metrics_match` needs its settings: `validation: { metrics_match: { legacy: { prometheus: URL }, new: { prometheus: URL }, exact: [PATTERN, ...] } }`
+            seq.yaml:22:7: decommission_sequence.step_1[3]: `gate` needs `validation`: what must hold before the sequence goes on (`metrics_match`, `no_traffic`, ...)
+            seq.yaml:24:36: decommission_sequence.step_1[4].validation.metrics_match: expected at least one metric to compare in `exact`, `tolerance` or `derived`"#]],
+    );
+    // A gate's settings under another check, and numbers that are not numbers: serde stops at
+    // the first, so one case each.
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: gate
+      validation: { check: sql_returns_zero, metrics_match: { legacy: { prometheus: "http://a:1" }, new: { prometheus: "http://b:1" }, exact: [x] } }
+"#,
+        expect![
+            "seq.yaml:5:19: decommission_sequence.step_1[0].validation: `metrics_match` is a validation of its own, not a probe of `sql_returns_zero`"
+        ],
+    );
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: gate
+      validation: { no_traffic: { prometheus: "http://p:9090", query: q, below: lots, for: 1m } }
+"#,
+        expect![
+            "seq.yaml:5:81: decommission_sequence.step_1[0].validation.no_traffic.below: expected a number like `0.01` or `5`, found `lots`"
+        ],
+    );
+    check(
+        r#"
+decommission_sequence:
+  step_1:
+    - action: gate
+      validation: { metrics_match: { legacy: { prometheus: "http://a:1" }, new: { prometheus: "http://b:1" }, exact: [x], missing_series: ignore } }
+"#,
+        expect![
+            "seq.yaml:5:139: decommission_sequence.step_1[0].validation.metrics_match.missing_series: unknown variant `ignore`, expected `fail` or `warn`"
+        ],
     );
 }
 

@@ -9,14 +9,14 @@ use crate::format::{
 use crate::yaml::{PathSegment, diagnostic_at};
 
 /// Collects located diagnostics for one file.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     file: &'a str,
     text: &'a str,
     found: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, path: &[PathSegment], message: impl Into<String>) {
+    pub(crate) fn error(&mut self, path: &[PathSegment], message: impl Into<String>) {
         self.found
             .push(diagnostic_at(self.file, self.text, path, message));
     }
@@ -298,7 +298,16 @@ fn check_action(
         p
     };
     let name = action.action.as_str();
-    if action.targets.is_empty() && !may_inherit_targets(action.action) {
+    if action.action == ActionKind::Gate && !action.targets.is_empty() {
+        checker.error(
+            &at("targets"),
+            "`gate` acts on nothing: its `validation` is all it does, so it takes no `targets`",
+        );
+    }
+    if action.targets.is_empty()
+        && !may_inherit_targets(action.action)
+        && !targetless(action.action)
+    {
         checker.error(
             path,
             format!("`{name}` needs `targets` (ids, Name tags or `tag:Key=Value` selectors)"),
@@ -330,6 +339,10 @@ fn check_action(
         ActionKind::Command if action.command.is_none() => Some(("command", "the command to run")),
         ActionKind::Sql if action.sql.is_none() => Some(("sql", "the statement to run")),
         ActionKind::Http if action.url.is_none() => Some(("url", "the URL to call")),
+        ActionKind::Gate if action.validation.is_none() => Some((
+            "validation",
+            "what must hold before the sequence goes on (`metrics_match`, `no_traffic`, ...)",
+        )),
         ActionKind::Archive
             if action.dirs.is_empty() && action.tables.is_empty() && !archive_defaults =>
         {
@@ -393,6 +406,9 @@ fn check_action(
     if let Some(problem) = validation_problem(action) {
         checker.error(&at("validation"), problem);
     }
+    if let Some(probe) = action.validation.as_ref().and_then(|v| v.probe.as_ref()) {
+        crate::gates::check(checker, &at("validation"), probe);
+    }
     for field in ["timeout", "interval"] {
         let value = if field == "timeout" {
             action.timeout
@@ -409,7 +425,7 @@ fn check_action(
 fn targetless(kind: ActionKind) -> bool {
     matches!(
         kind,
-        ActionKind::Archive | ActionKind::Sql | ActionKind::Http
+        ActionKind::Archive | ActionKind::Sql | ActionKind::Http | ActionKind::Gate
     )
 }
 
@@ -430,12 +446,13 @@ fn validation_problem(action: &ActionFile) -> Option<String> {
         usize::from(p.sql.is_some())
             + usize::from(p.command.is_some())
             + usize::from(p.url.is_some())
+            + usize::from(p.no_traffic.is_some())
     });
     let check = kind_name(validation.check);
     let acted = kind_name(action.action);
     if probes > 1 {
         return Some(format!(
-            "`{check}` takes one probe: `sql`, `command` or `url`, not several"
+            "`{check}` takes one probe: `sql`, `command`, `url` or `no_traffic`, not several"
         ));
     }
     let on_instances = matches!(
@@ -466,6 +483,8 @@ fn validation_problem(action: &ActionFile) -> Option<String> {
         HttpStatus => probe.is_some_and(|p| p.url.is_some()) || action.url.is_some(),
         CommandSucceeds => probe.is_some_and(|p| p.command.is_some()) || action.command.is_some(),
         SqlReturnsZero => probe.is_some_and(|p| p.sql.is_some()) || action.sql.is_some(),
+        MetricsMatch => probe.is_some_and(|p| p.metrics_match.is_some()),
+        NoTraffic => probe.is_some_and(|p| p.no_traffic.is_some()),
     };
     if fits {
         return None;
@@ -481,6 +500,8 @@ fn validation_problem(action: &ActionFile) -> Option<String> {
         SqlReturnsZero => {
             "`sql_returns_zero` needs `sql` (in the validation or the action)".to_owned()
         }
+        MetricsMatch => "`metrics_match` needs its settings: `validation: { metrics_match: { legacy: { prometheus: URL }, new: { prometheus: URL }, exact: [PATTERN, ...] } }`".to_owned(),
+        NoTraffic => "`no_traffic` needs its settings: `validation: { no_traffic: { prometheus: URL, query: PROMQL, below: NUMBER, for: DURATION } }`".to_owned(),
         _ => format!("`{check}` can not check the outcome of `{acted}`"),
     })
 }

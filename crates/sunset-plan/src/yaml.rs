@@ -402,10 +402,82 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
+/// A finite number (`0.01`, `5`, or `${VAR}` holding one). Compared by value, so plan types that
+/// hold one can still be `Eq`.
+#[derive(Debug, Clone, Copy, PartialOrd, Serialize)]
+#[serde(transparent)]
+pub struct Number(pub f64);
+
+impl PartialEq for Number {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Number {}
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NumberVisitor)
+    }
+}
+
+struct NumberVisitor;
+
+impl Visitor<'_> for NumberVisitor {
+    type Value = Number;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number like `0.01` or `5`")
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Number, E> {
+        if value.is_finite() {
+            Ok(Number(value))
+        } else {
+            Err(E::custom(format_args!(
+                "expected a finite number, found `{value}`"
+            )))
+        }
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "plan numbers are thresholds, far below 2^52"
+    )]
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Number, E> {
+        Ok(Number(value as f64))
+    }
+
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "plan numbers are thresholds, far below 2^52"
+    )]
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Number, E> {
+        Ok(Number(value as f64))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Number, E> {
+        let value = interpolated::<E>(value)?;
+        match value.trim().parse::<f64>() {
+            Ok(number) => self.visit_f64(number),
+            Err(_) => Err(E::custom(format_args!(
+                "expected a number like `0.01` or `5`, found `{value}`"
+            ))),
+        }
+    }
+}
+
 /// A YAML mapping whose order is meaningful (the steps of a sequence run in the order written)
 /// and whose duplicate keys are an error instead of a silent overwrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderedMap<V>(pub Vec<(Text, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
 
 impl<V> OrderedMap<V> {
     pub fn iter(&self) -> impl Iterator<Item = (&Text, &V)> {

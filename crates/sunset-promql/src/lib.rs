@@ -1,8 +1,9 @@
-//! A small blocking client of Prometheus's HTTP API over plain HTTP: instant queries and the
-//! readiness probe, which is what the tests, the demo and a gate that reads one number need;
-//! and [`FileTarget`], a scrape target handed to Prometheus through file-based discovery.
-//! Hand-written (HTTP/1.0, so answers are never chunked) because one GET does not justify an
-//! HTTP client stack.
+//! Prometheus's HTTP API: the parsing of its answers (vectors, matrices, lists of names), used
+//! by the cutover gates over their own HTTPS-capable client; a small blocking client over plain
+//! HTTP (instant and range queries, the readiness probe) for the tests and the demo; and
+//! [`FileTarget`], a scrape target handed to Prometheus through file-based discovery. The
+//! blocking client is hand-written (HTTP/1.0, so answers are never chunked) because a few GETs
+//! from a test do not justify an HTTP client stack.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -91,33 +92,22 @@ impl Client {
     /// An instant query (`/api/v1/query`) evaluated now: its series, or Prometheus's own
     /// explanation of why it refused the expression.
     pub fn query(&self, expr: &str) -> Result<Vec<Sample>, Error> {
-        let body = self.get(&format!("/api/v1/query?query={}", percent_encode(expr)))?;
-        let answer: serde_json::Value = serde_json::from_str(&body).map_err(Error::Json)?;
-        if answer["status"] != "success" {
-            return Err(Error::Query {
-                kind: answer["errorType"].as_str().unwrap_or("error").to_owned(),
-                message: answer["error"].as_str().unwrap_or(&body).to_owned(),
-            });
-        }
-        let data = &answer["data"];
-        let points: Vec<(BTreeMap<String, String>, &serde_json::Value)> =
-            match data["resultType"].as_str() {
-                Some("vector") => data["result"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|series| (labels(&series["metric"]), &series["value"]))
-                    .collect(),
-                Some("scalar") => vec![(BTreeMap::new(), &data["result"])],
-                _ => Vec::new(),
-            };
-        Ok(points
-            .into_iter()
-            .map(|(labels, point)| Sample {
-                labels,
-                value: sample_value(point),
-            })
-            .collect())
+        parse_vector(&self.get(&format!("/api/v1/query?query={}", percent_encode(expr)))?)
+    }
+
+    /// A range query (`/api/v1/query_range`) from `start` to `end` (Unix seconds) every `step`
+    /// seconds.
+    pub fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<Series>, Error> {
+        parse_matrix(&self.get(&format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step={step}",
+            percent_encode(expr)
+        ))?)
     }
 
     /// One GET; the body of a 2xx answer, or of a 4xx one whose body is the API's JSON error
@@ -154,6 +144,86 @@ impl Client {
     }
 }
 
+/// The `data` of a successful answer, or Prometheus's explanation of a refused one.
+fn data(body: &str) -> Result<serde_json::Value, Error> {
+    let mut answer: serde_json::Value = serde_json::from_str(body).map_err(Error::Json)?;
+    if answer["status"] != "success" {
+        return Err(Error::Query {
+            kind: answer["errorType"].as_str().unwrap_or("error").to_owned(),
+            message: answer["error"].as_str().unwrap_or(body).to_owned(),
+        });
+    }
+    Ok(answer["data"].take())
+}
+
+/// An instant query's answer (`vector` or `scalar`) as samples.
+pub fn parse_vector(body: &str) -> Result<Vec<Sample>, Error> {
+    let data = data(body)?;
+    let points: Vec<(BTreeMap<String, String>, &serde_json::Value)> =
+        match data["resultType"].as_str() {
+            Some("vector") => data["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|series| (labels(&series["metric"]), &series["value"]))
+                .collect(),
+            Some("scalar") => vec![(BTreeMap::new(), &data["result"])],
+            _ => Vec::new(),
+        };
+    Ok(points
+        .into_iter()
+        .map(|(labels, point)| Sample {
+            labels,
+            value: sample_value(point),
+        })
+        .collect())
+}
+
+/// One series of a range query's answer: its labels and its `(unix seconds, value)` points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A range query's answer (`matrix`) as series.
+pub fn parse_matrix(body: &str) -> Result<Vec<Series>, Error> {
+    let data = data(body)?;
+    if data["resultType"] != "matrix" {
+        return Err(Error::Query {
+            kind: "unexpected".to_owned(),
+            message: format!(
+                "a range query answered `{}`, not a matrix",
+                data["resultType"]
+            ),
+        });
+    }
+    Ok(data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|series| Series {
+            labels: labels(&series["metric"]),
+            points: series["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|point| (point[0].as_f64().unwrap_or(f64::NAN), sample_value(point)))
+                .collect(),
+        })
+        .collect())
+}
+
+/// A list of strings (`/api/v1/label/NAME/values`).
+pub fn parse_strings(body: &str) -> Result<Vec<String>, Error> {
+    Ok(data(body)?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|value| value.as_str().map(str::to_owned))
+        .collect())
+}
+
 fn labels(metric: &serde_json::Value) -> BTreeMap<String, String> {
     metric
         .as_object()
@@ -174,7 +244,7 @@ fn sample_value(point: &serde_json::Value) -> f64 {
 }
 
 /// Every byte but the unreserved ones as `%XX` (RFC 3986), for a query parameter.
-fn percent_encode(text: &str) -> String {
+pub fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -209,6 +279,26 @@ mod tests {
         ] {
             assert!(matches!(Client::new(bad), Err(Error::Url(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn answers_parse_as_the_api_documents_them() {
+        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"__name__":"up","job":"a"},"values":[[10,"1"],[11.5,"NaN"]]}]}}"#;
+        let series = parse_matrix(matrix).unwrap();
+        assert_eq!(series[0].labels["job"], "a");
+        assert_eq!(series[0].points[0], (10.0, 1.0));
+        assert!(series[0].points[1].1.is_nan());
+        let names = r#"{"status":"success","data":["pg_up","up"]}"#;
+        assert_eq!(parse_strings(names).unwrap(), ["pg_up", "up"]);
+        let refused = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        assert!(
+            matches!(parse_vector(refused), Err(Error::Query { kind, .. }) if kind == "bad_data")
+        );
+        assert!(
+            parse_matrix(r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub(crate) async fn execute(
         }
         ActionKind::DeleteLoadBalancers => delete_load_balancers(ctx, &ids).await,
         ActionKind::Archive => archive(ctx, action).await,
+        ActionKind::Gate => Ok(Outputs::new()),
         ActionKind::Command => run_command_on_targets(ctx, action, &ids).await,
         ActionKind::Sql => {
             let url = database_url(action.database_url.as_ref().map(|t| t.as_str()))?;

@@ -6,7 +6,10 @@ use std::future::Future;
 use std::time::Duration;
 use sunset_outcome::Shutdown;
 
-use sunset_plan::format::{ActionFile, ActionKind, ProbeFile, SequenceFile, ValidationKind};
+use sunset_plan::format::{
+    ActionFile, ActionKind, MetricsMatchFile, NoTrafficFile, ProbeFile, PrometheusSource,
+    SequenceFile, ValidationKind,
+};
 
 use crate::Error;
 use crate::actions::{Context, current_records, database_url, expected_status, status_ok};
@@ -44,7 +47,7 @@ pub(crate) fn implied(action: &ActionFile) -> Option<Condition> {
         DeleteSecurityGroups | CleanSecurityGroups => Condition::Validation(SecurityGroupGone),
         RemoveDns => Condition::Validation(RecordAbsent),
         DeleteLoadBalancers => Condition::Validation(LoadBalancerGone),
-        Archive | Command | Sql | Http => return None,
+        Archive | Command | Sql | Http | Gate => return None,
     })
 }
 
@@ -81,6 +84,7 @@ pub(crate) fn describe(condition: Condition, action: &ActionFile) -> String {
                 Some(p) if p.sql.is_some() => format!("no active connections: `{}` returns 0", p.sql.as_ref().map(|s| s.as_str()).unwrap_or_default()),
                 Some(p) if p.command.is_some() => format!("no active connections: `{}` exits 0", p.command.as_ref().map(|s| s.as_str()).unwrap_or_default()),
                 Some(p) if p.url.is_some() => format!("no active connections: {} answers {}", p.url.as_ref().map(|s| s.as_str()).unwrap_or_default(), expected_status(p.expect_status)),
+                Some(ProbeFile { no_traffic: Some(traffic), .. }) => format!("no active connections: {}", describe_traffic(traffic)),
                 _ => "no active connections: every instance is off the network (stopped or terminated)".to_owned(),
             },
             ValidationKind::RecordAbsent => "the DNS records no longer resolve in their zone".to_owned(),
@@ -89,7 +93,55 @@ pub(crate) fn describe(condition: Condition, action: &ActionFile) -> String {
             ValidationKind::HttpStatus => format!("{} answers {}", probe_url(probe, action), expected_status(probe.and_then(|p| p.expect_status).or(action.expect_status))),
             ValidationKind::CommandSucceeds => format!("`{}` exits 0", probe_command(probe, action)),
             ValidationKind::SqlReturnsZero => format!("`{}` returns 0", probe_sql(probe, action)),
+            ValidationKind::MetricsMatch => match probe.and_then(|p| p.metrics_match.as_ref()) {
+                Some(parity) => describe_parity(parity),
+                None => "the metrics match".to_owned(),
+            },
+            ValidationKind::NoTraffic => match probe.and_then(|p| p.no_traffic.as_ref()) {
+                Some(traffic) => describe_traffic(traffic),
+                None => "no traffic".to_owned(),
+            },
         },
+    }
+}
+
+fn describe_parity(parity: &MetricsMatchFile) -> String {
+    let patterns = parity.exact.len() + parity.tolerance.len();
+    format!(
+        "every series of {patterns} metric patterns and {} derived metrics matches between {} and {} over the last {}, every {}",
+        parity.derived.len(),
+        side(&parity.legacy),
+        side(&parity.new),
+        sunset_plan::format_duration(parity.range.0),
+        sunset_plan::format_duration(parity.step.0),
+    )
+}
+
+fn side(source: &PrometheusSource) -> String {
+    match &source.selector {
+        Some(selector) => format!("{} `{selector}`", redacted_url(source.prometheus.as_str())),
+        None => redacted_url(source.prometheus.as_str()),
+    }
+}
+
+fn describe_traffic(traffic: &NoTrafficFile) -> String {
+    format!(
+        "`{}` on {} stays below {} for {}",
+        traffic.query,
+        redacted_url(traffic.prometheus.as_str()),
+        traffic.below.0,
+        sunset_plan::format_duration(traffic.hold.0)
+    )
+}
+
+/// A URL without the credentials it may carry.
+fn redacted_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -254,6 +306,10 @@ pub(crate) async fn evaluate(
                 )
                 .await
             }
+            Some(ProbeFile {
+                no_traffic: Some(traffic),
+                ..
+            }) => crate::gates::no_traffic(traffic, &ctx.cloud.audit).await,
             Some(p) if p.url.is_some() => {
                 http_answers(
                     ctx,
@@ -348,6 +404,32 @@ pub(crate) async fn evaluate(
                 probe_sql(probe, action),
             )
             .await
+        }
+        Condition::Validation(ValidationKind::MetricsMatch) => {
+            let parity = probe
+                .and_then(|p| p.metrics_match.as_ref())
+                .ok_or_else(|| {
+                    Error::Internal("`metrics_match` without its settings".to_owned())
+                })?;
+            let reports = ctx
+                .cloud
+                .audit
+                .path()
+                .parent()
+                .unwrap_or(ctx.state_dir)
+                .join(crate::runner::GATES_DIR);
+            let name = format!(
+                "{}.metrics_match.{}",
+                ctx.step,
+                sunset_plan::Fingerprint::of(parity).short()
+            );
+            crate::gates::metrics_match(parity, &ctx.cloud.audit, &reports, &name).await
+        }
+        Condition::Validation(ValidationKind::NoTraffic) => {
+            let traffic = probe
+                .and_then(|p| p.no_traffic.as_ref())
+                .ok_or_else(|| Error::Internal("`no_traffic` without its settings".to_owned()))?;
+            crate::gates::no_traffic(traffic, &ctx.cloud.audit).await
         }
         Condition::VolumesDeleted => {
             let left: Vec<String> = ctx

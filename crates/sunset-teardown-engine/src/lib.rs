@@ -14,6 +14,7 @@ mod audit;
 mod checks;
 mod cloud;
 mod error;
+mod gates;
 mod inventory;
 mod model;
 mod plan;
@@ -29,6 +30,9 @@ pub use audit::{AuditLog, AuditRecord, CallKind, CallTally, read_audit_log};
 pub use checks::{Check, Condition, Polled, poll};
 pub use cloud::Cloud;
 pub use error::Error;
+pub use gates::{
+    GateReport, MetricParity, ParityReport, Verdict, Worst, check_reachable, saved_reports,
+};
 pub use model::{ActionPhase, ActionRecord, ResourceKind, RunState, StepRecord, Target};
 pub use plan::{PlanAction, PlanReport, PlanStep, PlanTarget};
 pub use resolve::{GROUP_TAG_KEYS, action_name};

@@ -134,6 +134,7 @@ impl Teardown {
         let mut resolver = Resolver::new(&cloud);
         let fresh = resolve_sequence(&self.sequence, &mut resolver).await?;
         crate::safety::check_target_counts(&self.sequence, &fresh)?;
+        crate::gates::check_reachable(&self.sequence, &cloud.audit).await?;
         let previous = self
             .store
             .resume::<RunState>(&self.fingerprint.to_string(), options.restart)?;

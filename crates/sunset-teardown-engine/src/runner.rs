@@ -113,11 +113,16 @@ pub(crate) fn event(
 }
 
 /// The files of a run, for operators and reviewers.
+/// The directory of the gates' reports, beside the audit log.
+pub(crate) const GATES_DIR: &str = "gates";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunPaths {
     pub checkpoint: PathBuf,
     pub audit_log: PathBuf,
     pub inventory: PathBuf,
+    /// The cutover gates' reports (`STEP.metrics_match.json` and `.md`), beside the audit log.
+    pub gates: PathBuf,
 }
 
 /// How `apply` ended when it did not fail.
@@ -173,6 +178,7 @@ pub(crate) fn summary(action: &ActionFile, record: &ActionRecord) -> String {
             action.method.as_ref().map_or("POST", |m| m.as_str()),
             text(&action.url)
         ),
+        ActionKind::Gate => "change nothing; wait for the validation".to_owned(),
     }
 }
 
@@ -235,6 +241,7 @@ impl Teardown {
             checkpoint: self.store.path().to_owned(),
             audit_log: dir.join("audit.jsonl"),
             inventory: dir.join("inventory"),
+            gates: dir.join(GATES_DIR),
         }
     }
 

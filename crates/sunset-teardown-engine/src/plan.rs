@@ -134,7 +134,7 @@ impl Teardown {
         let mut resolver = Resolver::new(&cloud);
         let fresh = resolve_sequence(&self.sequence, &mut resolver).await?;
         crate::safety::check_target_counts(&self.sequence, &fresh)?;
-        crate::gates::check_reachable(&self.sequence, &cloud.audit).await?;
+        self.check_gates(&cloud).await?;
         let previous = self
             .store
             .resume::<RunState>(&self.fingerprint.to_string(), options.restart)?;
@@ -163,6 +163,20 @@ impl Teardown {
         self.store.save(&self.fingerprint.to_string(), &state)?;
         self.report(&cloud, &state, options, resolver.known_states())
             .await
+    }
+
+    /// Every Prometheus the gates read answers, before anything is pinned or changed.
+    pub(crate) async fn check_gates(&self, cloud: &Cloud) -> Result<(), Error> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| {
+            Error::BadInput(format!("cannot read sequence {}: {e}", self.path.display()))
+        })?;
+        crate::gates::check_reachable(
+            &self.sequence,
+            &self.path.display().to_string(),
+            &text,
+            &cloud.audit,
+        )
+        .await
     }
 
     pub(crate) async fn report(

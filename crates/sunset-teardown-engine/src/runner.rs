@@ -363,6 +363,7 @@ impl Teardown {
                 let steps = resolve_sequence(&self.sequence, &mut resolver).await?;
                 known = resolver.known_states();
                 crate::safety::check_target_counts(&self.sequence, &steps)?;
+                self.check_gates(&cloud).await?;
                 let state = RunState::new(
                     self.path.display().to_string(),
                     account.clone(),

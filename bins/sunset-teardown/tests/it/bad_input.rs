@@ -172,6 +172,24 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "6:12",
         "`env` is for actions that run a `command`",
     ),
+    (
+        "a metric pattern that is not one",
+        "  s1:\n    - action: gate\n      validation:\n        metrics_match:\n          legacy: { prometheus: \"http://127.0.0.1:1\" }\n          new: { prometheus: \"http://127.0.0.1:1\" }\n          exact: [\"pg_stat[x]\"]\n",
+        "9:19",
+        "`pg_stat[x]` is not a metric name pattern",
+    ),
+    (
+        "a tolerance out of range",
+        "  s1:\n    - action: gate\n      validation:\n        metrics_match:\n          legacy: { prometheus: \"http://127.0.0.1:1\" }\n          new: { prometheus: \"http://127.0.0.1:1\" }\n          tolerance: { pg_up: 2 }\n",
+        "9:31",
+        "expected a relative difference from 0 up to (not including) 1",
+    ),
+    (
+        "a gate's settings under another check",
+        "  s1:\n    - action: gate\n      validation: { check: http_status, no_traffic: { prometheus: \"http://p:1\", query: q, below: 1, for: 1m } }\n",
+        "5:19",
+        "`no_traffic` is a probe of `no_active_connections` or a validation of its own",
+    ),
 ];
 
 #[test]
@@ -209,6 +227,12 @@ fn other_bad_input_is_refused_before_any_call() {
     // after the step stopped the instance (nor retried as a probe until its timeout).
     let bad_url = world.sequence("bad-url", &format!("region: {{region}}\n{HEAD}  step_one:\n    - action: stop_instances\n      targets: [{id}]\n      validation: {{ check: no_active_connections, sql: \"select 0\", database_url: \"postgres://localhost/app?sslmode=verify-ful\", timeout: 5s }}\n"));
     let bad_url = bad_url.to_str().unwrap();
+    // A gate whose Prometheus does not answer: refused at plan time, at the URL's place.
+    let unreachable = world.sequence("unreachable", &format!("region: {{region}}\n{HEAD}  step_one:\n    - action: stop_instances\n      targets: [{id}]\n  step_two:\n    - action: gate\n      validation: {{ no_traffic: {{ prometheus: \"http://127.0.0.1:9\", query: up, below: 1, for: 1m }} }}\n"));
+    let unreachable = unreachable.to_str().unwrap();
+    let unreachable_at = format!(
+        "{unreachable}:9:47: decommission_sequence.step_two[0].validation.no_traffic.prometheus: Prometheus does not answer its API"
+    );
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["apply", bad_url, "--yes"],
@@ -231,6 +255,8 @@ fn other_bad_input_is_refused_before_any_call() {
             "cannot read sequence /nonexistent/sequence.yaml",
         ),
         (vec!["apply", good], "stdin is not a terminal: pass --yes"),
+        (vec!["plan", unreachable], &unreachable_at),
+        (vec!["apply", unreachable, "--yes"], &unreachable_at),
         (
             vec!["apply", good, "--yes", "--rerun", "step_on"],
             "--rerun `step_on` is not a step",

@@ -2,6 +2,7 @@
 //! emulator, one module per area, and `support` for what they share. One test binary (`it`).
 
 mod bad_input;
+mod gates;
 mod metrics;
 mod safety;
 mod steps;

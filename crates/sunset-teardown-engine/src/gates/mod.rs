@@ -10,6 +10,7 @@ mod traffic;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sunset_plan::PathSegment;
 use sunset_plan::format::{MetricsMatchFile, NoTrafficFile, ProbeFile, SequenceFile};
 
 use crate::Error;
@@ -47,38 +48,66 @@ pub(crate) async fn no_traffic(traffic: &NoTrafficFile, audit: &AuditLog) -> Res
 }
 
 /// Every Prometheus a sequence's gates read answers its API: a wrong URL is bad input, found
-/// when the plan is made rather than when a step waits on it.
-pub async fn check_reachable(sequence: &SequenceFile, audit: &AuditLog) -> Result<(), Error> {
+/// when the plan is made rather than when a step waits on it, and pointed at in the file.
+pub async fn check_reachable(
+    sequence: &SequenceFile,
+    file: &str,
+    text: &str,
+    audit: &AuditLog,
+) -> Result<(), Error> {
+    let mut found = Vec::new();
     for (step, actions) in sequence.decommission_sequence.iter() {
         for (index, action) in actions.iter().enumerate() {
             let Some(probe) = action.validation.as_ref().and_then(|v| v.probe.as_ref()) else {
                 continue;
             };
-            for url in urls(probe) {
-                prometheus::Prometheus::new(url, audit)?
-                    .reachable()
-                    .await
-                    .map_err(|error| {
-                        Error::BadInput(format!(
-                            "step `{step}`, action {}: the validation's Prometheus does not answer: {error}",
-                            index + 1
-                        ))
-                    })?;
+            for (keys, url) in urls(probe) {
+                if let Err(error) = prometheus::Prometheus::new(url, audit)?.reachable().await {
+                    let mut path = vec![
+                        PathSegment::Key("decommission_sequence".to_owned()),
+                        PathSegment::Key(step.0.clone()),
+                        PathSegment::Index(index),
+                        PathSegment::Key("validation".to_owned()),
+                    ];
+                    path.extend(keys.iter().map(|k| PathSegment::Key((*k).to_owned())));
+                    found.push(sunset_plan::diagnostic_at(
+                        file,
+                        text,
+                        &path,
+                        format!(
+                            "Prometheus does not answer its API: {}",
+                            error.with_causes()
+                        ),
+                    ));
+                }
             }
         }
     }
-    Ok(())
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Sequence(sunset_plan::Diagnostics(found)))
+    }
 }
 
-fn urls(probe: &ProbeFile) -> Vec<&str> {
+/// The Prometheus URLs of a validation, each with its place under `validation`.
+fn urls(probe: &ProbeFile) -> Vec<(&'static [&'static str], &str)> {
     let mut urls = Vec::new();
     if let Some(parity) = &probe.metrics_match {
-        urls.push(parity.legacy.prometheus.as_str());
-        urls.push(parity.new.prometheus.as_str());
+        urls.push((
+            &["metrics_match", "legacy", "prometheus"][..],
+            parity.legacy.prometheus.as_str(),
+        ));
+        urls.push((
+            &["metrics_match", "new", "prometheus"][..],
+            parity.new.prometheus.as_str(),
+        ));
     }
     if let Some(traffic) = &probe.no_traffic {
-        urls.push(traffic.prometheus.as_str());
+        urls.push((
+            &["no_traffic", "prometheus"][..],
+            traffic.prometheus.as_str(),
+        ));
     }
-    urls.dedup();
     urls
 }

@@ -94,6 +94,9 @@ struct State {
     prometheus: Option<Prometheus>,
     #[serde(default)]
     exporters: Option<Exporters>,
+    /// haproxy, which the traffic shift tests and the demo run on their own configurations.
+    #[serde(default)]
+    haproxy: Option<PathBuf>,
 }
 
 impl State {
@@ -268,6 +271,13 @@ pub(crate) fn up() -> Result<Started> {
     }
     // Only the metric parity tests need them: without them the rest still runs, and those
     // tests say what is missing.
+    match crate::process::apt_program("haproxy", "haproxy", "the traffic shift tests and the demo")
+    {
+        Ok(path) => state.haproxy = Some(path),
+        Err(error) => say!(
+            "haproxy: not installed ({error:#}); the traffic shift tests will fail until it is"
+        ),
+    }
     match exporters_up(&mut state, &root) {
         Ok(new) => started.exporters = new,
         Err(error) => say!(
@@ -451,6 +461,9 @@ fn env_vars(state: &State) -> Result<Vec<(&'static str, String)>> {
     let Some(prometheus) = &state.prometheus else {
         bail!("Prometheus is not up: run `cargo xtask services up` first")
     };
+    if let Some(haproxy) = &state.haproxy {
+        vars.push(("SUNSET_HAPROXY", haproxy.display().to_string()));
+    }
     vars.extend([
         ("SUNSET_PROMETHEUS_URL", prometheus.url()),
         (

@@ -72,6 +72,10 @@ pub enum Command {
         /// Cap every wait_time at this (rehearsals and demos), e.g. 5s.
         #[arg(long, value_parser = parse::duration)]
         max_wait: Option<Duration>,
+        /// Watch a traffic shift's holds for at most this long, then exit 3; apply again goes
+        /// on holding where this run left off (without it: as long as the holds last).
+        #[arg(long, value_parser = parse::duration)]
+        watch_for: Option<Duration>,
         /// Send again the interrupted `command`, `sql` or `http` actions of this step, which a
         /// resumed run otherwise refuses to repeat (repeatable). Check what they did first.
         #[arg(long, value_name = "STEP")]
@@ -167,17 +171,18 @@ impl Ui for Terminal {
 
 async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
     let state_dir = args.state.resolve();
-    let (sequence, restart, max_wait, rerun) = match &args.command {
-        Command::Plan { sequence, restart } => (sequence, *restart, None, Vec::new()),
+    let (sequence, restart, max_wait, watch_for, rerun) = match &args.command {
+        Command::Plan { sequence, restart } => (sequence, *restart, None, None, Vec::new()),
         Command::Apply {
             sequence,
             restart,
             max_wait,
+            watch_for,
             rerun,
             ..
-        } => (sequence, *restart, *max_wait, rerun.clone()),
+        } => (sequence, *restart, *max_wait, *watch_for, rerun.clone()),
         Command::Status { sequence } | Command::Rollback { sequence, .. } => {
-            (sequence, false, None, Vec::new())
+            (sequence, false, None, None, Vec::new())
         }
     };
     let teardown = Teardown::load(sequence, &state_dir)?;
@@ -186,6 +191,7 @@ async fn execute(args: &Args, stop: Shutdown) -> anyhow::Result<Exit> {
         step: args.step.clone(),
         restart,
         max_wait,
+        watch_for,
         rerun,
         stop,
         calls: Arc::new(CallTally::default()),

@@ -10,7 +10,10 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::yaml::{DurationValue, Number, OrderedMap, Text};
+use crate::yaml::{DurationValue, OrderedMap, Text};
+
+mod cutover;
+pub use cutover::*;
 
 /// The only format version so far; files without `version` are version 1.
 pub const FORMAT_VERSION: u32 = 1;
@@ -447,6 +450,14 @@ pub struct ActionFile {
     /// while it was in flight may send it again (otherwise only with `--rerun STEP`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub idempotent: bool,
+    /// `shift_traffic`: where the weights are set, the new system's share at each stage (in
+    /// percent, increasing), how long each stage is held and the gates watched while it is.
+    pub traffic: Option<TrafficTargetFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<u32>,
+    pub hold: Option<DurationValue>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<ShiftGateFile>,
     /// How many targets the action must resolve to; without it, at most `max_targets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<TargetCount>,
@@ -478,6 +489,9 @@ pub enum ActionKind {
     /// Changes nothing: its `validation` (a metric parity or zero-traffic gate, say) must hold
     /// before the sequence goes on.
     Gate,
+    /// Moves traffic from the legacy to the new system stage by stage, watching gates, and
+    /// moves it back a stage when one breaks.
+    ShiftTraffic,
 }
 
 /// A validation by name (`validation: snapshot_completed`) or with its probe
@@ -571,88 +585,6 @@ impl ProbeMap {
             }
         }
     }
-}
-
-/// `metrics_match`: series by series, the new system's collectors report what the legacy
-/// ones do, over a window ending now.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsMatchFile {
-    pub legacy: PrometheusSource,
-    pub new: PrometheusSource,
-    /// The `query_range` window, ending now.
-    #[serde(default = "default_parity_range")]
-    pub range: DurationValue,
-    /// The resolution both sides are evaluated at, so their samples align.
-    #[serde(default = "default_parity_step")]
-    pub step: DurationValue,
-    /// Metric name patterns (`*`, `?`), each optionally with label matchers
-    /// (`pg_stat_database_tup_*{datname="app"}`), compared exactly.
-    #[serde(default)]
-    pub exact: Vec<Text>,
-    /// Patterns compared within a relative difference (`0.01` is 1 %).
-    #[serde(default)]
-    pub tolerance: OrderedMap<Number>,
-    /// Named arithmetic over metric names, evaluated by each side's Prometheus and compared
-    /// like the others (exactly, unless `tolerance` names it).
-    #[serde(default)]
-    pub derived: OrderedMap<Text>,
-    /// Labels of the new side renamed to the legacy side's names (`service_name: instance`).
-    #[serde(default)]
-    pub label_map: OrderedMap<Text>,
-    /// Labels left out when series are matched: they name the collector, not the series.
-    #[serde(default = "default_ignored_labels")]
-    pub ignore_labels: Vec<Text>,
-    /// A series one side has and the other lacks: `fail` (inconclusive, never passes) or `warn`.
-    #[serde(default)]
-    pub missing_series: MissingSeries,
-}
-
-fn default_parity_range() -> DurationValue {
-    DurationValue(std::time::Duration::from_secs(3600))
-}
-
-fn default_parity_step() -> DurationValue {
-    DurationValue(std::time::Duration::from_secs(60))
-}
-
-fn default_ignored_labels() -> Vec<Text> {
-    ["instance", "job"]
-        .into_iter()
-        .map(|label| Text(label.to_owned()))
-        .collect()
-}
-
-/// One side of a comparison: a Prometheus server, and the selector that picks this side's
-/// series when both collectors report to the same server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusSource {
-    /// `http://host:9090` or `https://host/prefix`.
-    pub prometheus: Text,
-    /// Label matchers added to every query of this side (`{collector="otel"}`).
-    #[serde(rename = "match", default)]
-    pub selector: Option<Text>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MissingSeries {
-    #[default]
-    Fail,
-    Warn,
-}
-
-/// `no_traffic`: `query` stays below `below` at every step of the last `for`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoTrafficFile {
-    pub prometheus: Text,
-    /// PromQL whose value is the traffic (`sum(rate(...[1m]))`); every series must be below.
-    pub query: Text,
-    pub below: Number,
-    #[serde(rename = "for")]
-    pub hold: DurationValue,
 }
 
 impl<'de> Deserialize<'de> for ValidationFile {

@@ -2,7 +2,10 @@
 //! every pattern, matcher and expression parses, every number is in its range, and each
 //! problem points at its own node.
 
-use crate::format::{MetricsMatchFile, NoTrafficFile, ProbeFile, PrometheusSource};
+use crate::format::{
+    ActionFile, ActionKind, MetricsMatchFile, NoTrafficFile, ProbeFile, PrometheusSource,
+    ShiftGateFile,
+};
 use crate::metric_expr::{DerivedExpr, MetricPattern, is_label_name, parse_selector};
 use crate::validate::Checker;
 use crate::yaml::PathSegment;
@@ -16,6 +19,146 @@ pub(crate) fn check(checker: &mut Checker<'_>, path: &[PathSegment], probe: &Pro
     }
     if let Some(traffic) = &probe.no_traffic {
         no_traffic(checker, &under(path, &["no_traffic"]), traffic);
+    }
+}
+
+/// `shift_traffic`'s own fields: present on it, and only on it; stages that increase; gates
+/// that say what they judge.
+pub(crate) fn check_shift(checker: &mut Checker<'_>, path: &[PathSegment], action: &ActionFile) {
+    let name = action.action.as_str();
+    if action.action != ActionKind::ShiftTraffic {
+        for (field, present) in [
+            ("traffic", action.traffic.is_some()),
+            ("stages", !action.stages.is_empty()),
+            ("hold", action.hold.is_some()),
+            ("gates", !action.gates.is_empty()),
+        ] {
+            if present {
+                checker.error(
+                    &under(path, &[field]),
+                    format!("`{field}` is only used by `shift_traffic`, not `{name}`"),
+                );
+            }
+        }
+        return;
+    }
+    if !action.targets.is_empty() {
+        checker.error(
+            &under(path, &["targets"]),
+            "`shift_traffic` moves weights named in `traffic`: it takes no `targets`",
+        );
+    }
+    for (field, present, what) in [
+        (
+            "traffic",
+            action.traffic.is_some(),
+            "where the weights are set: `{ haproxy: { runtime_api, backend, legacy, new } }`",
+        ),
+        (
+            "stages",
+            !action.stages.is_empty(),
+            "the new system's share at each stage, in percent: `[10, 25, 50, 100]`",
+        ),
+        (
+            "hold",
+            action.hold.is_some(),
+            "how long each stage is watched before the next",
+        ),
+    ] {
+        if !present {
+            checker.error(path, format!("`shift_traffic` needs `{field}`: {what}"));
+        }
+    }
+    let mut previous = 0;
+    for (n, stage) in action.stages.iter().enumerate() {
+        let mut at = under(path, &["stages"]);
+        at.push(PathSegment::Index(n));
+        if !(1..=100).contains(stage) {
+            checker.error(
+                &at,
+                format!("expected a share from 1 to 100 percent, found {stage}"),
+            );
+        } else if *stage <= previous {
+            checker.error(
+                &at,
+                format!("expected stages that increase: {stage} follows {previous}"),
+            );
+        }
+        previous = previous.max(*stage);
+    }
+    if let Some(traffic) = &action.traffic {
+        let haproxy = &traffic.haproxy;
+        if haproxy.legacy == haproxy.new {
+            checker.error(
+                &under(path, &["traffic", "haproxy", "new"]),
+                "expected two different servers for `legacy` and `new`",
+            );
+        }
+    }
+    if action.hold.is_some_and(|hold| hold.0.is_zero()) {
+        checker.error(&under(path, &["hold"]), "expected a duration above zero");
+    }
+    for (n, gate) in action.gates.iter().enumerate() {
+        let mut at = under(path, &["gates"]);
+        at.push(PathSegment::Index(n));
+        shift_gate(checker, &at, gate, action.hold.map(|h| h.0));
+    }
+}
+
+fn shift_gate(
+    checker: &mut Checker<'_>,
+    path: &[PathSegment],
+    gate: &ShiftGateFile,
+    hold: Option<std::time::Duration>,
+) {
+    prometheus_url(
+        checker,
+        &under(path, &["prometheus"]),
+        gate.prometheus.as_str(),
+    );
+    if gate.query.as_str().trim().is_empty() {
+        checker.error(&under(path, &["query"]), "expected a PromQL query");
+    }
+    let thresholds = [
+        gate.below.is_some(),
+        gate.below_baseline.is_some(),
+        gate.within_weight.is_some(),
+    ];
+    if thresholds.iter().filter(|set| **set).count() != 1 {
+        checker.error(
+            path,
+            "expected one threshold: `below`, `below_baseline` or `within_weight`",
+        );
+    }
+    if let Some(factor) = gate.below_baseline
+        && factor.0 <= 0.0
+    {
+        checker.error(
+            &under(path, &["below_baseline"]),
+            format!(
+                "expected a factor above 0 (1.5: half as much again as before the shift), found {}",
+                factor.0
+            ),
+        );
+    }
+    if let Some(points) = gate.within_weight
+        && !(0.0..=100.0).contains(&points.0)
+    {
+        checker.error(
+            &under(path, &["within_weight"]),
+            format!(
+                "expected percentage points from 0 to 100, found {}",
+                points.0
+            ),
+        );
+    }
+    if gate.window.0.is_zero() {
+        checker.error(&under(path, &["for"]), "expected a duration above zero");
+    } else if hold.is_some_and(|hold| gate.window.0 > hold) {
+        checker.error(
+            &under(path, &["for"]),
+            "expected a window no longer than the stage's `hold`: a longer one is never judged",
+        );
     }
 }
 

@@ -15,7 +15,7 @@ pub enum Undo {
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 17] = [
+    pub const ALL: [ActionKind; 18] = [
         ActionKind::StopServices,
         ActionKind::StopInstances,
         ActionKind::StartInstances,
@@ -33,6 +33,7 @@ impl ActionKind {
         ActionKind::Sql,
         ActionKind::Http,
         ActionKind::Gate,
+        ActionKind::ShiftTraffic,
     ];
 
     /// The name a sequence writes (`terminate_instances`).
@@ -55,6 +56,7 @@ impl ActionKind {
             ActionKind::Sql => "sql",
             ActionKind::Http => "http",
             ActionKind::Gate => "gate",
+            ActionKind::ShiftTraffic => "shift_traffic",
         }
     }
 }
@@ -118,9 +120,8 @@ impl ActionFile {
             return Undo::Irreversible;
         }
         match self.action {
-            StopServices | StopInstances | StartInstances | DetachVolumes | RemoveDns => {
-                Undo::Reverse
-            }
+            StopServices | StopInstances | StartInstances | DetachVolumes | RemoveDns
+            | ShiftTraffic => Undo::Reverse,
             SnapshotVolumes => Undo::Kept("snapshots are kept (they change nothing)"),
             Archive => Undo::Kept("the archive is kept"),
             Gate => Undo::Kept("a gate changes nothing"),

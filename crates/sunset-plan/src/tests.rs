@@ -115,7 +115,7 @@ decommission_sequence:
       targets: [a]
 "#,
         expect![
-            "seq.yaml:4:7: decommission_sequence.step_1[0]: unknown field `acton`, expected one of `action`, `targets`, `records`, `zone`, `validation`, `wait_time`, `timeout`, `interval`, `command`, `sql`, `database_url`, `url`, `method`, `expect_status`, `dirs`, `tables`, `dest`, `idempotent`, `expect`, `env` (did you mean `action`?)"
+            "seq.yaml:4:7: decommission_sequence.step_1[0]: unknown field `acton`, expected one of `action`, `targets`, `records`, `zone`, `validation`, `wait_time`, `timeout`, `interval`, `command`, `sql`, `database_url`, `url`, `method`, `expect_status`, `dirs`, `tables`, `dest`, `idempotent`, `traffic`, `stages`, `hold`, `gates`, `expect`, `env` (did you mean `action`?)"
         ],
     );
     // An unknown action suggests the closest.
@@ -127,7 +127,7 @@ decommission_sequence:
       targets: [a]
 "#,
         expect![
-            "seq.yaml:4:15: decommission_sequence.step_1[0].action: unknown variant `terminate_instance`, expected one of `stop_services`, `stop_instances`, `start_instances`, `snapshot_volumes`, `detach_volumes`, `delete_volumes`, `terminate_instances`, `release_addresses`, `delete_security_groups`, `clean_security_groups`, `remove_dns`, `delete_load_balancers`, `archive`, `command`, `sql`, `http`, `gate` (did you mean `terminate_instances`?)"
+            "seq.yaml:4:15: decommission_sequence.step_1[0].action: unknown variant `terminate_instance`, expected one of `stop_services`, `stop_instances`, `start_instances`, `snapshot_volumes`, `detach_volumes`, `delete_volumes`, `terminate_instances`, `release_addresses`, `delete_security_groups`, `clean_security_groups`, `remove_dns`, `delete_load_balancers`, `archive`, `command`, `sql`, `http`, `gate`, `shift_traffic` (did you mean `terminate_instances`?)"
         ],
     );
     // A bare number is not a duration.
@@ -343,6 +343,36 @@ decommission_sequence:
             seq.yaml:21:19: decommission_sequence.step_1[2].validation: `metrics_match` needs its settings: `validation: { metrics_match: { legacy: { prometheus: URL }, new: { prometheus: URL }, exact: [PATTERN, ...] } }`
             seq.yaml:22:7: decommission_sequence.step_1[3]: `gate` needs `validation`: what must hold before the sequence goes on (`metrics_match`, `no_traffic`, ...)
             seq.yaml:24:36: decommission_sequence.step_1[4].validation.metrics_match: expected at least one metric to compare in `exact`, `tolerance` or `derived`"#]],
+    );
+    // A traffic shift: stages that do not increase, a gate with two thresholds and one whose
+    // window outlasts the hold, fields of a shift on another action.
+    check(
+        r#"
+decommission_sequence:
+  shift:
+    - action: shift_traffic
+      traffic: { haproxy: { runtime_api: "127.0.0.1:9999", backend: app, legacy: old, new: old } }
+      stages: [10, 50, 25, 100, 150]
+      hold: 1m
+      gates:
+        - { prometheus: "http://p:9090", query: "errors", below: 0.01, within_weight: 2, for: 30s }
+        - { prometheus: "http://p:9090", query: "p99", below_baseline: 0, for: 5m }
+    - action: shift_traffic
+      stages: [10]
+    - action: gate
+      validation: { no_traffic: { prometheus: "http://p:9090", query: q, below: 1, for: 1m } }
+      hold: 1m
+"#,
+        expect![[r#"
+            seq.yaml:5:92: decommission_sequence.shift[0].traffic.haproxy.new: expected two different servers for `legacy` and `new`
+            seq.yaml:6:24: decommission_sequence.shift[0].stages[2]: expected stages that increase: 25 follows 50
+            seq.yaml:6:33: decommission_sequence.shift[0].stages[4]: expected a share from 1 to 100 percent, found 150
+            seq.yaml:9:11: decommission_sequence.shift[0].gates[0]: expected one threshold: `below`, `below_baseline` or `within_weight`
+            seq.yaml:10:72: decommission_sequence.shift[0].gates[1].below_baseline: expected a factor above 0 (1.5: half as much again as before the shift), found 0
+            seq.yaml:10:80: decommission_sequence.shift[0].gates[1].for: expected a window no longer than the stage's `hold`: a longer one is never judged
+            seq.yaml:11:7: decommission_sequence.shift[1]: `shift_traffic` needs `traffic`: where the weights are set: `{ haproxy: { runtime_api, backend, legacy, new } }`
+            seq.yaml:11:7: decommission_sequence.shift[1]: `shift_traffic` needs `hold`: how long each stage is watched before the next
+            seq.yaml:15:13: decommission_sequence.shift[2].hold: `hold` is only used by `shift_traffic`, not `gate`"#]],
     );
     // A gate's settings under another check, and numbers that are not numbers: serde stops at
     // the first, so one case each.

@@ -409,6 +409,7 @@ fn check_action(
     if let Some(probe) = action.validation.as_ref().and_then(|v| v.probe.as_ref()) {
         crate::gates::check(checker, &at("validation"), probe);
     }
+    crate::gates::check_shift(checker, path, action);
     for field in ["timeout", "interval"] {
         let value = if field == "timeout" {
             action.timeout
@@ -425,7 +426,11 @@ fn check_action(
 fn targetless(kind: ActionKind) -> bool {
     matches!(
         kind,
-        ActionKind::Archive | ActionKind::Sql | ActionKind::Http | ActionKind::Gate
+        ActionKind::Archive
+            | ActionKind::Sql
+            | ActionKind::Http
+            | ActionKind::Gate
+            | ActionKind::ShiftTraffic
     )
 }
 

@@ -38,9 +38,28 @@ pub(crate) struct Context<'a> {
     pub inventory: &'a Inventory,
     pub state_dir: &'a std::path::Path,
     pub stop: &'a Shutdown,
+    /// Traffic shifts watch their holds until then at the latest (`--watch-for`).
+    pub watch_until: Option<std::time::Instant>,
 }
 
 pub(crate) type Outputs = BTreeMap<String, String>;
+
+/// The record of a traffic shift, beside the audit log: named by its step and its settings.
+pub(crate) fn shift_record(ctx: &Context<'_>, action: &ActionFile) -> std::path::PathBuf {
+    let dir = ctx
+        .cloud
+        .audit
+        .path()
+        .parent()
+        .unwrap_or(ctx.state_dir)
+        .join("shift");
+    let name = format!(
+        "{}.{}",
+        ctx.step,
+        sunset_plan::Fingerprint::of(action).short()
+    );
+    crate::gates::shift_record(&dir, &name)
+}
 
 /// How long a local command, query or request of an action may take.
 const LOCAL_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -118,6 +137,19 @@ pub(crate) async fn execute(
         ActionKind::DeleteLoadBalancers => delete_load_balancers(ctx, &ids).await,
         ActionKind::Archive => archive(ctx, action).await,
         ActionKind::Gate => Ok(Outputs::new()),
+        ActionKind::ShiftTraffic => {
+            let (interval, _) = crate::checks::timing(action, ctx.sequence);
+            let shift = crate::gates::Shift {
+                action,
+                audit: &ctx.cloud.audit,
+                record: shift_record(ctx, action),
+                stop: ctx.stop,
+                interval,
+                watch_until: ctx.watch_until,
+                step: ctx.step,
+            };
+            Ok(shift.run().await?.into_iter().collect())
+        }
         ActionKind::Command => run_command_on_targets(ctx, action, &ids).await,
         ActionKind::Sql => {
             let url = database_url(action.database_url.as_ref().map(|t| t.as_str()))?;

@@ -47,7 +47,7 @@ pub(crate) fn implied(action: &ActionFile) -> Option<Condition> {
         DeleteSecurityGroups | CleanSecurityGroups => Condition::Validation(SecurityGroupGone),
         RemoveDns => Condition::Validation(RecordAbsent),
         DeleteLoadBalancers => Condition::Validation(LoadBalancerGone),
-        Archive | Command | Sql | Http | Gate => return None,
+        Archive | Command | Sql | Http | Gate | ShiftTraffic => return None,
     })
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn target_kind(kind: ActionKind) -> Option<ResourceKind> {
         DeleteSecurityGroups | CleanSecurityGroups => Some(ResourceKind::SecurityGroup),
         DeleteLoadBalancers => Some(ResourceKind::LoadBalancer),
         RemoveDns => Some(ResourceKind::Record),
-        Archive | Sql | Http | Gate => None,
+        Archive | Sql | Http | Gate | ShiftTraffic => None,
     }
 }
 

@@ -113,6 +113,7 @@ impl Teardown {
                 inventory: &inventory,
                 state_dir: &self.state_dir,
                 stop: &options.stop,
+                watch_until: None,
             };
             let done = undo(&ctx, &action, &record).await?;
             state.steps[index].actions[position].rolled_back_at = Some(Utc::now());
@@ -200,6 +201,14 @@ async fn undo(
         return Ok(done);
     }
     match action.action {
+        ActionKind::ShiftTraffic => done.extend(
+            crate::gates::restore_shift(
+                action,
+                &ctx.cloud.audit,
+                &actions::shift_record(ctx, action),
+            )
+            .await?,
+        ),
         ActionKind::DetachVolumes => done.extend(reattach_volumes(ctx, &ids).await?),
         ActionKind::RemoveDns => {
             let mut saved = Vec::new();

@@ -51,6 +51,9 @@ pub struct Options {
     pub restart: bool,
     /// Caps every `wait_time` (rehearsals and demos).
     pub max_wait: Option<Duration>,
+    /// How long this run watches a traffic shift's holds before it exits 3 to be resumed
+    /// (without it, for as long as the holds last).
+    pub watch_for: Option<Duration>,
     /// Steps whose interrupted `command`, `sql` or `http` actions may be sent again.
     pub rerun: Vec<String>,
     pub stop: Shutdown,
@@ -179,6 +182,25 @@ pub(crate) fn summary(action: &ActionFile, record: &ActionRecord) -> String {
             text(&action.url)
         ),
         ActionKind::Gate => "change nothing; wait for the validation".to_owned(),
+        ActionKind::ShiftTraffic => match &action.traffic {
+            Some(traffic) => format!(
+                "shift haproxy backend `{}` from `{}` to `{}` through {}% (each held {}, {} gates watched)",
+                traffic.haproxy.backend,
+                traffic.haproxy.legacy,
+                traffic.haproxy.new,
+                action
+                    .stages
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("%, "),
+                action
+                    .hold
+                    .map_or_else(String::new, |h| format_duration(h.0).to_string()),
+                action.gates.len()
+            ),
+            None => "shift traffic".to_owned(),
+        },
     }
 }
 
@@ -586,6 +608,9 @@ impl Teardown {
             inventory,
             state_dir: &self.state_dir,
             stop: &options.stop,
+            watch_until: options
+                .watch_for
+                .map(|watch| std::time::Instant::now() + watch),
         };
         for (position, action) in actions.iter().enumerate() {
             // Only the first action may use what the safety checks read: the others run after

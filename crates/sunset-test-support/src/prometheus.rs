@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use sunset_promql::Sample;
-use sunset_promql::{Client, Error, FileTarget};
+use sunset_promql::{Client, Error};
+pub use sunset_promql::{FileTarget, Sample};
 
 use crate::{HOW_TO_START, service_var};
 

@@ -5,6 +5,7 @@ mod bad_input;
 mod gates;
 mod metrics;
 mod safety;
+mod shift;
 mod steps;
 mod support;
 mod teardown;

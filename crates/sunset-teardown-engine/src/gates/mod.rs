@@ -3,9 +3,11 @@
 //! waits until a Prometheus query stays below a threshold for a while. Both read Prometheus's
 //! HTTP API through one audited client, and a gate's report is saved beside the audit log.
 
+mod haproxy;
 mod parity;
 mod prometheus;
 mod report;
+mod shift;
 mod traffic;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +21,7 @@ use crate::checks::Check;
 
 pub use parity::{MetricParity, ParityReport, Verdict, Worst};
 pub use report::{GateReport, saved_reports};
+pub(crate) use shift::{Shift, record_path as shift_record, restore as restore_shift};
 
 fn now() -> f64 {
     SystemTime::now()

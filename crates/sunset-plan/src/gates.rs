@@ -87,12 +87,34 @@ pub(crate) fn check_shift(checker: &mut Checker<'_>, path: &[PathSegment], actio
         previous = previous.max(*stage);
     }
     if let Some(traffic) = &action.traffic {
-        let haproxy = &traffic.haproxy;
-        if haproxy.legacy == haproxy.new {
+        let targets = [
+            traffic
+                .haproxy
+                .as_ref()
+                .map(|h| ("haproxy", &h.legacy, &h.new)),
+            traffic
+                .route53
+                .as_ref()
+                .map(|r| ("route53", &r.legacy, &r.new)),
+            traffic.elbv2.as_ref().map(|e| ("elbv2", &e.legacy, &e.new)),
+        ];
+        let named: Vec<_> = targets.iter().flatten().collect();
+        if named.len() != 1 {
             checker.error(
-                &under(path, &["traffic", "haproxy", "new"]),
-                "expected two different servers for `legacy` and `new`",
+                &under(path, &["traffic"]),
+                format!(
+                    "expected one of `haproxy`, `route53` or `elbv2`, found {}",
+                    named.len()
+                ),
             );
+        }
+        for (kind, legacy, new) in named {
+            if legacy == new {
+                checker.error(
+                    &under(path, &["traffic", kind, "new"]),
+                    "expected `legacy` and `new` to name two different things",
+                );
+            }
         }
     }
     if action.hold.is_some_and(|hold| hold.0.is_zero()) {

@@ -141,7 +141,7 @@ pub(crate) async fn execute(
             let (interval, _) = crate::checks::timing(action, ctx.sequence);
             let shift = crate::gates::Shift {
                 action,
-                audit: &ctx.cloud.audit,
+                cloud: ctx.cloud,
                 record: shift_record(ctx, action),
                 stop: ctx.stop,
                 interval,
@@ -704,7 +704,7 @@ pub(crate) async fn current_records(
     Ok(found)
 }
 
-fn record_set(record: &RecordInfo) -> Result<ResourceRecordSet, Error> {
+pub(crate) fn record_set(record: &RecordInfo) -> Result<ResourceRecordSet, Error> {
     let invalid = |e: aws_sdk_route53::error::BuildError| {
         Error::Internal(format!("record {}: {e}", record.name))
     };

@@ -202,12 +202,8 @@ async fn undo(
     }
     match action.action {
         ActionKind::ShiftTraffic => done.extend(
-            crate::gates::restore_shift(
-                action,
-                &ctx.cloud.audit,
-                &actions::shift_record(ctx, action),
-            )
-            .await?,
+            crate::gates::restore_shift(action, ctx.cloud, &actions::shift_record(ctx, action))
+                .await?,
         ),
         ActionKind::DetachVolumes => done.extend(reattach_volumes(ctx, &ids).await?),
         ActionKind::RemoveDns => {

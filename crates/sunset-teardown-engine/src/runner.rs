@@ -184,10 +184,8 @@ pub(crate) fn summary(action: &ActionFile, record: &ActionRecord) -> String {
         ActionKind::Gate => "change nothing; wait for the validation".to_owned(),
         ActionKind::ShiftTraffic => match &action.traffic {
             Some(traffic) => format!(
-                "shift haproxy backend `{}` from `{}` to `{}` through {}% (each held {}, {} gates watched)",
-                traffic.haproxy.backend,
-                traffic.haproxy.legacy,
-                traffic.haproxy.new,
+                "shift {} through {}% (each held {}, {} gates watched)",
+                crate::gates::describe_traffic(traffic),
                 action
                     .stages
                     .iter()

@@ -409,3 +409,233 @@ fn a_gate_broken_at_50_moves_traffic_back_to_25_and_exits_1_and_rollback_restore
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(haproxy.weights(), (100, 0), "as before the shift");
 }
+
+/// The Route 53 and ELBv2 targets against the emulator: the weights AWS reports after each
+/// run, and one change per stage in the audit log and in the emulator's own request log.
+#[test]
+fn route53_and_elbv2_shifts_make_one_change_per_stage() {
+    use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
+    use aws_sdk_route53::types::{
+        Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+    };
+    let world = World::new("td-shift-aws");
+    // ELBv2 names are at most 32 characters: the prefix's unique tail.
+    let short = world.prefix[world.prefix.len().saturating_sub(8)..].to_owned();
+    let zone_name = format!("{}.example.", world.prefix);
+    let record = format!("api.{zone_name}");
+    let (zone_id, listener, legacy_group, new_group) = world.runtime.block_on(async {
+        let zone = world
+            .route53
+            .create_hosted_zone()
+            .name(&zone_name)
+            .caller_reference(&world.prefix)
+            .send()
+            .await
+            .unwrap();
+        let zone_id = zone
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_owned();
+        let set = |id: &str, weight: i64, ip: &str| {
+            Change::builder()
+                .action(ChangeAction::Create)
+                .resource_record_set(
+                    ResourceRecordSet::builder()
+                        .name(&record)
+                        .r#type(RrType::A)
+                        .ttl(60)
+                        .set_identifier(id)
+                        .weight(weight)
+                        .resource_records(ResourceRecord::builder().value(ip).build().unwrap())
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        world
+            .route53
+            .change_resource_record_sets()
+            .hosted_zone_id(&zone_id)
+            .change_batch(
+                ChangeBatch::builder()
+                    .changes(set("legacy", 100, "10.0.0.1"))
+                    .changes(set("new", 0, "10.0.0.2"))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let vpc = world.ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+            .vpc_id()
+            .unwrap()
+            .to_owned();
+        let subnets: Vec<String> = world
+            .ec2
+            .describe_subnets()
+            .send()
+            .await
+            .unwrap()
+            .subnets()
+            .iter()
+            .filter(|s| s.vpc_id() == Some(vpc.as_str()))
+            .map(|s| s.subnet_id().unwrap().to_owned())
+            .take(2)
+            .collect();
+        let lb = world
+            .elb
+            .create_load_balancer()
+            .name(format!("shift-{short}"))
+            .set_subnets(Some(subnets))
+            .send()
+            .await
+            .unwrap();
+        let lb_arn = lb.load_balancers()[0]
+            .load_balancer_arn()
+            .unwrap()
+            .to_owned();
+        let group = |name: String| {
+            let (elb, vpc) = (&world.elb, vpc.clone());
+            async move {
+                elb.create_target_group()
+                    .name(name)
+                    .protocol(ProtocolEnum::Http)
+                    .port(80)
+                    .vpc_id(vpc)
+                    .send()
+                    .await
+                    .unwrap()
+                    .target_groups()[0]
+                    .target_group_arn()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        let legacy_group = group(format!("old-{short}")).await;
+        let new_group = group(format!("new-{short}")).await;
+        let listener = world
+            .elb
+            .create_listener()
+            .load_balancer_arn(&lb_arn)
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .default_actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .target_group_arn(&legacy_group)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .listeners()[0]
+            .listener_arn()
+            .unwrap()
+            .to_owned();
+        (zone_id, listener, legacy_group, new_group)
+    });
+    let sequence = world.sequence(
+        "aws-shift",
+        &format!(
+            r#"allowed_accounts: ["{{account}}"]
+region: {{region}}
+decommission_sequence:
+  dns:
+    - action: shift_traffic
+      traffic: {{ route53: {{ zone: "{zone_name}", record: "{record}", legacy: legacy, new: new }} }}
+      stages: [10, 50, 100]
+      hold: 1s
+  balancer:
+    - action: shift_traffic
+      traffic: {{ elbv2: {{ listener: "{listener}", legacy: "{legacy_group}", new: "{new_group}" }} }}
+      stages: [25, 100]
+      hold: 1s
+"#
+        ),
+    );
+    let seq = sequence.to_str().unwrap();
+    let out = world.run(&["apply", seq, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (weights, forward) = world.runtime.block_on(async {
+        let sets = world
+            .route53
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone_id)
+            .send()
+            .await
+            .unwrap();
+        let weights: Vec<(String, i64)> = sets
+            .resource_record_sets()
+            .iter()
+            .filter(|s| s.r#type() == &RrType::A)
+            .map(|s| (s.set_identifier().unwrap().to_owned(), s.weight().unwrap()))
+            .collect();
+        let listeners = world
+            .elb
+            .describe_listeners()
+            .listener_arns(&listener)
+            .send()
+            .await
+            .unwrap();
+        let forward: Vec<(String, i32)> = listeners.listeners()[0].default_actions()[0]
+            .forward_config()
+            .unwrap()
+            .target_groups()
+            .iter()
+            .map(|t| {
+                (
+                    t.target_group_arn().unwrap().to_owned(),
+                    t.weight().unwrap(),
+                )
+            })
+            .collect();
+        (weights, forward)
+    });
+    let mut weights = weights;
+    weights.sort();
+    assert_eq!(weights, [("legacy".to_owned(), 0), ("new".to_owned(), 100)]);
+    assert_eq!(forward, [(legacy_group, 0), (new_group, 100)]);
+    let changes = |operation: &str| {
+        world
+            .audit()
+            .iter()
+            .filter(|r| r.mutating && r.operation == operation && r.result == "ok")
+            .count()
+    };
+    assert_eq!(changes("ChangeResourceRecordSets"), 3, "one per stage");
+    assert_eq!(changes("ModifyListener"), 2, "one per stage");
+    let emulator: Vec<String> = world.emulator.mutations();
+    assert_eq!(
+        emulator.iter().filter(|m| m.ends_with("/rrset")).count(),
+        3,
+        "{emulator:?}"
+    );
+    assert_eq!(
+        emulator
+            .iter()
+            .filter(|m| m.contains("ModifyListener"))
+            .count(),
+        2,
+        "{emulator:?}"
+    );
+    // Rolled back: both where they were before the shifts.
+    let out = world.run(&["rollback", seq, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let legacy_weight = world.runtime.block_on(async {
+        world
+            .route53
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone_id)
+            .send()
+            .await
+            .unwrap()
+            .resource_record_sets()
+            .iter()
+            .find(|s| s.set_identifier() == Some("legacy"))
+            .and_then(|s| s.weight())
+    });
+    assert_eq!(legacy_weight, Some(100));
+}

@@ -87,11 +87,41 @@ pub struct NoTrafficFile {
     pub hold: DurationValue,
 }
 
-/// `shift_traffic`'s `traffic:`: where the legacy and new system's weights are set.
+/// `shift_traffic`'s `traffic:`: where the legacy and new system's weights are set (one of).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficTargetFile {
-    pub haproxy: HaproxyTargetFile,
+    pub haproxy: Option<HaproxyTargetFile>,
+    pub route53: Option<Route53TargetFile>,
+    pub elbv2: Option<Elbv2TargetFile>,
+}
+
+/// Two weighted record sets of one name and type, told apart by their `SetIdentifier`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53TargetFile {
+    /// The hosted zone's id or name.
+    pub zone: Text,
+    pub record: Text,
+    #[serde(rename = "type", default = "default_record_type")]
+    pub record_type: Text,
+    /// The `SetIdentifier`s of the legacy and the new record set.
+    pub legacy: Text,
+    pub new: Text,
+}
+
+fn default_record_type() -> Text {
+    Text("A".to_owned())
+}
+
+/// A listener whose default action forwards to two weighted target groups.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Elbv2TargetFile {
+    pub listener: Text,
+    /// The target groups' ARNs.
+    pub legacy: Text,
+    pub new: Text,
 }
 
 /// Two servers of one haproxy backend, weighted through haproxy's runtime API.

@@ -13,6 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The legacy and the new server of one backend.
 pub(crate) struct Pair<'a> {
+    pub(crate) audit: &'a AuditLog,
     pub(crate) api: &'a str,
     pub(crate) backend: &'a str,
     pub(crate) legacy: &'a str,
@@ -47,14 +48,10 @@ impl Weights {
 }
 
 impl Pair<'_> {
-    pub(crate) async fn weights(&self, audit: &AuditLog) -> Result<Weights, Error> {
+    pub(crate) async fn weights(&self) -> Result<Weights, Error> {
         let get = |server: &str| format!("get weight {}/{server}", self.backend);
         let answer = self
-            .request(
-                audit,
-                &format!("{}; {}", get(self.legacy), get(self.new)),
-                false,
-            )
+            .request(&format!("{}; {}", get(self.legacy), get(self.new)), false)
             .await?;
         // One line per command: `CURRENT (initial INITIAL)`.
         let values: Vec<u32> = answer
@@ -76,12 +73,11 @@ impl Pair<'_> {
         }
     }
 
-    pub(crate) async fn set(&self, audit: &AuditLog, weights: Weights) -> Result<(), Error> {
+    pub(crate) async fn set(&self, weights: Weights) -> Result<(), Error> {
         let set =
             |server: &str, weight: u32| format!("set weight {}/{server} {weight}", self.backend);
         let answer = self
             .request(
-                audit,
                 &format!(
                     "{}; {}",
                     set(self.new, weights.new),
@@ -109,12 +105,7 @@ impl Pair<'_> {
         ))
     }
 
-    async fn request(
-        &self,
-        audit: &AuditLog,
-        command: &str,
-        mutating: bool,
-    ) -> Result<String, Error> {
+    async fn request(&self, command: &str, mutating: bool) -> Result<String, Error> {
         let answer = tokio::time::timeout(TIMEOUT, self.send(command)).await;
         let outcome = match answer {
             Ok(Ok(text)) => Ok(text),
@@ -127,11 +118,13 @@ impl Pair<'_> {
         };
         match outcome {
             Ok(text) => {
-                audit.record("haproxy", command, mutating, &[], Ok(()))?;
+                self.audit
+                    .record("haproxy", command, mutating, &[], Ok(()))?;
                 Ok(text)
             }
             Err(message) => {
-                audit.record("haproxy", command, mutating, &[], Err(&message))?;
+                self.audit
+                    .record("haproxy", command, mutating, &[], Err(&message))?;
                 Err(Error::Probe(message))
             }
         }

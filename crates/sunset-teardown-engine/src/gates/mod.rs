@@ -9,6 +9,7 @@ mod prometheus;
 mod report;
 mod shift;
 mod traffic;
+mod weighted;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,12 @@ use crate::checks::Check;
 pub use parity::{MetricParity, ParityReport, Verdict, Worst};
 pub use report::{GateReport, saved_reports};
 pub(crate) use shift::{Shift, record_path as shift_record, restore as restore_shift};
+pub(crate) use weighted::Weighted;
+
+/// How a plan names a shift's target.
+pub(crate) fn describe_traffic(traffic: &sunset_plan::format::TrafficTargetFile) -> String {
+    Weighted::describe(traffic)
+}
 
 fn now() -> f64 {
     SystemTime::now()

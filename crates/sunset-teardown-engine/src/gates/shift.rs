@@ -4,7 +4,7 @@
 //!
 //! Crash safety: the shift's own record (`shift/NAME.json` beside the audit log) is written
 //! before each change (`setting`) and after it (`holding`, with the time); a resumed run reads
-//! haproxy's weights and sends nothing when they already are the recorded stage's, then holds
+//! the weights and sends nothing when they already are the recorded stage's, then holds
 //! for what is left of the stage.
 
 use std::path::{Path, PathBuf};
@@ -15,10 +15,11 @@ use sunset_outcome::Shutdown;
 use sunset_plan::format::{ActionFile, ShiftGateFile};
 
 use crate::Error;
-use crate::audit::AuditLog;
-use crate::gates::haproxy::{Pair, Weights};
+use crate::cloud::Cloud;
+use crate::gates::haproxy::Weights;
 use crate::gates::prometheus::Prometheus;
 use crate::gates::report::timestamp;
+use crate::gates::weighted::Weighted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,7 +85,7 @@ fn now() -> f64 {
 /// How the engine drives one shift.
 pub(crate) struct Shift<'a> {
     pub action: &'a ActionFile,
-    pub audit: &'a AuditLog,
+    pub cloud: &'a Cloud,
     pub record: PathBuf,
     pub stop: &'a Shutdown,
     /// How often the gates are read during a hold.
@@ -94,29 +95,23 @@ pub(crate) struct Shift<'a> {
     pub step: &'a str,
 }
 
-fn pair(action: &ActionFile) -> Result<Pair<'_>, Error> {
-    let haproxy = &action
+fn target<'a>(action: &'a ActionFile, cloud: &'a Cloud) -> Result<Weighted<'a>, Error> {
+    let traffic = action
         .traffic
         .as_ref()
-        .ok_or_else(|| Error::Internal("`shift_traffic` without `traffic`".to_owned()))?
-        .haproxy;
-    Ok(Pair {
-        api: haproxy.runtime_api.as_str(),
-        backend: haproxy.backend.as_str(),
-        legacy: haproxy.legacy.as_str(),
-        new: haproxy.new.as_str(),
-    })
+        .ok_or_else(|| Error::Internal("`shift_traffic` without `traffic`".to_owned()))?;
+    Weighted::of(traffic, cloud)
 }
 
 impl Shift<'_> {
     pub(crate) async fn run(&self) -> Result<Vec<(String, String)>, Error> {
-        let pair = pair(self.action)?;
+        let target = target(self.action, self.cloud)?;
         let stages = &self.action.stages;
         let hold = self.action.hold.map_or(Duration::ZERO, |h| h.0);
         let mut record = match load(&self.record)? {
             Some(record) => record,
             None => {
-                let initial = pair.weights(self.audit).await?;
+                let initial = target.weights().await?;
                 let mut baselines = Vec::new();
                 for gate in &self.action.gates {
                     baselines.push(match gate.below_baseline {
@@ -146,19 +141,19 @@ impl Shift<'_> {
             let wanted = Weights::for_share(share);
             if record.phase == Phase::Setting {
                 // A crash may have come after the change and before its record: haproxy says.
-                if pair.weights(self.audit).await? != wanted {
-                    pair.set(self.audit, wanted).await?;
+                if target.weights().await? != wanted {
+                    target.set(wanted).await?;
                 }
                 record.phase = Phase::Holding;
                 record.since = now();
                 save(&self.record, &record)?;
             } else {
-                let live = pair.weights(self.audit).await?;
+                let live = target.weights().await?;
                 if live != wanted {
                     return Err(Error::Blocked {
                         step: self.step.to_owned(),
                         message: format!(
-                            "haproxy's weights changed behind the shift: stage {share}% wants legacy {} / new {}, haproxy has legacy {} / new {}; set them back, or roll back",
+                            "the weights changed behind the shift: stage {share}% wants legacy {} / new {}, they are legacy {} / new {}; set them back, or roll back",
                             wanted.legacy, wanted.new, live.legacy, live.new
                         ),
                     });
@@ -172,7 +167,7 @@ impl Shift<'_> {
                     0 => record.initial,
                     n => Weights::for_share(stages[n - 1]),
                 };
-                pair.set(self.audit, back).await?;
+                target.set(back).await?;
                 record.phase = Phase::RolledBack;
                 record.evidence = Some(evidence.clone());
                 save(&self.record, &record)?;
@@ -265,7 +260,7 @@ impl Shift<'_> {
         let window = gate.window.0.as_secs_f64();
         let step = (window / 30.0).max(1.0);
         let end = now();
-        let series = Prometheus::new(gate.prometheus.as_str(), self.audit)?
+        let series = Prometheus::new(gate.prometheus.as_str(), &self.cloud.audit)?
             .query_range(gate.query.as_str(), end - window, end, step)
             .await?;
         Ok(series.into_iter().flat_map(|s| s.points).collect())
@@ -338,18 +333,18 @@ impl Shift<'_> {
     }
 }
 
-/// `rollback`: haproxy's weights as they were before the first stage.
+/// `rollback`: the weights as they were before the first stage.
 pub(crate) async fn restore(
     action: &ActionFile,
-    audit: &AuditLog,
+    cloud: &Cloud,
     record: &Path,
 ) -> Result<Vec<(String, String)>, Error> {
     let Some(saved) = load(record)? else {
         return Ok(vec![("weights".to_owned(), "never shifted".to_owned())]);
     };
-    let pair = pair(action)?;
-    if pair.weights(audit).await? != saved.initial {
-        pair.set(audit, saved.initial).await?;
+    let target = target(action, cloud)?;
+    if target.weights().await? != saved.initial {
+        target.set(saved.initial).await?;
     }
     std::fs::remove_file(record).map_err(Error::io("removing the shift record", record))?;
     Ok(vec![(

@@ -511,6 +511,8 @@ fn the_example_sequences_plan_against_their_fleets() {
         &["legacy-collectors", "legacy-queue-workers"],
     );
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sequences");
+    let prometheus = sunset_test_support::service_var("SUNSET_PROMETHEUS_URL")
+        .unwrap_or_else(|message| panic!("{message}"));
     let queue = Names {
         collectors: vec![
             "legacy-queue-worker-1".into(),
@@ -524,6 +526,7 @@ fn the_example_sequences_plan_against_their_fleets() {
         security_group: "legacy-queue-workers".into(),
     };
     let mut tested = Vec::new();
+    let mut built: Option<(String, support::Fleet)> = None;
     // One hosted zone `internal.` at a time: each fleet replaces the previous one's zone.
     for (names, file, expected) in [
         (
@@ -533,6 +536,20 @@ fn the_example_sequences_plan_against_their_fleets() {
                 "stop 2 instances",
                 "snapshot 1 volume",
                 "detach 1 volume",
+                "terminate 2 instances",
+                "remove 1 DNS record set",
+                "delete 1 load balancer",
+                "delete 1 security group once unused",
+            ],
+        ),
+        (
+            Names::legacy_metrics(),
+            "legacy-cutover/decommission.yaml",
+            vec![
+                "change nothing; wait for the validation",
+                "shift haproxy backend `metrics` from `legacy` to `new` through 10%, 25%, 50%, 100% (each held 30m, 3 gates watched)",
+                "change nothing; wait for the validation",
+                "stop 2 instances",
                 "terminate 2 instances",
                 "remove 1 DNS record set",
                 "delete 1 load balancer",
@@ -554,9 +571,28 @@ fn the_example_sequences_plan_against_their_fleets() {
             ],
         ),
     ] {
-        let fleet = world.fleet(&names);
+        // The cutover retires the legacy-metrics fleet: built once, for both.
+        if built
+            .as_ref()
+            .is_none_or(|(key, _)| *key != names.security_group)
+        {
+            built = Some((names.security_group.clone(), world.fleet(&names)));
+        }
+        let fleet = &built.as_ref().expect("built above").1;
         let path = repo.join(file);
-        let out = world.run(&["plan", path.to_str().unwrap(), "--json"]);
+        let plan_command = |json: bool| {
+            let mut command = world.command(&["plan", path.to_str().unwrap()]);
+            if json {
+                command.arg("--json");
+            }
+            // The cutover's gates read the services' Prometheus (checked when the plan is made).
+            command
+                .env("LEGACY_PROMETHEUS", &prometheus)
+                .env("NEW_PROMETHEUS", &prometheus)
+                .output()
+                .unwrap()
+        };
+        let out = plan_command(true);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out));
         let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let summaries: Vec<&str> = plan["steps"]
@@ -583,11 +619,12 @@ fn the_example_sequences_plan_against_their_fleets() {
         );
         // What the operator reads, pinned; the emulator's ids, the test's region and paths are
         // the moving parts.
-        let out = world.run(&["plan", path.to_str().unwrap()]);
+        let out = plan_command(false);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", text(&out));
         let run = plan["run"].as_str().expect("the plan names its run");
         let rendered = stable(&world, &String::from_utf8_lossy(&out.stdout))
             .replace(run, "$RUN")
+            .replace(&prometheus, "$PROMETHEUS")
             .replace(repo.to_str().unwrap(), "sequences");
         let snapshot = format!("snapshots/plans/{}.txt", file.replace('/', "-"));
         expect_test::expect_file![snapshot].assert_eq(&rendered);

@@ -38,12 +38,9 @@ impl Weights {
 
     /// The new server's share in percent.
     pub(crate) fn share(self) -> u32 {
-        let total = self.legacy + self.new;
-        if total == 0 {
-            0
-        } else {
-            self.new * 100 / total
-        }
+        (self.new * 100)
+            .checked_div(self.legacy + self.new)
+            .unwrap_or(0)
     }
 }
 

@@ -293,7 +293,7 @@ impl Shift<'_> {
             match (gate.below, gate.below_baseline, gate.within_weight) {
                 (Some(below), _, _) => (
                     format!("below {}", below.0),
-                    Box::new(move |v| !(v < below.0)),
+                    Box::new(move |v| v.is_nan() || v >= below.0),
                 ),
                 (_, Some(factor), _) => {
                     let limit = factor.0 * baseline.unwrap_or(f64::NAN);
@@ -303,12 +303,12 @@ impl Shift<'_> {
                             factor.0,
                             baseline.unwrap_or(f64::NAN)
                         ),
-                        Box::new(move |v| !(v < limit)),
+                        Box::new(move |v| v.is_nan() || limit.is_nan() || v >= limit),
                     )
                 }
                 (_, _, Some(points)) => (
                     format!("within {} points of {share}", points.0),
-                    Box::new(move |v| !((v - f64::from(share)).abs() <= points.0)),
+                    Box::new(move |v| v.is_nan() || (v - f64::from(share)).abs() > points.0),
                 ),
                 _ => return Err(Error::Internal(format!("gate `{name}` has no threshold"))),
             };

@@ -273,13 +273,31 @@ fn metrics_match(checker: &mut Checker<'_>, path: &[PathSegment], parity: &Metri
 }
 
 fn no_traffic(checker: &mut Checker<'_>, path: &[PathSegment], traffic: &NoTrafficFile) {
-    prometheus_url(
-        checker,
-        &under(path, &["prometheus"]),
-        traffic.prometheus.as_str(),
-    );
-    if traffic.query.as_str().trim().is_empty() {
-        checker.error(&under(path, &["query"]), "expected a PromQL query");
+    match (&traffic.prometheus, &traffic.query, &traffic.cloudwatch) {
+        (Some(prometheus), Some(query), None) => {
+            prometheus_url(checker, &under(path, &["prometheus"]), prometheus.as_str());
+            if query.as_str().trim().is_empty() {
+                checker.error(&under(path, &["query"]), "expected a PromQL query");
+            }
+        }
+        (None, None, Some(cloudwatch)) => {
+            if traffic.hold.0 < std::time::Duration::from_secs(60) {
+                checker.error(
+                    &under(path, &["for"]),
+                    "expected at least 1m: CloudWatch reports load balancer traffic per minute",
+                );
+            }
+            if cloudwatch.load_balancer.as_str().trim().is_empty() {
+                checker.error(
+                    &under(path, &["cloudwatch", "load_balancer"]),
+                    "expected a load balancer's name or ARN",
+                );
+            }
+        }
+        _ => checker.error(
+            path,
+            "expected `prometheus` with `query`, or `cloudwatch: { load_balancer, metric }`",
+        ),
     }
     if traffic.below.0 < 0.0 {
         checker.error(

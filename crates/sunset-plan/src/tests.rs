@@ -364,7 +364,7 @@ decommission_sequence:
       hold: 1m
 "#,
         expect![[r#"
-            seq.yaml:5:92: decommission_sequence.shift[0].traffic.haproxy.new: expected two different servers for `legacy` and `new`
+            seq.yaml:5:92: decommission_sequence.shift[0].traffic.haproxy.new: expected `legacy` and `new` to name two different things
             seq.yaml:6:24: decommission_sequence.shift[0].stages[2]: expected stages that increase: 25 follows 50
             seq.yaml:6:33: decommission_sequence.shift[0].stages[4]: expected a share from 1 to 100 percent, found 150
             seq.yaml:9:11: decommission_sequence.shift[0].gates[0]: expected one threshold: `below`, `below_baseline` or `within_weight`

@@ -125,10 +125,19 @@ fn side(source: &PrometheusSource) -> String {
 }
 
 fn describe_traffic(traffic: &NoTrafficFile) -> String {
+    let source = match (&traffic.prometheus, &traffic.query, &traffic.cloudwatch) {
+        (Some(prometheus), Some(query), _) => {
+            format!("`{query}` on {}", redacted_url(prometheus.as_str()))
+        }
+        (_, _, Some(cloudwatch)) => format!(
+            "CloudWatch {} of load balancer {}",
+            cloudwatch.metric.as_str(),
+            cloudwatch.load_balancer
+        ),
+        _ => "the traffic".to_owned(),
+    };
     format!(
-        "`{}` on {} stays below {} for {}",
-        traffic.query,
-        redacted_url(traffic.prometheus.as_str()),
+        "{source} stays below {} for {}",
         traffic.below.0,
         sunset_plan::format_duration(traffic.hold.0)
     )
@@ -309,7 +318,7 @@ pub(crate) async fn evaluate(
             Some(ProbeFile {
                 no_traffic: Some(traffic),
                 ..
-            }) => crate::gates::no_traffic(traffic, &ctx.cloud.audit).await,
+            }) => crate::gates::no_traffic(traffic, ctx.cloud).await,
             Some(p) if p.url.is_some() => {
                 http_answers(
                     ctx,
@@ -429,7 +438,7 @@ pub(crate) async fn evaluate(
             let traffic = probe
                 .and_then(|p| p.no_traffic.as_ref())
                 .ok_or_else(|| Error::Internal("`no_traffic` without its settings".to_owned()))?;
-            crate::gates::no_traffic(traffic, &ctx.cloud.audit).await
+            crate::gates::no_traffic(traffic, ctx.cloud).await
         }
         Condition::VolumesDeleted => {
             let left: Vec<String> = ctx

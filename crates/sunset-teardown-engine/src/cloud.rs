@@ -16,6 +16,8 @@ pub struct Cloud {
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) route53: aws_sdk_route53::Client,
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// Only the `no_traffic` gate's load balancer metrics.
+    pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
     pub(crate) sts: aws_sdk_sts::Client,
     pub(crate) audit: Arc<AuditLog>,
     pub(crate) region: String,
@@ -50,6 +52,7 @@ impl Cloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             route53: aws_sdk_route53::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
             audit,
             region,

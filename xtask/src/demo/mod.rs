@@ -3,8 +3,9 @@
 //! Each binary's issue adds its stage here. So far: the services, a decommission sequence loaded
 //! and rendered as a dry run, a 200k-row STI backfill with `sunset-backfill` (interrupted,
 //! resumed, validated, finished), a second runner refused by the run lock, and an archive of a
-//! config directory and the table to S3 with `sunset-archive` (verified, restored, compared), and
-//! a decommission of a legacy fleet in the emulator with `sunset-teardown`.
+//! config directory and the table to S3 with `sunset-archive` (verified, restored, compared), a
+//! decommission of a legacy fleet in the emulator with `sunset-teardown`, and the whole cutover of
+//! another (metric parity, a gated traffic shift through haproxy, zero traffic, then teardown).
 
 use anyhow::{Context, Result, ensure};
 use sunset_plan::format::SequenceFile;
@@ -15,11 +16,13 @@ use crate::{say, services, workspace_root};
 
 mod archive;
 mod backfill;
+mod cutover;
 mod drop_column;
 mod teardown;
 
 use archive::archive_stage;
 use backfill::{backfill_stage, second_runner_refused};
+use cutover::cutover_stage;
 use drop_column::drop_column_stage;
 use teardown::teardown_stage;
 
@@ -53,6 +56,10 @@ pub(crate) fn run() -> Result<()> {
         "stage 6: sunset-teardown: a legacy fleet in the emulator, planned, then applied step by step through its wait gates"
     );
     teardown_stage()?;
+    say!(
+        "stage 7: the cutover: metric parity of the legacy and new collectors, traffic shifted 10/25/50/100% through haproxy under gates, zero traffic on the legacy server, then the legacy fleet retired"
+    );
+    cutover_stage(&admin_url)?;
     say!(
         "demo complete: services stay up for exploration (`cargo xtask services env`, `cargo xtask services down`)"
     );

@@ -321,3 +321,103 @@ decommission_sequence:
         .unwrap();
     assert!(recent.iter().all(|s| s.value < 0.5), "{recent:?}");
 }
+
+/// `no_traffic` on a load balancer through CloudWatch (the emulator's): a busy minute in the
+/// window keeps the gate shut, a quiet window (a busy minute before it does not count) opens
+/// it, and a name that names no load balancer is an error, never a quiet one.
+#[test]
+fn no_traffic_on_a_load_balancer_reads_its_cloudwatch_requests() {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
+    let world = World::new("td-cloudwatch");
+    let (busy, _) = world.load_balancer("busy");
+    let (quiet, _) = world.load_balancer("quiet");
+    let cloudwatch = world.runtime.block_on(async {
+        let config = sunset_test_support::aws_config().await;
+        let config = config
+            .to_builder()
+            .region(aws_config::Region::new(world.region.clone()))
+            .build();
+        aws_sdk_cloudwatch::Client::new(&config)
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let requests = |arn: &str, ago: u64, sum: f64| {
+        let dimension = arn.split_once(":loadbalancer/").unwrap().1.to_owned();
+        world.runtime.block_on(async {
+            cloudwatch
+                .put_metric_data()
+                .namespace("AWS/ApplicationELB")
+                .metric_data(
+                    MetricDatum::builder()
+                        .metric_name("RequestCount")
+                        .dimensions(
+                            Dimension::builder()
+                                .name("LoadBalancer")
+                                .value(dimension)
+                                .build(),
+                        )
+                        .timestamp(DateTime::from_secs(i64::try_from(now - ago).unwrap()))
+                        .value(sum)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        });
+    };
+    requests(&busy, 20, 120.0);
+    requests(&quiet, 600, 500.0);
+    requests(&quiet, 30, 0.0);
+    let gate = |name: &str, balancer: &str| {
+        world
+            .sequence(
+                name,
+                &format!(
+                    r#"allowed_accounts: ["{{account}}"]
+region: {{region}}
+decommission_sequence:
+  quiet:
+    - action: gate
+      validation:
+        no_traffic: {{ cloudwatch: {{ load_balancer: "{balancer}", metric: RequestCount }}, below: 1, for: 2m }}
+        timeout: 2s
+        interval: 1s
+"#
+                ),
+            )
+            .display()
+            .to_string()
+    };
+    let busy_name = busy.split('/').nth(2).unwrap().to_owned();
+    let out = world.run(&["apply", &gate("busy", &busy_name), "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("RequestCount of {busy_name} was 120")),
+        "{}",
+        text(&out)
+    );
+    let out = world.run(&["apply", &gate("quiet", &quiet), "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("stayed below 1 for 2m"),
+        "{}",
+        text(&out)
+    );
+    let out = world.run(&["apply", &gate("nothing", "no-such-lb"), "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no load balancer `no-such-lb`"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        world
+            .audit()
+            .iter()
+            .any(|r| r.service == "cloudwatch" && r.operation == "GetMetricStatistics"),
+        "read through the audited door"
+    );
+}

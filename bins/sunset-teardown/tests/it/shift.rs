@@ -423,6 +423,7 @@ fn route53_and_elbv2_shifts_make_one_change_per_stage() {
     let short = world.prefix[world.prefix.len().saturating_sub(8)..].to_owned();
     let zone_name = format!("{}.example.", world.prefix);
     let record = format!("api.{zone_name}");
+    let (lb_arn, vpc) = world.load_balancer("shift");
     let (zone_id, listener, legacy_group, new_group) = world.runtime.block_on(async {
         let zone = world
             .route53
@@ -469,34 +470,6 @@ fn route53_and_elbv2_shifts_make_one_change_per_stage() {
             .send()
             .await
             .unwrap();
-        let vpc = world.ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
-            .vpc_id()
-            .unwrap()
-            .to_owned();
-        let subnets: Vec<String> = world
-            .ec2
-            .describe_subnets()
-            .send()
-            .await
-            .unwrap()
-            .subnets()
-            .iter()
-            .filter(|s| s.vpc_id() == Some(vpc.as_str()))
-            .map(|s| s.subnet_id().unwrap().to_owned())
-            .take(2)
-            .collect();
-        let lb = world
-            .elb
-            .create_load_balancer()
-            .name(format!("shift-{short}"))
-            .set_subnets(Some(subnets))
-            .send()
-            .await
-            .unwrap();
-        let lb_arn = lb.load_balancers()[0]
-            .load_balancer_arn()
-            .unwrap()
-            .to_owned();
         let group = |name: String| {
             let (elb, vpc) = (&world.elb, vpc.clone());
             async move {

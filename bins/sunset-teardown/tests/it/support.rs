@@ -129,6 +129,43 @@ impl World {
             .block_on(fleet::build(&self.ec2, &self.elb, &self.route53, names))
     }
 
+    /// An Application Load Balancer in the default VPC, named `{tag}-` and the prefix's unique
+    /// tail (ELBv2 names are at most 32 characters), its ARN and its VPC.
+    pub(crate) fn load_balancer(&self, tag: &str) -> (String, String) {
+        let short = &self.prefix[self.prefix.len().saturating_sub(8)..];
+        self.runtime.block_on(async {
+            let vpc = self.ec2.describe_vpcs().send().await.unwrap().vpcs()[0]
+                .vpc_id()
+                .unwrap()
+                .to_owned();
+            let subnets: Vec<String> = self
+                .ec2
+                .describe_subnets()
+                .send()
+                .await
+                .unwrap()
+                .subnets()
+                .iter()
+                .filter(|s| s.vpc_id() == Some(vpc.as_str()))
+                .map(|s| s.subnet_id().unwrap().to_owned())
+                .take(2)
+                .collect();
+            let created = self
+                .elb
+                .create_load_balancer()
+                .name(format!("{tag}-{short}"))
+                .set_subnets(Some(subnets))
+                .send()
+                .await
+                .unwrap();
+            let arn = created.load_balancers()[0]
+                .load_balancer_arn()
+                .unwrap()
+                .to_owned();
+            (arn, vpc)
+        })
+    }
+
     /// An instance outside any sequence, with extra tags.
     pub(crate) fn instance(
         &self,

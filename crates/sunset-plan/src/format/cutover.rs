@@ -79,12 +79,42 @@ pub enum MissingSeries {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoTrafficFile {
-    pub prometheus: Text,
-    /// PromQL whose value is the traffic (`sum(rate(...[1m]))`); every series must be below.
-    pub query: Text,
+    /// A Prometheus and the PromQL whose value is the traffic (`sum(rate(...[1m]))`): every
+    /// series must be below...
+    pub prometheus: Option<Text>,
+    pub query: Option<Text>,
+    /// ... or a load balancer's CloudWatch metric (its one-minute sums).
+    pub cloudwatch: Option<CloudWatchTrafficFile>,
     pub below: Number,
     #[serde(rename = "for")]
     pub hold: DurationValue,
+}
+
+/// An Application Load Balancer's traffic as CloudWatch reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudWatchTrafficFile {
+    /// The load balancer's name or ARN.
+    pub load_balancer: Text,
+    #[serde(default)]
+    pub metric: ElbMetric,
+}
+
+/// The `AWS/ApplicationELB` metrics that measure traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ElbMetric {
+    #[default]
+    RequestCount,
+    ActiveConnectionCount,
+}
+
+impl ElbMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ElbMetric::RequestCount => "RequestCount",
+            ElbMetric::ActiveConnectionCount => "ActiveConnectionCount",
+        }
+    }
 }
 
 /// `shift_traffic`'s `traffic:`: where the legacy and new system's weights are set (one of).
@@ -146,7 +176,8 @@ pub struct ShiftGateFile {
     pub query: Text,
     /// The value must stay below this.
     pub below: Option<Number>,
-    /// The value must stay below this many times its value before the first stage.
+    /// The value must stay at most this many times its value before the first stage (a
+    /// baseline of 0 allows 0).
     pub below_baseline: Option<Number>,
     /// The value (the new system's share of traffic, in percent) must stay within this many
     /// points of the stage's weight.

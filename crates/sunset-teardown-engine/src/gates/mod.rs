@@ -19,6 +19,7 @@ use sunset_plan::format::{MetricsMatchFile, NoTrafficFile, ProbeFile, SequenceFi
 use crate::Error;
 use crate::audit::AuditLog;
 use crate::checks::Check;
+use crate::cloud::Cloud;
 
 pub use parity::{MetricParity, ParityReport, Verdict, Worst};
 pub use report::{GateReport, saved_reports};
@@ -53,8 +54,8 @@ pub(crate) async fn metrics_match(
     })
 }
 
-pub(crate) async fn no_traffic(traffic: &NoTrafficFile, audit: &AuditLog) -> Result<Check, Error> {
-    traffic::evaluate(traffic, audit, now()).await
+pub(crate) async fn no_traffic(traffic: &NoTrafficFile, cloud: &Cloud) -> Result<Check, Error> {
+    traffic::evaluate(traffic, cloud, now()).await
 }
 
 /// Every Prometheus a sequence's gates read answers its API: a wrong URL is bad input, found
@@ -68,18 +69,30 @@ pub async fn check_reachable(
     let mut found = Vec::new();
     for (step, actions) in sequence.decommission_sequence.iter() {
         for (index, action) in actions.iter().enumerate() {
-            let Some(probe) = action.validation.as_ref().and_then(|v| v.probe.as_ref()) else {
-                continue;
-            };
-            for (keys, url) in urls(probe) {
+            let mut named: Vec<(Vec<PathSegment>, &str)> = Vec::new();
+            if let Some(probe) = action.validation.as_ref().and_then(|v| v.probe.as_ref()) {
+                for (keys, url) in urls(probe) {
+                    let mut path = vec![PathSegment::Key("validation".to_owned())];
+                    path.extend(keys.iter().map(|k| PathSegment::Key((*k).to_owned())));
+                    named.push((path, url));
+                }
+            }
+            for (n, gate) in action.gates.iter().enumerate() {
+                let path = vec![
+                    PathSegment::Key("gates".to_owned()),
+                    PathSegment::Index(n),
+                    PathSegment::Key("prometheus".to_owned()),
+                ];
+                named.push((path, gate.prometheus.as_str()));
+            }
+            for (keys, url) in named {
                 if let Err(error) = prometheus::Prometheus::new(url, audit)?.reachable().await {
                     let mut path = vec![
                         PathSegment::Key("decommission_sequence".to_owned()),
                         PathSegment::Key(step.0.clone()),
                         PathSegment::Index(index),
-                        PathSegment::Key("validation".to_owned()),
                     ];
-                    path.extend(keys.iter().map(|k| PathSegment::Key((*k).to_owned())));
+                    path.extend(keys);
                     found.push(sunset_plan::diagnostic_at(
                         file,
                         text,
@@ -113,11 +126,12 @@ fn urls(probe: &ProbeFile) -> Vec<(&'static [&'static str], &str)> {
             parity.new.prometheus.as_str(),
         ));
     }
-    if let Some(traffic) = &probe.no_traffic {
-        urls.push((
-            &["no_traffic", "prometheus"][..],
-            traffic.prometheus.as_str(),
-        ));
+    if let Some(prometheus) = probe
+        .no_traffic
+        .as_ref()
+        .and_then(|t| t.prometheus.as_ref())
+    {
+        urls.push((&["no_traffic", "prometheus"][..], prometheus.as_str()));
     }
     urls
 }

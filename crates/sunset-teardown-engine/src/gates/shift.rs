@@ -299,11 +299,11 @@ impl Shift<'_> {
                     let limit = factor.0 * baseline.unwrap_or(f64::NAN);
                     (
                         format!(
-                            "below {limit} ({}x its baseline {})",
+                            "at most {limit} ({}x its baseline {})",
                             factor.0,
                             baseline.unwrap_or(f64::NAN)
                         ),
-                        Box::new(move |v| v.is_nan() || limit.is_nan() || v >= limit),
+                        Box::new(move |v| v.is_nan() || limit.is_nan() || v > limit),
                     )
                 }
                 (_, _, Some(points)) => (

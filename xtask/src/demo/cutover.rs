@@ -75,10 +75,15 @@ fn quiet_statistics(admin_url: &str) -> Result<()> {
         .build()?;
     runtime.block_on(async {
         let admin = connect(admin_url).await?;
+        // Each on its own: DROP and CREATE DATABASE can not share a batch's transaction.
         admin
             .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {QUIET_DATABASE} WITH (FORCE);
-                 DROP TABLE IF EXISTS {QUIET_DATABASE}_jobs;
+                "DROP DATABASE IF EXISTS {QUIET_DATABASE} WITH (FORCE)"
+            ))
+            .await?;
+        admin
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {QUIET_DATABASE}_jobs;
                  CREATE TABLE {QUIET_DATABASE}_jobs (id int PRIMARY KEY, state text)
                      WITH (autovacuum_enabled = off);
                  INSERT INTO {QUIET_DATABASE}_jobs SELECT g, 'done' FROM generate_series(1, 100) g;

@@ -1,3 +1,5 @@
+//! Over 600 lines on purpose: every document case of both formats in one table-like file.
+//!
 //! Loading tests as data: each case is a document and the exact text an operator would see.
 
 use expect_test::{Expect, expect};

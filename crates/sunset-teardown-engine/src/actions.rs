@@ -147,6 +147,7 @@ pub(crate) async fn execute(
                 interval,
                 watch_until: ctx.watch_until,
                 step: ctx.step,
+                attempt: ctx.attempt,
             };
             Ok(shift.run().await?.into_iter().collect())
         }

@@ -247,6 +247,28 @@ fn metrics_match_passes_on_honest_collectors_fails_on_a_skewed_one_and_never_pas
     db.exec(&format!("DROP TABLE {table}"));
 }
 
+/// A sequence of one `gate` step, `quiet`, with `no_traffic: SETTINGS`.
+fn quiet_gate(world: &World, name: &str, settings: &str, timeout: &str) -> String {
+    world
+        .sequence(
+            name,
+            &format!(
+                r#"allowed_accounts: ["{{account}}"]
+region: {{region}}
+decommission_sequence:
+  quiet:
+    - action: gate
+      validation:
+        no_traffic: {settings}
+        timeout: {timeout}
+        interval: 1s
+"#
+            ),
+        )
+        .display()
+        .to_string()
+}
+
 #[test]
 fn no_traffic_holds_only_once_the_legacy_database_is_quiet() {
     let (prometheus, url) = collectors();
@@ -271,24 +293,12 @@ fn no_traffic_holds_only_once_the_legacy_database_is_quiet() {
     );
     prometheus.wait_for(&format!("{rate} > 5"), Duration::from_secs(30));
     let sequence = |name: &str, timeout: &str| {
-        world
-            .sequence(
-                name,
-                &format!(
-                    r#"allowed_accounts: ["{{account}}"]
-region: {{region}}
-decommission_sequence:
-  quiet:
-    - action: gate
-      validation:
-        no_traffic: {{ prometheus: "{url}", query: '{rate}', below: 0.5, for: 4s }}
-        timeout: {timeout}
-        interval: 1s
-"#
-                ),
-            )
-            .display()
-            .to_string()
+        quiet_gate(
+            &world,
+            name,
+            &format!(r#"{{ prometheus: "{url}", query: '{rate}', below: 0.5, for: 4s }}"#),
+            timeout,
+        )
     };
     let busy = sequence("busy", "3s");
     let out = world.run(&["apply", &busy, "--yes"]);
@@ -372,24 +382,14 @@ fn no_traffic_on_a_load_balancer_reads_its_cloudwatch_requests() {
     requests(&quiet, 600, 500.0);
     requests(&quiet, 30, 0.0);
     let gate = |name: &str, balancer: &str| {
-        world
-            .sequence(
-                name,
-                &format!(
-                    r#"allowed_accounts: ["{{account}}"]
-region: {{region}}
-decommission_sequence:
-  quiet:
-    - action: gate
-      validation:
-        no_traffic: {{ cloudwatch: {{ load_balancer: "{balancer}", metric: RequestCount }}, below: 1, for: 2m }}
-        timeout: 2s
-        interval: 1s
-"#
-                ),
-            )
-            .display()
-            .to_string()
+        quiet_gate(
+            &world,
+            name,
+            &format!(
+                r#"{{ cloudwatch: {{ load_balancer: "{balancer}", metric: RequestCount }}, below: 1, for: 2m }}"#
+            ),
+            "2s",
+        )
     };
     let busy_name = busy.split('/').nth(2).unwrap().to_owned();
     let out = world.run(&["apply", &gate("busy", &busy_name), "--yes"]);

@@ -1,3 +1,5 @@
+//! Over 600 lines on purpose: the haproxy, backend and load scaffolding the three shifts share.
+//!
 //! `shift_traffic` through a real haproxy: two local HTTP servers as the legacy and the new
 //! backend, a bounded loopback load generator through haproxy, haproxy's own Prometheus
 //! exporter scraped by the services' Prometheus for the gates. Weights are judged by asking
@@ -239,6 +241,44 @@ impl Drop for Load {
     }
 }
 
+/// haproxy in front of a legacy and a new server, under load, its metrics in Prometheus.
+struct Scene {
+    _prometheus: Prometheus,
+    url: String,
+    world: World,
+    legacy: Server,
+    new: Server,
+    haproxy: Haproxy,
+    load: Load,
+}
+
+impl Scene {
+    fn start(prefix: &str) -> Scene {
+        let prometheus = Prometheus::from_env();
+        let url = sunset_test_support::service_var("SUNSET_PROMETHEUS_URL").unwrap();
+        let world = World::new(prefix);
+        let (legacy, new) = (Server::start(), Server::start());
+        let haproxy = Haproxy::start(&world, &prometheus, &legacy, &new);
+        let load = haproxy.load();
+        prometheus.wait_for(
+            &format!(
+                r#"haproxy_server_http_responses_total{{test="{}", server="legacy"}} > 0"#,
+                haproxy.label
+            ),
+            Duration::from_secs(30),
+        );
+        Scene {
+            _prometheus: prometheus,
+            url,
+            world,
+            legacy,
+            new,
+            haproxy,
+            load,
+        }
+    }
+}
+
 /// The shares the audit log says were set, in order.
 fn shares_set(world: &World) -> Vec<String> {
     world
@@ -271,19 +311,15 @@ fn shift_record(world: &World) -> Option<serde_json::Value> {
 
 #[test]
 fn a_shift_moves_the_weights_to_100_under_load_and_resumes_after_sigkill_without_a_second_change() {
-    let prometheus = Prometheus::from_env();
-    let url = sunset_test_support::service_var("SUNSET_PROMETHEUS_URL").unwrap();
-    let world = World::new("td-shift");
-    let (legacy, new) = (Server::start(), Server::start());
-    let haproxy = Haproxy::start(&world, &prometheus, &legacy, &new);
-    let load = haproxy.load();
-    prometheus.wait_for(
-        &format!(
-            r#"haproxy_server_http_responses_total{{test="{}", server="legacy"}} > 0"#,
-            haproxy.label
-        ),
-        Duration::from_secs(30),
-    );
+    let Scene {
+        url,
+        world,
+        legacy: _legacy,
+        new,
+        haproxy,
+        load,
+        ..
+    } = Scene::start("td-shift");
     let sequence = haproxy.sequence(&world, "shift", &url);
     let seq = sequence.to_str().unwrap();
     let plan = world.run(&["plan", seq]);
@@ -333,6 +369,10 @@ fn a_shift_moves_the_weights_to_100_under_load_and_resumes_after_sigkill_without
         ["10", "25", "50", "100"],
         "one change per stage: the resumed run did not set 25% again"
     );
+    // A new attempt starts from the weights as they are: all at 100 %, nothing to send.
+    let out = world.run(&["apply", seq, "--yes", "--restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(shares_set(&world), ["10", "25", "50", "100"], "no change");
     let before = new.served.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -349,19 +389,15 @@ fn a_shift_moves_the_weights_to_100_under_load_and_resumes_after_sigkill_without
 
 #[test]
 fn a_gate_broken_at_50_moves_traffic_back_to_25_and_exits_1_and_rollback_restores_all() {
-    let prometheus = Prometheus::from_env();
-    let url = sunset_test_support::service_var("SUNSET_PROMETHEUS_URL").unwrap();
-    let world = World::new("td-shift-back");
-    let (legacy, new) = (Server::start(), Server::start());
-    let haproxy = Haproxy::start(&world, &prometheus, &legacy, &new);
-    let load = haproxy.load();
-    prometheus.wait_for(
-        &format!(
-            r#"haproxy_server_http_responses_total{{test="{}", server="legacy"}} > 0"#,
-            haproxy.label
-        ),
-        Duration::from_secs(30),
-    );
+    let Scene {
+        url,
+        world,
+        legacy: _legacy,
+        new,
+        haproxy,
+        load,
+        ..
+    } = Scene::start("td-shift-back");
     // The new system fails under half the traffic: it answers 500 once haproxy gives it 50.
     let watching = Arc::new(AtomicBool::new(true));
     let breaker = {

@@ -1,3 +1,5 @@
+//! Over 600 lines with its unit tests, which judge the comparison without a server.
+//!
 //! `metrics_match`: the new system's collectors report what the legacy ones do. Each side's
 //! metric names are listed, the patterns expanded against them, every metric read as a range
 //! query on both sides at the same step (so samples align), series matched by their labels

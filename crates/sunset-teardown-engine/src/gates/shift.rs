@@ -37,7 +37,11 @@ enum Phase {
 /// What the shift has done so far, saved after every change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
-    /// haproxy's weights before the first stage: what `rollback` restores.
+    /// The run attempt that wrote it: a new attempt (`--restart`) starts from the weights as
+    /// they are then.
+    #[serde(default)]
+    attempt: String,
+    /// The weights before the first stage: what `rollback` restores.
     initial: Weights,
     /// Each `below_baseline` gate's value before the first stage, by gate position.
     baselines: Vec<Option<f64>>,
@@ -93,6 +97,7 @@ pub(crate) struct Shift<'a> {
     /// This run watches holds until then at the latest, then exits to be resumed.
     pub watch_until: Option<std::time::Instant>,
     pub step: &'a str,
+    pub attempt: &'a str,
 }
 
 fn target<'a>(action: &'a ActionFile, cloud: &'a Cloud) -> Result<Weighted<'a>, Error> {
@@ -109,21 +114,31 @@ impl Shift<'_> {
         let stages = &self.action.stages;
         let hold = self.action.hold.map_or(Duration::ZERO, |h| h.0);
         let mut record = match load(&self.record)? {
-            Some(record) => record,
-            None => {
-                let initial = target.weights().await?;
+            Some(record) if record.attempt == self.attempt => record,
+            earlier => {
+                // The first stage above the share the new system has now: a shift never moves
+                // traffic back to the legacy system on its way up.
+                let live = target.weights().await?;
+                let first = stages.iter().position(|stage| *stage > live.share());
+                let initial = earlier.map_or(live, |r| r.initial);
                 let mut baselines = Vec::new();
                 for gate in &self.action.gates {
+                    // Nothing left to shift: no baseline to take.
                     baselines.push(match gate.below_baseline {
-                        Some(_) => Some(self.baseline(gate).await?),
-                        None => None,
+                        Some(_) if first.is_some() => Some(self.baseline(gate).await?),
+                        _ => None,
                     });
                 }
                 let record = Record {
+                    attempt: self.attempt.to_owned(),
                     initial,
                     baselines,
-                    stage: 0,
-                    phase: Phase::Setting,
+                    stage: first.unwrap_or(stages.len() - 1),
+                    phase: if first.is_some() {
+                        Phase::Setting
+                    } else {
+                        Phase::Done
+                    },
                     since: now(),
                     evidence: None,
                 };

@@ -143,15 +143,8 @@ fn describe_traffic(traffic: &NoTrafficFile) -> String {
     )
 }
 
-/// A URL without the credentials it may carry.
 fn redacted_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+    crate::gates::without_credentials(url)
 }
 
 fn probe_url<'a>(probe: Option<&'a ProbeFile>, action: &'a ActionFile) -> &'a str {

@@ -115,10 +115,10 @@ pub(crate) fn event(
     }
 }
 
-/// The files of a run, for operators and reviewers.
 /// The directory of the gates' reports, beside the audit log.
 pub(crate) const GATES_DIR: &str = "gates";
 
+/// The files of a run, for operators and reviewers.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunPaths {
     pub checkpoint: PathBuf,

@@ -22,6 +22,7 @@ use crate::checks::Check;
 use crate::cloud::Cloud;
 
 pub use parity::{MetricParity, ParityReport, Verdict, Worst};
+pub(crate) use prometheus::without_credentials;
 pub use report::{GateReport, saved_reports};
 pub(crate) use shift::{Shift, record_path as shift_record, restore as restore_shift};
 pub(crate) use weighted::Weighted;

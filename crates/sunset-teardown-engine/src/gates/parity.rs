@@ -173,13 +173,7 @@ fn side_matchers(selector: Option<&sunset_plan::Text>) -> Result<Vec<Matcher>, E
 }
 
 fn side_name(url: &str, selector: Option<&str>) -> String {
-    let url = match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    };
+    let url = crate::gates::prometheus::without_credentials(url);
     match selector {
         Some(selector) => format!("{url} {selector}"),
         None => url,

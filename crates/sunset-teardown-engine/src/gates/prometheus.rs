@@ -86,13 +86,7 @@ impl<'a> Prometheus<'a> {
 
     /// The URL without credentials, for messages and the audit log.
     fn shown(&self) -> String {
-        match self.base.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('@') {
-                Some((_, host)) => format!("{scheme}://{host}"),
-                None => self.base.clone(),
-            },
-            None => self.base.clone(),
-        }
+        without_credentials(&self.base)
     }
 
     async fn get(&self, endpoint: &str, params: &[(&str, &str)]) -> Result<String, Error> {
@@ -134,6 +128,17 @@ impl<'a> Prometheus<'a> {
                 Err(Error::Probe(message))
             }
         }
+    }
+}
+
+/// `url` without the `user:password@` it may carry: what messages, plans and logs show.
+pub(crate) fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 

@@ -648,3 +648,42 @@ decommission_sequence:
     });
     assert_eq!(legacy_weight, Some(100));
 }
+
+/// A hold longer than the run may watch (`--watch-for`) exits 3 like a wait gate; the next
+/// apply holds on from where the first left off, without setting the stage again.
+#[test]
+fn a_hold_longer_than_the_run_watches_exits_3_and_the_next_apply_holds_on() {
+    let Scene {
+        url,
+        world,
+        legacy: _legacy,
+        new: _new,
+        haproxy,
+        load,
+        ..
+    } = Scene::start("td-shift-watch");
+    let sequence = haproxy.sequence(&world, "shift", &url);
+    let seq = sequence.to_str().unwrap();
+    let out = world.run(&["apply", seq, "--yes", "--watch-for", "2s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("longer than this run watches; apply again to go on holding"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(haproxy.weights(), (90, 10), "still holding the first stage");
+    let record = shift_record(&world).expect("the shift's record");
+    assert_eq!(
+        (record["stage"].clone(), record["phase"].clone()),
+        (0.into(), "holding".into())
+    );
+    let out = world.run(&["apply", seq, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(haproxy.weights(), (0, 100));
+    assert_eq!(
+        shares_set(&world),
+        ["10", "25", "50", "100"],
+        "10% was set once"
+    );
+    drop(load);
+}
